@@ -1,0 +1,12 @@
+"""HTTP API: one blueprint per resource; views parse, call one service, serialize."""
+
+from flask import Flask
+
+from app.api import health, openapi, optimize, questions, scenes, suggestions
+
+__all__ = ["init_app"]
+
+
+def init_app(app: Flask) -> None:
+    for module in (optimize, questions, suggestions, scenes, health, openapi):
+        app.register_blueprint(module.bp)

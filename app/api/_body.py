@@ -1,0 +1,79 @@
+"""What every /api view shares: parse and validate the JSON body, read Cache-Control, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from flask import Response, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from app.errors import (
+    MalformedJSONError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationFailedError,
+)
+from app.gateway import Completion
+from app.services import CachePolicy, PromptService
+
+__all__ = ["cache_policy", "parse_body", "prompt_service", "respond"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def parse_body(model: type[M]) -> M:
+    """Return the request body validated as `model`, or raise the matching 4xx error."""
+    if not request.is_json:
+        raise UnsupportedMediaTypeError()
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(details=f"limit is {limit} bytes")
+    raw = request.get_data(cache=False)  # werkzeug enforces the limit on chunked bodies too
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise MalformedJSONError(details="request body is not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        detail = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise MalformedJSONError(details=detail[:200]) from None
+    if not isinstance(data, dict):
+        raise ValidationFailedError(details="request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailedError(details=_describe(exc)[:500]) from None
+
+
+def cache_policy() -> CachePolicy:
+    """Read the request's Cache-Control: no-cache skips the read, no-store skips everything."""
+    control = request.cache_control
+    if control.no_store:
+        return CachePolicy(read=False, write=False)
+    if control.no_cache:
+        return CachePolicy(read=False, write=True)
+    return CachePolicy()
+
+
+def prompt_service() -> PromptService:
+    """Return the app's PromptService (built once per worker by create_app)."""
+    return current_app.extensions["prompt_service"]  # type: ignore[no-any-return]
+
+
+def respond(body: dict[str, Any], completion: Completion) -> Response:
+    """Return the JSON answer with X-Cache, and Age when it came from the cache."""
+    response = jsonify(body)
+    response.headers["X-Cache"] = completion.cache_status
+    if completion.cache_status in ("HIT", "STALE"):
+        response.headers["Age"] = str(completion.age)
+    return response

@@ -1,0 +1,85 @@
+"""GET /openapi.json: an OpenAPI 3.1 document generated from the models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from app import schemas
+
+__all__ = ["bp", "build_spec"]
+
+bp = Blueprint("openapi", __name__)
+
+# (path, operationId, summary, request model, response model)
+OPERATIONS: tuple[tuple[str, str, str, type[BaseModel], type[BaseModel]], ...] = (
+    ("/api/optimize", "optimize", "Optimize a prompt for a mode", schemas.OptimizeRequest, schemas.OptimizeResponse),
+    ("/api/generate-questions", "generateQuestions", "Ask clarifying questions",
+     schemas.QuestionsRequest, schemas.QuestionsResponse),
+    ("/api/get-enhancement-suggestions", "getEnhancementSuggestions", "Improve highlighted text",
+     schemas.EnhancementRequest, schemas.EnhancementResponse),
+    ("/api/get-custom-suggestions", "getCustomSuggestions", "Rewrite highlighted text as asked",
+     schemas.CustomSuggestionsRequest, schemas.CustomSuggestionsResponse),
+    ("/api/detect-scene-change", "detectSceneChange", "Judge whether an edit changes the scene",
+     schemas.SceneChangeRequest, schemas.SceneChangeResponse),
+    ("/api/get-creative-suggestions", "getCreativeSuggestions", "Suggest creative options",
+     schemas.CreativeRequest, schemas.CreativeResponse),
+)
+
+_ERRORS = {
+    "400": "Malformed JSON or invalid field",
+    "401": "API key missing",
+    "403": "API key wrong",
+    "413": "Body too large",
+    "415": "Content-Type is not application/json",
+    "429": "Rate limit reached",
+    "502": "Upstream failed or answered something unusable",
+    "503": "Upstream unavailable or circuit open",
+    "504": "Upstream timed out",
+}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+@cache
+def build_spec() -> dict[str, Any]:
+    """Return the OpenAPI document (built once; the models do not change at run time)."""
+    models: list[tuple[type[BaseModel], Any]] = [(op[3], "validation") for op in OPERATIONS]
+    models += [(op[4], "serialization") for op in OPERATIONS]
+    models.append((schemas.ErrorResponse, "serialization"))
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    error = {"description": "", "content": _json(_ref(schemas.ErrorResponse))}
+    paths = {}
+    for path, operation_id, summary, request_model, response_model in OPERATIONS:
+        responses = {"200": {"description": "The answer", "content": _json(_ref(response_model)),
+                             "headers": {"X-Cache": {"schema": {"type": "string",
+                                         "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}}}}
+        responses |= {code: {**error, "description": text} for code, text in _ERRORS.items()}
+        paths[path] = {"post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "requestBody": {"required": True, "content": _json(_ref(request_model))},
+            "responses": responses,
+        }}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Prompt Builder API", "version": "1.0.0",
+                 "description": "Turns a rough prompt plus a mode into an optimized prompt."},
+        "paths": paths,
+        "components": {"schemas": defs["$defs"]},
+    }
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(build_spec())

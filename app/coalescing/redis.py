@@ -1,0 +1,210 @@
+"""Cross-process coalescing through Redis: a lease lock elects one leader per key across all
+workers and instances; followers learn the outcome by pub/sub, not by polling."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import redis
+from gevent import Timeout
+from gevent.event import AsyncResult
+
+from app.cache.memory import CachedValue
+from app.cache.redis import RedisCache, RedisHealth
+from app.errors import APIError, GatewayTimeoutError, error_from_wire, error_to_wire
+
+__all__ = ["RedisCoalescer"]
+
+log = logging.getLogger(__name__)
+
+# Delete or extend the lock only while we still own it (its value is our token).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+def _encode_ok(value: CachedValue) -> bytes:
+    meta = json.dumps([value.stored_at, value.fresh_until]).encode()
+    return b"1" + meta + b"\n" + value.data
+
+
+def _decode(message: bytes) -> CachedValue | APIError:
+    if message[:1] == b"1":
+        meta, _, data = message[1:].partition(b"\n")
+        stored_at, fresh_until = json.loads(meta)
+        return CachedValue(data, stored_at, fresh_until)
+    return error_from_wire(json.loads(message[1:]))
+
+
+class RedisCoalescer:
+    """One upstream call per key across processes. Redis trouble never fails a request: the
+    caller then runs the call itself (the per-worker InFlight still dedupes inside a worker)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        listener_client: redis.Redis,
+        prefix: str,
+        lease_seconds: float,
+        l2: RedisCache,
+        health: RedisHealth,
+    ) -> None:
+        self._client = client
+        self._listener_client = listener_client
+        self._lock_prefix = f"{prefix}lock:"
+        self._channel_prefix = f"{prefix}done:"
+        self._lease_ms = int(lease_seconds * 1000)
+        self._l2 = l2
+        self.health = health
+        self._waiters: dict[str, list[AsyncResult]] = {}
+        self._listener: gevent.Greenlet | None = None
+        self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
+        self.leaders = self.followers = 0
+
+    # --- public --------------------------------------------------------------------------------
+
+    def run(self, key: str, call: Callable[[], CachedValue], timeout: float) -> tuple[CachedValue, bool]:
+        """Return (value, coalesced); raise the leader's error when another process led."""
+        end = time.monotonic() + timeout
+        token = uuid.uuid4().hex
+        while True:
+            try:
+                leader = bool(self._client.set(self._lock_prefix + key, token, nx=True, px=self._lease_ms))
+            except redis.RedisError as exc:
+                self.health.failed("coalescing lock", exc)
+                return call(), False
+            if leader:
+                return self._lead(key, token, call), False
+            outcome = self._follow(key, end)
+            if outcome is not None:
+                self.followers += 1
+                if isinstance(outcome, APIError):
+                    raise outcome
+                return outcome, True
+            # The lock vanished with no result (leader died or Redis hiccup): try to lead.
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.kill(block=False)
+
+    # --- leader --------------------------------------------------------------------------------
+
+    def _lead(self, key: str, token: str, call: Callable[[], CachedValue]) -> CachedValue:
+        self.leaders += 1
+        lock = self._lock_prefix + key
+        heartbeat = gevent.spawn(self._keep_lease, lock, token)
+        try:
+            value = call()
+        except Exception as exc:
+            self._publish(key, b"0" + json.dumps(error_to_wire(exc)).encode())
+            raise
+        else:
+            self._publish(key, _encode_ok(value))
+            return value
+        finally:
+            heartbeat.kill(block=False)
+            try:
+                self._release(keys=[lock], args=[token])
+            except redis.RedisError as exc:
+                self.health.failed("coalescing unlock", exc)
+
+    def _keep_lease(self, lock: str, token: str) -> None:
+        # A live leader keeps its lease; a dead one loses it within one lease period.
+        while True:
+            gevent.sleep(self._lease_ms / 3000)
+            try:
+                self._extend(keys=[lock], args=[token, self._lease_ms])
+            except redis.RedisError as exc:
+                self.health.failed("coalescing lease", exc)
+
+    def _publish(self, key: str, message: bytes) -> None:
+        try:
+            self._client.publish(self._channel_prefix + key, message)
+        except redis.RedisError as exc:
+            self.health.failed("coalescing publish", exc)
+
+    # --- follower ------------------------------------------------------------------------------
+
+    def _follow(self, key: str, end: float) -> CachedValue | APIError | None:
+        waiter: AsyncResult = AsyncResult()
+        try:
+            self._ensure_listener()
+        except redis.RedisError as exc:
+            self.health.failed("coalescing subscribe", exc)
+            waiter = None  # type: ignore[assignment]
+        if waiter is not None:
+            self._waiters.setdefault(key, []).append(waiter)
+        try:
+            # Subscribed first, then look: a leader that finished in between left its answer in L2.
+            cached = self._l2.get(key)
+            if cached is not None:
+                return cached
+            check_every = max(0.05, self._lease_ms / 3000)
+            while True:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    raise GatewayTimeoutError("Timed out waiting for an identical request in flight")
+                try:
+                    if waiter is None:
+                        gevent.sleep(min(remaining, check_every))
+                        raise Timeout
+                    return _decode(waiter.get(timeout=min(remaining, check_every)))
+                except Timeout:
+                    if not self._lock_held(key):
+                        return self._l2.get(key)
+        finally:
+            if waiter is not None:
+                waiters = self._waiters.get(key, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._waiters.pop(key, None)
+
+    def _lock_held(self, key: str) -> bool:
+        try:
+            return bool(self._client.exists(self._lock_prefix + key))
+        except redis.RedisError as exc:
+            self.health.failed("coalescing lock check", exc)
+            return False
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None and not self._listener.dead:
+            return
+        pubsub = self._listener_client.pubsub()
+        pubsub.psubscribe(self._channel_prefix + "*")
+        # Wait for the confirmation so that nothing published after this point is missed.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message and message["type"] == "psubscribe":
+                break
+        else:
+            pubsub.close()
+            raise redis.ConnectionError("no psubscribe confirmation")
+        self._listener = gevent.spawn(self._listen, pubsub)
+
+    def _listen(self, pubsub: Any) -> None:
+        skip = len(self._channel_prefix)
+        try:
+            for message in pubsub.listen():
+                if message["type"] != "pmessage":
+                    continue
+                key = message["channel"][skip:].decode()
+                for waiter in self._waiters.get(key, ()):
+                    waiter.set(message["data"])
+        except redis.RedisError as exc:
+            self.health.failed("coalescing listener", exc)
+        finally:
+            pubsub.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"leaders": self.leaders, "coalesced": self.followers}

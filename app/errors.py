@@ -1,0 +1,174 @@
+"""One exception hierarchy, one JSON error shape, one place that turns errors into responses."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+__all__ = [
+    "APIError",
+    "BadRequestError",
+    "CircuitOpenError",
+    "GatewayTimeoutError",
+    "InvalidAnswerError",
+    "MalformedJSONError",
+    "PayloadTooLargeError",
+    "ServiceUnavailableError",
+    "UnsupportedMediaTypeError",
+    "UpstreamAuthError",
+    "UpstreamError",
+    "ValidationFailedError",
+    "error_from_wire",
+    "error_response",
+    "error_to_wire",
+    "init_app",
+]
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """Root of every error the service answers with; carries its HTTP status."""
+
+    status_code = 500
+    message = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class BadRequestError(APIError):
+    status_code = 400
+    message = "Bad request"
+
+
+class MalformedJSONError(BadRequestError):
+    message = "Malformed JSON"
+
+
+class ValidationFailedError(BadRequestError):
+    message = "Validation failed"
+
+
+class UnsupportedMediaTypeError(APIError):
+    status_code = 415
+    message = "Content-Type must be application/json"
+
+
+class PayloadTooLargeError(APIError):
+    status_code = 413
+    message = "Request body too large"
+
+
+class UpstreamError(APIError):
+    """The model API failed or answered something unusable."""
+
+    status_code = 502
+    message = "Upstream model API error"
+
+
+class InvalidAnswerError(UpstreamError):
+    message = "Upstream model returned an invalid answer"
+
+
+class UpstreamAuthError(UpstreamError):
+    message = "Upstream authentication failed"
+
+
+class GatewayTimeoutError(APIError):
+    status_code = 504
+    message = "Upstream model API timed out"
+
+
+class ServiceUnavailableError(APIError):
+    status_code = 503
+    message = "Upstream model API unavailable"
+
+
+class CircuitOpenError(ServiceUnavailableError):
+    message = "Upstream model API temporarily unavailable (circuit open)"
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    """Build the one JSON error shape: {"error", "details"?, "requestId", ...extra}."""
+    body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
+    body["requestId"] = g.get("request_id")
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _handle_api_error(error: APIError) -> Response:
+    response = error_response(error.status_code, error.message, details=error.details)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    if status == 404:
+        return error_response(404, "Not found", path=request.path)
+    if status == 413:
+        return error_response(413, PayloadTooLargeError.message)
+    response = error_response(status, error.name)
+    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error", extra={"request_id": g.get("request_id")})
+    return error_response(500, APIError.message)
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers: one for our errors, one for HTTP errors, one for the rest."""
+    app.register_error_handler(APIError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    """Describe an error so that another process can raise the same one (coalesced followers)."""
+    if not isinstance(exc, APIError):
+        exc = APIError()
+    return {
+        "class": type(exc).__name__,
+        "message": exc.message,
+        "details": exc.details,
+        "retry_after": exc.retry_after,
+    }
+
+
+def error_from_wire(data: dict[str, Any]) -> APIError:
+    """Rebuild the error described by `error_to_wire`."""
+    classes = {cls.__name__: cls for cls in _subclasses(APIError)}
+    cls = classes.get(str(data.get("class")), APIError)
+    return cls(data.get("message"), details=data.get("details"), retry_after=data.get("retry_after"))
+
+
+def _subclasses(cls: type[APIError]) -> list[type[APIError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found

@@ -1,0 +1,50 @@
+"""The gateway: the one path from a request to a model answer, with cache, coalescing,
+circuit breaker and retries around the provider."""
+
+from __future__ import annotations
+
+import redis
+from config.settings import Settings
+
+from app.cache import MemoryCache, RedisCache, RedisHealth
+from app.coalescing import InFlight, RedisCoalescer
+from app.gateway.breaker import Breaker
+from app.gateway.gateway import Completion, Gateway
+from app.gateway.observer import NullObserver, Observer
+from app.gateway.upstream import UpstreamCaller
+from app.providers import LLMRequest, Provider, make_provider
+
+__all__ = ["Completion", "Gateway", "LLMRequest", "build_gateway"]
+
+
+def build_gateway(settings: Settings, observer: Observer | None = None, provider: Provider | None = None) -> Gateway:
+    """Assemble the gateway the settings describe (call after gevent patching)."""
+    observer = observer or NullObserver()
+    provider = provider or make_provider(settings)
+    breaker = Breaker(
+        provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state
+    )
+    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries)
+    l1 = (
+        MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
+        if settings.cache_enabled
+        else None
+    )
+    l2 = shared = None
+    if settings.redis_url and settings.cache_enabled:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_socket_timeout,
+            socket_connect_timeout=settings.redis_socket_timeout,
+            health_check_interval=30,
+        )
+        health = RedisHealth()
+        l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
+        if settings.coalescing_enabled:
+            # Pub/sub blocks on reads by design: its connection has no read timeout.
+            listener = redis.Redis.from_url(
+                settings.redis_url, socket_connect_timeout=settings.redis_socket_timeout, socket_keepalive=True
+            )
+            shared = RedisCoalescer(client, listener, settings.redis_prefix, settings.redis_lease_seconds, l2, health)
+    inflight = InFlight() if settings.coalescing_enabled else None
+    return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer)

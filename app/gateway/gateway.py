@@ -1,0 +1,175 @@
+"""Gateway.complete: key → L1 → L2 → coalesce → breaker + retries → provider → store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.cache import CachedValue, MemoryCache, RedisCache
+from app.coalescing import InFlight, RedisCoalescer
+from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from app.gateway.keys import request_key
+from app.gateway.observer import NullObserver, Observer
+from app.gateway.upstream import UpstreamCaller
+from app.providers.base import LLMRequest
+
+__all__ = ["Completion", "Gateway"]
+
+# Errors for which an expired answer beats no answer (stale-if-error).
+_STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An answer as the service sees it: parsed payload, who made it, and where it came from."""
+
+    payload: Any
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_status: str  # HIT | MISS | COALESCED | STALE
+    age: int  # seconds since the upstream produced it
+
+
+def _encode(payload: Any, provider: str, model: str, usage: tuple[int, int]) -> bytes:
+    return json.dumps(
+        {"p": payload, "v": provider, "m": model, "u": usage}, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def _completion(value: CachedValue, status: str, now: float) -> Completion:
+    data = json.loads(value.data)
+    return Completion(
+        payload=data["p"],
+        provider=data["v"],
+        model=data["m"],
+        input_tokens=data["u"][0],
+        output_tokens=data["u"][1],
+        cache_status=status,
+        age=max(0, int(now - value.stored_at)),
+    )
+
+
+class Gateway:
+    """The one way to a model answer. Every part but the upstream is optional (None = off)."""
+
+    def __init__(
+        self,
+        upstream: UpstreamCaller,
+        *,
+        l1: MemoryCache | None = None,
+        l2: RedisCache | None = None,
+        inflight: InFlight | None = None,
+        shared: RedisCoalescer | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.l1 = l1
+        self.l2 = l2
+        self.inflight = inflight
+        self.shared = shared
+        self._observer = observer or NullObserver()
+
+    def key_for(self, request: LLMRequest) -> str:
+        """Return the cache key: namespace plus a hash of provider, model and request identity."""
+        provider = self.upstream.provider
+        shape = {"provider": provider.name, "model": provider.model, **request.identity()}
+        return request_key(request.task, shape)
+
+    def complete(
+        self,
+        request: LLMRequest,
+        parse: Callable[[str], Any],
+        *,
+        read: bool = True,
+        write: bool = True,
+    ) -> Completion:
+        """Return the answer to `request`, from cache, from an identical call in flight, or
+        from the upstream. `parse` turns model text into the payload (raising InvalidAnswerError);
+        `read=False` skips cache reads (no-cache); `write=False` also skips storing and
+        coalescing (no-store)."""
+        key = self.key_for(request)
+        stale: CachedValue | None = None
+        if read and write:
+            cached = self._lookup(key)
+            if cached is not None:
+                now = time.time()
+                if cached.is_fresh(now):
+                    self._observer.cache_lookup(request.task, "HIT")
+                    return _completion(cached, "HIT", now)
+                stale = cached
+            self._observer.cache_lookup(request.task, "MISS")
+        else:
+            self._observer.cache_lookup(request.task, "BYPASS")
+
+        def produce() -> CachedValue:
+            return self._produce(key, request, parse, write)
+
+        try:
+            if write and self.inflight is not None:
+                (value, status), coalesced = self.inflight.run(
+                    key, lambda: self._lead(key, request, produce), request.timeout
+                )
+                if coalesced:
+                    status = "COALESCED"
+                    self._observer.coalesced(request.task, "worker")
+            else:
+                value, status = produce(), "MISS"
+        except _STALE_OK:
+            if stale is None:
+                raise
+            self._observer.cache_lookup(request.task, "STALE")
+            return _completion(stale, "STALE", time.time())
+        return _completion(value, status, time.time())
+
+    def _lookup(self, key: str) -> CachedValue | None:
+        cached = self.l1.get(key) if self.l1 is not None else None
+        if cached is None and self.l2 is not None:
+            cached = self.l2.get(key)
+            if cached is not None and self.l1 is not None:
+                self.l1.set(key, cached)
+        return cached
+
+    def _lead(self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]) -> tuple[CachedValue, str]:
+        if self.shared is None:
+            return produce(), "MISS"
+        value, remote = self.shared.run(key, produce, request.timeout)
+        if remote:
+            self._observer.coalesced(request.task, "cluster")
+            if self.l1 is not None:
+                self.l1.set(key, value)
+            return value, "COALESCED"
+        return value, "MISS"
+
+    def _produce(self, key: str, request: LLMRequest, parse: Callable[[str], Any], store: bool) -> CachedValue:
+        result = self.upstream.call(request)
+        payload = parse(result.text)
+        now = time.time()
+        value = CachedValue(
+            _encode(payload, self.upstream.provider.name, result.model, (result.input_tokens, result.output_tokens)),
+            stored_at=now,
+            fresh_until=now + request.ttl,
+        )
+        if store:
+            if self.l1 is not None:
+                evicted = self.l1.evictions
+                self.l1.set(key, value)
+                if self.l1.evictions != evicted:
+                    self._observer.cache_evicted(self.l1.evictions - evicted)
+            if self.l2 is not None:
+                self.l2.set(key, value)
+        return value
+
+    def stats(self) -> dict[str, Any]:
+        """Return this worker's view of cache, coalescing and breaker."""
+        return {
+            "cache": self.l1.stats() if self.l1 is not None else None,
+            "l2": self.l2.stats() if self.l2 is not None else None,
+            "coalescing": self.inflight.stats() if self.inflight is not None else None,
+            "sharedCoalescing": self.shared.stats() if self.shared is not None else None,
+            "circuitBreaker": self.upstream.breaker.stats(),
+        }

@@ -1,0 +1,112 @@
+"""One upstream call: breaker admission, attempts with backoff inside the deadline, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import gevent
+
+from app.errors import (
+    APIError,
+    GatewayTimeoutError,
+    InvalidAnswerError,
+    ServiceUnavailableError,
+    UpstreamAuthError,
+    UpstreamError,
+)
+from app.gateway.breaker import Breaker
+from app.gateway.observer import Observer
+from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
+
+__all__ = ["UpstreamCaller", "to_api_error"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 8.0
+
+
+def to_api_error(failure: UpstreamFailure, provider: str) -> APIError:
+    """Map a final upstream failure to the status our caller sees."""
+    if failure.kind == "timeout":
+        return GatewayTimeoutError()
+    if failure.kind == "invalid":
+        return InvalidAnswerError(details=str(failure))
+    if failure.status in (401, 403):
+        log.error("upstream %s rejected our API key (HTTP %s): check the key", provider, failure.status)
+        return UpstreamAuthError()
+    if failure.status == 429:
+        return ServiceUnavailableError(
+            "Upstream model API rate limit reached", retry_after=failure.retry_after or 1.0
+        )
+    return UpstreamError(details=str(failure))
+
+
+class UpstreamCaller:
+    """Call the provider through the breaker, retrying transient failures with full-jitter
+    exponential backoff (or the server's retry-after), never past the request's deadline."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        breaker: Breaker,
+        observer: Observer,
+        max_retries: int,
+        sleep: Callable[[float], None] = gevent.sleep,
+    ) -> None:
+        self.provider = provider
+        self.breaker = breaker
+        self._observer = observer
+        self._max_retries = max_retries
+        self._sleep = sleep
+        self.attempts = 0
+
+    def call(self, request: LLMRequest) -> ProviderResult:
+        deadline = time.monotonic() + request.timeout
+        attempt = 0
+        while True:
+            failure = self._attempt(request, deadline)
+            if isinstance(failure, ProviderResult):
+                return failure
+            delay = self._retry_delay(failure, attempt, deadline)
+            if delay is None:
+                raise to_api_error(failure, self.provider.name)
+            attempt += 1
+            self._observer.upstream_retry(self.provider.name, request, failure, delay)
+            self._sleep(delay)
+
+    def _attempt(self, request: LLMRequest, deadline: float) -> ProviderResult | UpstreamFailure:
+        probe = self.breaker.admit()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self.breaker.release(probe)
+            return UpstreamFailure("timeout", "request deadline reached")
+        self.attempts += 1
+        started = time.perf_counter()
+        outcome: ProviderResult | UpstreamFailure
+        try:
+            with gevent.Timeout(remaining, UpstreamFailure("timeout", "request deadline reached")):
+                outcome = self.provider.complete(request, timeout=remaining)
+        except UpstreamFailure as failure:
+            outcome = failure
+        except BaseException:
+            self.breaker.release(probe)
+            raise
+        self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
+        self._observer.upstream_call(self.provider.name, request, outcome, time.perf_counter() - started)
+        return outcome
+
+    def _retry_delay(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:
+        if not failure.retryable or attempt >= self._max_retries:
+            return None
+        if failure.retry_after is not None:
+            delay = failure.retry_after
+        else:
+            delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+        # Only retry when the wait leaves time for another attempt inside the deadline.
+        if time.monotonic() + delay >= deadline:
+            return None
+        return delay

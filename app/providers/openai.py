@@ -1,0 +1,63 @@
+"""Any OpenAI-compatible Chat Completions server: OpenAI, Ollama, vLLM, llama.cpp."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from app.http import post_json
+from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
+
+__all__ = ["OpenAIProvider"]
+
+
+class OpenAIProvider:
+    """POST {base_url}/chat/completions; the system prompt goes first as a system message."""
+
+    name = "openai"
+
+    def __init__(
+        self, session: requests.Session, *, base_url: str, api_key: str, model: str,
+        connect_timeout: float,
+    ) -> None:
+        self._session = session
+        self._url = f"{base_url}/chat/completions"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._connect_timeout = connect_timeout
+        self.model = model
+
+    def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
+        messages = [{"role": "system", "content": request.system}]
+        messages += [{"role": role, "content": content} for role, content in request.messages]
+        body = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "messages": messages,
+        }
+        data = post_json(
+            self._session, self._url, body, self._headers,
+            connect_timeout=self._connect_timeout, timeout=timeout,
+        )
+        return _parse(data, self.model)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _parse(data: dict[str, Any], model: str) -> ProviderResult:
+    try:
+        text = data["choices"][0]["message"]["content"]
+        usage = data.get("usage") or {}
+        result = ProviderResult(
+            text=str(text or ""),
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            model=str(data.get("model") or model),
+        )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        raise UpstreamFailure("invalid", "upstream answer is not a Chat Completions response") from None
+    if not result.text.strip():
+        raise UpstreamFailure("invalid", "upstream answer has no text content")
+    return result

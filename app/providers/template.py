@@ -1,0 +1,151 @@
+"""The offline provider: deterministic structured prompts and schema-valid answers, no network."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from app.providers.base import LLMRequest, ProviderResult
+
+__all__ = ["TemplateProvider"]
+
+
+def _short(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _optimize(inputs: dict[str, Any]) -> str:
+    prompt = inputs["prompt"].strip()
+    context = inputs.get("context") or {}
+    sections = inputs["sections"]
+    focus = (context.get("specificAspects") or "").strip()
+    level = (context.get("backgroundLevel") or "").strip()
+    use = (context.get("intendedUse") or "").strip()
+    bodies = [prompt]
+    bodies.append(
+        "\n".join(
+            line
+            for line in (
+                f"Focus on: {focus}." if focus else "",
+                f"Write for this audience: {level}." if level else "",
+                f"The result will be used for: {use}." if use else "",
+            )
+            if line
+        )
+        or f"Work within the scope of the request above: {_short(prompt)}"
+    )
+    for title in sections[2:]:
+        bodies.append(f"Address '{title.lower()}' explicitly for: {_short(prompt)}")
+    parts = [f"## {title}\n{body}" for title, body in zip(sections, bodies, strict=False)]
+    return "\n\n".join(parts)
+
+
+def _questions(inputs: dict[str, Any]) -> dict[str, Any]:
+    topic = _short(inputs["prompt"], 60)
+    return {
+        "questions": [
+            {
+                "id": 1,
+                "title": "What should the answer focus on?",
+                "description": f"Which aspects of “{topic}” matter most to you?",
+                "field": "specificAspects",
+                "examples": ["Practical steps", "Underlying theory", "Trade-offs"],
+            },
+            {
+                "id": 2,
+                "title": "How familiar are you with the subject?",
+                "description": "This sets the depth and vocabulary of the answer.",
+                "field": "backgroundLevel",
+                "examples": ["Beginner", "Intermediate", "Expert"],
+            },
+            {
+                "id": 3,
+                "title": "What will you use the result for?",
+                "description": "The intended use shapes format and level of detail.",
+                "field": "intendedUse",
+                "examples": ["A report", "A lesson", "A decision"],
+            },
+        ]
+    }
+
+
+def _enhancement(inputs: dict[str, Any]) -> dict[str, Any]:
+    text = _short(inputs["highlightedText"], 60)
+    return {
+        "suggestions": [
+            {"text": f"{text} (state the expected outcome)", "explanation": "Makes the goal checkable."},
+            {"text": f"{text}, with one concrete example", "explanation": "Examples reduce ambiguity."},
+            {"text": f"Precisely: {text}", "explanation": "Signals that precision matters."},
+        ]
+    }
+
+
+def _custom(inputs: dict[str, Any]) -> dict[str, Any]:
+    text = _short(inputs["highlightedText"], 60)
+    request = _short(inputs["customRequest"], 40)
+    return {"suggestions": [{"text": f"{text} — {request}"}, {"text": f"{request}: {text}"},
+                            {"text": f"{text} ({request}, concisely)"}]}
+
+
+_SCENE_FIELDS = ("location", "setting", "time", "era", "place", "scene")
+
+
+def _scene(inputs: dict[str, Any]) -> dict[str, Any]:
+    field = inputs["changedField"].lower()
+    old = (inputs.get("oldValue") or "").strip()
+    changed = any(word in field for word in _SCENE_FIELDS) and old != inputs["newValue"].strip()
+    affected = inputs.get("affectedFields") or {}
+    return {
+        "isSceneChange": changed,
+        "confidence": "medium" if changed else "low",
+        "reasoning": (
+            f"'{inputs['changedField']}' sets the scene and its value changed."
+            if changed
+            else f"'{inputs['changedField']}' refines the current scene without replacing it."
+        ),
+        "suggestedUpdates": {key: value for key, value in affected.items() if changed and value},
+    }
+
+
+_ANGLES = ("vivid", "minimal", "unexpected", "classic", "cinematic", "intimate", "bold", "quiet")
+
+
+def _creative(inputs: dict[str, Any]) -> dict[str, Any]:
+    kind = inputs["elementType"]
+    base = _short(inputs.get("currentValue") or inputs.get("concept") or kind, 40)
+    return {
+        "suggestions": [
+            {"text": f"{angle.capitalize()} {kind}: {base}", "explanation": f"Gives the {kind} a {angle} feel."}
+            for angle in _ANGLES
+        ]
+    }
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "questions": _questions,
+    "enhancement": _enhancement,
+    "custom": _custom,
+    "scene": _scene,
+    "creative": _creative,
+}
+
+
+class TemplateProvider:
+    """Builds answers locally from the request's validated inputs; costs no tokens."""
+
+    name = "template"
+
+    def __init__(self, model: str = "template-v1") -> None:
+        self.model = model
+
+    def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
+        if request.task == "optimize":
+            text = _optimize(request.inputs)
+        else:
+            text = json.dumps(_BUILDERS[request.task](request.inputs), ensure_ascii=False)
+        return ProviderResult(text=text, input_tokens=0, output_tokens=0, model=self.model)
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,207 @@
+"""Pydantic models: the request bodies we accept, the answers we return, the shapes models must give."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "MODES",
+    "CreativeRequest",
+    "CreativeResponse",
+    "CustomSuggestionsRequest",
+    "CustomSuggestionsResponse",
+    "EnhancementRequest",
+    "EnhancementResponse",
+    "ErrorResponse",
+    "OptimizeRequest",
+    "OptimizeResponse",
+    "QuestionsRequest",
+    "QuestionsResponse",
+    "SceneChangeRequest",
+    "SceneChangeResponse",
+]
+
+Mode = Literal["code", "text", "learning", "video", "reasoning", "research", "socratic", "optimize"]
+MODES: tuple[str, ...] = Mode.__args__  # type: ignore[attr-defined]
+ElementType = Literal["subject", "action", "location", "time", "mood", "style", "event"]
+QuestionField = Literal["specificAspects", "backgroundLevel", "intendedUse"]
+
+
+def _clean_text(value: str) -> str:
+    # A NUL byte or a lone surrogate cannot be encoded for the upstream; refuse it here, as a 400.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _text(max_length: int, *, required: bool = False) -> object:
+    checks = [AfterValidator(_clean_text)] + ([AfterValidator(_not_blank)] if required else [])
+    return Annotated[str, Field(min_length=1 if required else 0, max_length=max_length), *checks]
+
+
+Required10k = _text(10_000, required=True)
+Required50k = _text(50_000, required=True)
+Optional10k = _text(10_000)
+Optional5k = _text(5_000)
+Optional1k = _text(1_000)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class OptimizeContext(_Request):
+    specificAspects: Optional5k | None = None  # type: ignore[valid-type]
+    backgroundLevel: Optional1k | None = None  # type: ignore[valid-type]
+    intendedUse: Optional1k | None = None  # type: ignore[valid-type]
+
+
+class OptimizeRequest(_Request):
+    prompt: Required10k  # type: ignore[valid-type]
+    mode: Mode
+    context: OptimizeContext | None = None
+
+
+class QuestionsRequest(_Request):
+    prompt: Required10k  # type: ignore[valid-type]
+
+
+class EnhancementRequest(_Request):
+    highlightedText: Required10k  # type: ignore[valid-type]
+    contextBefore: Optional5k = ""  # type: ignore[valid-type]
+    contextAfter: Optional5k = ""  # type: ignore[valid-type]
+    fullPrompt: Required50k  # type: ignore[valid-type]
+    originalUserPrompt: Optional10k = ""  # type: ignore[valid-type]
+
+
+class CustomSuggestionsRequest(_Request):
+    highlightedText: Required10k  # type: ignore[valid-type]
+    customRequest: _text(1_000, required=True)  # type: ignore[valid-type]
+    fullPrompt: Required50k  # type: ignore[valid-type]
+
+
+class SceneChangeRequest(_Request):
+    changedField: _text(200, required=True)  # type: ignore[valid-type]
+    newValue: Required10k  # type: ignore[valid-type]
+    oldValue: Optional10k | None = None  # type: ignore[valid-type]
+    fullPrompt: Required50k  # type: ignore[valid-type]
+    affectedFields: dict[_text(200), Optional5k] | None = Field(  # type: ignore[valid-type]
+        default=None, max_length=50
+    )
+
+
+class CreativeRequest(_Request):
+    elementType: ElementType
+    currentValue: Optional5k = ""  # type: ignore[valid-type]
+    context: Optional5k = ""  # type: ignore[valid-type]
+    concept: Optional10k = ""  # type: ignore[valid-type]
+
+
+# --- what a model must answer (extra keys ignored, shape enforced) -------------------------------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Question(_Answer):
+    id: int | str
+    title: str = Field(min_length=1)
+    description: str
+    field: QuestionField
+    examples: list[str] = Field(default_factory=list)
+
+
+class QuestionsAnswer(_Answer):
+    questions: list[Question] = Field(min_length=1, max_length=10)
+
+
+class Suggestion(_Answer):
+    text: str = Field(min_length=1)
+    explanation: str | None = None
+
+
+class TextSuggestion(_Answer):
+    text: str = Field(min_length=1)
+
+
+class ExplainedSuggestion(_Answer):
+    text: str = Field(min_length=1)
+    explanation: str
+
+
+class EnhancementAnswer(_Answer):
+    suggestions: list[Suggestion] = Field(min_length=1, max_length=20)
+
+
+class CustomSuggestionsAnswer(_Answer):
+    suggestions: list[TextSuggestion] = Field(min_length=1, max_length=20)
+
+
+class SceneChangeAnswer(_Answer):
+    isSceneChange: bool
+    confidence: Literal["high", "medium", "low"]
+    reasoning: str
+    suggestedUpdates: dict[str, str] = Field(default_factory=dict)
+
+
+class CreativeAnswer(_Answer):
+    suggestions: list[ExplainedSuggestion] = Field(min_length=1, max_length=20)
+
+
+# --- what we answer ------------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    inputTokens: int
+    outputTokens: int
+
+
+class _Meta(BaseModel):
+    provider: str
+    model: str
+    usage: Usage
+
+
+class OptimizeResponse(_Meta):
+    optimizedPrompt: str
+    mode: Mode
+
+
+class QuestionsResponse(QuestionsAnswer, _Meta):
+    pass
+
+
+class EnhancementResponse(EnhancementAnswer, _Meta):
+    isPlaceholder: bool
+
+
+class CustomSuggestionsResponse(CustomSuggestionsAnswer, _Meta):
+    pass
+
+
+class SceneChangeResponse(SceneChangeAnswer, _Meta):
+    pass
+
+
+class CreativeResponse(CreativeAnswer, _Meta):
+    pass
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    details: str | None = None
+    path: str | None = None
+    requestId: str | None = None

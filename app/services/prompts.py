@@ -1,0 +1,76 @@
+"""PromptService: turns validated requests into model requests and shapes each endpoint's answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.gateway import Completion, Gateway, LLMRequest
+from app.schemas import OptimizeRequest
+from app.services.answers import json_answer, text_answer
+from app.services.modes import MODE_REGISTRY, context_appendix
+from app.services.tasks import TASKS
+
+__all__ = ["CachePolicy", "PromptService"]
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """What the caller's Cache-Control allows: read the cache, and store (and share) the answer."""
+
+    read: bool = True
+    write: bool = True
+
+
+def _meta(completion: Completion) -> dict[str, Any]:
+    return {
+        "provider": completion.provider,
+        "model": completion.model,
+        "usage": {"inputTokens": completion.input_tokens, "outputTokens": completion.output_tokens},
+    }
+
+
+class PromptService:
+    """One method per endpoint; each builds an LLMRequest and shapes the answer."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
+
+    def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
+        """Return the optimized prompt for the body's prompt, mode and context."""
+        mode = MODE_REGISTRY[body.mode]
+        context = body.context.model_dump() if body.context else None
+        request = LLMRequest(
+            task="optimize",
+            mode=mode.name,
+            system=mode.system,
+            messages=(("user", f"<prompt>\n{body.prompt}\n</prompt>{context_appendix(context)}"),),
+            max_tokens=mode.max_tokens,
+            timeout=mode.timeout,
+            ttl=mode.ttl,
+            inputs={"prompt": body.prompt, "context": context, "sections": list(mode.sections)},
+        )
+        completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
+        return {"optimizedPrompt": completion.payload, "mode": mode.name, **_meta(completion)}, completion
+
+    def answer(self, task_name: str, body: BaseModel, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
+        """Return the JSON answer of one of the other endpoints (questions, suggestions, scene)."""
+        task = TASKS[task_name]
+        inputs = body.model_dump()
+        request = LLMRequest(
+            task=task.name,
+            mode=task.name,
+            system=task.system,
+            messages=(("user", task.render(inputs)),),
+            max_tokens=task.max_tokens,
+            temperature=task.temperature,
+            timeout=task.timeout,
+            ttl=task.ttl,
+            inputs=inputs,
+        )
+        completion = self.gateway.complete(request, self._parsers[task_name], read=policy.read, write=policy.write)
+        extra = {"isPlaceholder": False} if task_name == "enhancement" else {}
+        return {**completion.payload, **extra, **_meta(completion)}, completion

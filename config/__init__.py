@@ -1,0 +1,1 @@
+"""Deployment configuration: settings classes, gunicorn and nginx files."""

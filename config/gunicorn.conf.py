@@ -1,0 +1,36 @@
+"""Gunicorn settings: gevent workers, production-shaped timeouts, settings checked at start-up.
+
+    gunicorn -c config/gunicorn.conf.py wsgi:app
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from config.settings import ConfigError, load_settings  # noqa: E402
+
+try:
+    _settings = load_settings()
+except ConfigError as exc:  # one line naming the variable, no traceback
+    sys.stderr.write(f"configuration error: {exc}\n")
+    sys.exit(2)
+
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.web_concurrency
+worker_class = "gevent"
+worker_connections = _settings.worker_connections
+backlog = 2048
+
+# gevent workers answer the arbiter's heartbeat between greenlets; a long request does not block it.
+timeout = 120
+# Longer than the slowest mode (video: 90 s) so SIGTERM lets every accepted request finish.
+graceful_timeout = 100
+keepalive = 75  # longer than nginx's upstream keepalive_timeout (60 s): nginx closes first
+
+# The app writes one JSON line per request itself; gunicorn's own messages go to stderr.
+accesslog = None
+errorlog = "-"
+loglevel = "info" if _settings.log_level == "DEBUG" else _settings.log_level.lower()
+proc_name = "prompt-builder-api"
+forwarded_allow_ips = "127.0.0.1,::1"

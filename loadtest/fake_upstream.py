@@ -1,0 +1,238 @@
+"""A fake model API for tests and load tests: the Anthropic Messages and OpenAI Chat Completions
+wire formats over real HTTP under gevent, with latency, fault injection and call counters.
+
+    python -m loadtest.fake_upstream --port 8089 --latency 0.3
+
+Control over HTTP: GET /_stats, POST /_reset, POST /_control with a JSON object:
+    {"latency": 0.3, "video_latency": 2.0,
+     "faults": [{"status": 529, "times": 2, "headers": {"retry-after": "1"}},
+                {"action": "reset"}, {"action": "invalid_json"}, {"action": "wrong_shape"},
+                {"action": "delay", "seconds": 5}, {"action": "empty"}],
+     "sticky": {"status": 500}}          # applied to every call until cleared with null
+Queued faults are used one per call, in order; a fault with "times" repeats that many calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import socket
+import struct
+import time
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+__all__ = ["FakeUpstream", "main"]
+
+_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 529: "overloaded_error",
+}
+
+
+def _tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / 4))
+
+
+def answer_text(system: str, user: str, fingerprint: str) -> str:
+    """Return a plausible answer for the request: JSON of the right shape for the JSON tasks
+    (recognised by the keys their system prompts name), otherwise a prompt unique to the input."""
+    if '"isSceneChange"' in system:
+        return json.dumps({"isSceneChange": True, "confidence": "high",
+                           "reasoning": f"The edit moves the scene ({fingerprint}).",
+                           "suggestedUpdates": {"time": "dusk"}})
+    if '"questions"' in system:
+        fields = ("specificAspects", "backgroundLevel", "intendedUse")
+        return json.dumps({"questions": [
+            {"id": i + 1, "title": f"Question {i + 1} ({fingerprint})", "description": "Why it matters.",
+             "field": field, "examples": ["one", "two"]} for i, field in enumerate(fields)]})
+    if '"suggestions"' in system:
+        return "```json\n" + json.dumps({"suggestions": [
+            {"text": f"Option {i + 1} ({fingerprint})", "explanation": "Adds clarity."} for i in range(8)]}) + "\n```"
+    return f"Optimized prompt [{fingerprint}]\n\n{user[:400]}\n\nBe specific, state success criteria."
+
+
+class FakeUpstream:
+    """The WSGI app plus its state; one instance per server process."""
+
+    def __init__(self, latency: float = 0.0, video_latency: float | None = None) -> None:
+        self.latency = latency
+        self.video_latency = video_latency
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.connections = 0
+        self.faults: deque[dict[str, Any]] = deque()
+        self.sticky: dict[str, Any] | None = None
+        self.seen: deque[dict[str, Any]] = deque(maxlen=2000)
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    # --- WSGI ------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        if path == "/_stats" and method == "GET":
+            return self._json(start_response, 200, self.stats())
+        if path == "/_reset" and method == "POST":
+            self.reset()
+            return self._json(start_response, 200, {"ok": True})
+        if path == "/_control" and method == "POST":
+            return self._json(start_response, 200, self.control(json.loads(raw or b"{}")))
+        if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
+            return self._complete(environ, start_response, path, raw)
+        return self._json(start_response, 404, {"type": "error", "error": {"type": "not_found_error",
+                                                                            "message": path}})
+
+    def control(self, spec: dict[str, Any]) -> dict[str, Any]:
+        if "latency" in spec:
+            self.latency = float(spec["latency"])
+        if "video_latency" in spec:
+            self.video_latency = spec["video_latency"]
+        for fault in spec.get("faults", []):
+            for _ in range(int(fault.get("times", 1))):
+                self.faults.append(fault)
+        if "sticky" in spec:
+            self.sticky = spec["sticky"]
+        return {"queued": len(self.faults), "sticky": self.sticky, "latency": self.latency}
+
+    def stats(self) -> dict[str, Any]:
+        return {"calls": dict(self.calls), "total": sum(self.calls.values()), "connections": self.connections,
+                "maxInFlight": self.max_in_flight, "seen": list(self.seen)}
+
+    def _complete(self, environ: dict[str, Any], start_response: Any, path: str, raw: bytes) -> list[bytes]:
+        self.calls[path] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._answer(environ, start_response, path, raw)
+        finally:
+            self.in_flight -= 1
+
+    def _answer(self, environ: dict[str, Any], start_response: Any, path: str, raw: bytes) -> list[bytes]:
+        import gevent
+
+        body = json.loads(raw)
+        anthropic = path == "/v1/messages"
+        system = body.get("system", "") if anthropic else body["messages"][0]["content"]
+        user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+        self.seen.append({
+            "path": path, "model": body.get("model"), "max_tokens": body.get("max_tokens"),
+            "traceparent": environ.get("HTTP_TRACEPARENT"), "api_key": environ.get("HTTP_X_API_KEY"),
+            "authorization": environ.get("HTTP_AUTHORIZATION"),
+            "anthropic_version": environ.get("HTTP_ANTHROPIC_VERSION"),
+            "user_sha": hashlib.sha256(user.encode()).hexdigest()[:16],
+        })
+        fault = self.faults.popleft() if self.faults else self.sticky
+        latency = self.video_latency if self.video_latency is not None and "text-to-video" in system else self.latency
+        if fault and fault.get("action") == "delay":
+            latency = float(fault["seconds"])
+        if latency:
+            gevent.sleep(latency)
+        if fault:
+            action = fault.get("action")
+            if action == "reset":
+                _reset_connection(environ)
+                return []
+            if action == "invalid_json":
+                start_response("200 OK", [("Content-Type", "application/json")])
+                return [b'{"content": [ this is not json']
+            if action == "wrong_shape":
+                return self._json(start_response, 200, {"unexpected": True})
+            if action == "empty":
+                empty = _message(body, "", system, user) if anthropic else _chat(body, "", system, user)
+                return self._json(start_response, 200, empty)
+            if "status" in fault:
+                status = int(fault["status"])
+                error = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"),
+                                                    "message": f"injected {status}"}}
+                return self._json(start_response, status, error, fault.get("headers", {}))
+        fingerprint = hashlib.sha256(raw).hexdigest()[:16]
+        text = answer_text(system, user, fingerprint)
+        payload = _message(body, text, system, user) if anthropic else _chat(body, text, system, user)
+        return self._json(start_response, 200, payload)
+
+    @staticmethod
+    def _json(start_response: Any, status: int, data: Any, headers: dict[str, str] | None = None) -> list[bytes]:
+        payload = json.dumps(data).encode()
+        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
+        start_response(f"{status} {reason}", [("Content-Type", "application/json"),
+                                              ("Content-Length", str(len(payload))),
+                                              *(headers or {}).items()])
+        return [payload]
+
+
+def _message(body: dict[str, Any], text: str, system: str, user: str) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
+        "model": body["model"], "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": _tokens(system + user), "output_tokens": _tokens(text) if text else 0,
+                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+    }
+
+
+def _chat(body: dict[str, Any], text: str, system: str, user: str) -> dict[str, Any]:
+    prompt, completion = _tokens(system + user), _tokens(text) if text else 0
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                     "logprobs": None}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+    }
+
+
+def _reset_connection(environ: dict[str, Any]) -> None:
+    sock = environ.get("fake.socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # linger 0: the peer sees a TCP reset
+
+
+def serve(port: int, latency: float, video_latency: float | None, host: str = "127.0.0.1") -> None:
+    """Run the fake upstream until killed."""
+    from gevent.pywsgi import WSGIHandler, WSGIServer
+
+    app = FakeUpstream(latency, video_latency)
+
+    class Handler(WSGIHandler):
+        def get_environ(self) -> dict[str, Any]:
+            environ = super().get_environ()
+            environ["fake.socket"] = self.socket
+            return environ
+
+    class Server(WSGIServer):
+        def handle(self, sock: socket.socket, address: Any) -> None:
+            # pywsgi sends headers and body separately: without NODELAY, Nagle plus delayed ACK
+            # adds ~40 ms per answer on a kept-alive connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            app.connections += 1
+            super().handle(sock, address)
+
+    server = Server((host, port), app, handler_class=Handler, log=None, error_log=None, backlog=2048)
+    server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    from gevent import monkey
+
+    monkey.patch_all()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8089)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--video-latency", type=float, default=None, help="seconds per video-mode answer")
+    args = parser.parse_args(argv)
+    serve(args.port, args.latency, args.video_latency, args.host)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Real processes for tests: gunicorn, the fake upstream, a private Redis; each on a free port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+__all__ = ["ROOT", "FakeUpstreamProcess", "Server", "free_port", "need_binary", "redis_server", "start_server"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def need_binary(name: str) -> str:
+    """Return the binary's path; skip the test when missing, or fail when REQUIRE_SERVICES is set
+    (CI installs every binary first, so a skip there would hide a gap)."""
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+    if path:
+        return path
+    message = f"{name} is not installed (needed for this test)"
+    if os.environ.get("REQUIRE_SERVICES"):
+        pytest.fail(message + "; REQUIRE_SERVICES is set, so this is a failure")
+    pytest.skip(message)
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class FakeUpstreamProcess:
+    """`python -m loadtest.fake_upstream` in a subprocess, driven over its HTTP control API."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(self.port), "--latency", str(latency)],
+            cwd=ROOT,
+        )
+        wait_http(self.url + "/_stats", proc=self.proc)
+
+    def stats(self) -> dict[str, Any]:
+        return requests.get(self.url + "/_stats", timeout=5).json()  # type: ignore[no-any-return]
+
+    def calls(self) -> int:
+        return int(self.stats()["total"])
+
+    def control(self, **spec: Any) -> dict[str, Any]:
+        return requests.post(self.url + "/_control", json=spec, timeout=5).json()  # type: ignore[no-any-return]
+
+    def reset(self, latency: float = 0.0) -> None:
+        requests.post(self.url + "/_reset", timeout=5)
+        self.control(latency=latency, sticky=None)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+class Server:
+    """A running gunicorn; `url` is its base address."""
+
+    def __init__(self, proc: subprocess.Popen[Any], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def server_env(overrides: dict[str, str], port: int, workers: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "ANTHROPIC_", "OPENAI_", "REDIS_"))}
+    env.update({
+        "APP_ENV": "testing",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": str(workers),
+        "PYTHONPATH": str(ROOT),
+    })
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def start_server(overrides: dict[str, str] | None = None, workers: int = 1) -> Iterator[Server]:
+    """Run `gunicorn -c config/gunicorn.conf.py wsgi:app` as `make run` does, on a free port."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=server_env(overrides or {}, port, workers), stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, port, Path(log.name))
+    try:
+        wait_http(server.url + "/health/live", timeout=30, proc=proc)
+        yield server
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n--- server output ---\n{server.output()}") from None
+    finally:
+        _stop(proc)
+        server.log.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """Run a private redis-server on a free port (nothing persisted); yield its URL."""
+    binary = need_binary("redis-server")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", workdir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            client.close()
+            _stop(proc)
