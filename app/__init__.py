@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from config.settings import Settings, load_settings
 from flask import Flask
+
+from config.settings import Settings, load_settings
 
 __all__ = ["create_app"]
 
@@ -38,6 +39,6 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app, settings)
     middleware.init_app(app)
     errors.init_app(app)
-    app.extensions["prompt_service"] = PromptService(build_gateway(settings))
+    app.extensions["prompt_service"] = PromptService(build_gateway(settings), settings.upstream_timeout)
     api.init_app(app)
     return app

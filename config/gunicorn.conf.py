@@ -1,6 +1,6 @@
 """Gunicorn settings: gevent workers, production-shaped timeouts, settings checked at start-up.
 
-    gunicorn -c config/gunicorn.conf.py wsgi:app
+gunicorn -c config/gunicorn.conf.py wsgi:app
 """
 
 import os
@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config.settings import ConfigError, load_settings  # noqa: E402
+from config.settings import ConfigError, load_settings
 
 try:
     _settings = load_settings()

@@ -134,6 +134,7 @@ class BaseConfig:
     UPSTREAM_POOL_SIZE = ""  # empty: WORKER_CONNECTIONS, one kept-alive connection per greenlet
     UPSTREAM_CONNECT_TIMEOUT = "5"
     UPSTREAM_MAX_RETRIES = "2"
+    UPSTREAM_TIMEOUT = ""  # empty: each mode's own deadline (video 90 s, others 30 s)
     MAX_BODY_BYTES = str(1024 * 1024)
     LOG_LEVEL = "INFO"
     CACHE_MAX_BYTES = str(500 * 1024 * 1024)
@@ -192,6 +193,7 @@ class Settings:
     upstream_pool_size: int
     upstream_connect_timeout: float
     upstream_max_retries: int
+    upstream_timeout: float | None
     max_body_bytes: int
     log_level: str
     cache_max_bytes: int
@@ -210,16 +212,12 @@ class Settings:
     @property
     def api_key(self) -> str:
         """Return the key for the configured provider (empty for the offline template)."""
-        return {"anthropic": self.anthropic_api_key, "openai": self.openai_api_key}.get(
-            self.llm_provider, ""
-        )
+        return {"anthropic": self.anthropic_api_key, "openai": self.openai_api_key}.get(self.llm_provider, "")
 
     @property
     def base_url(self) -> str:
         """Return the base URL for the configured provider."""
-        return {"anthropic": self.anthropic_base_url, "openai": self.openai_base_url}.get(
-            self.llm_provider, ""
-        )
+        return {"anthropic": self.anthropic_base_url, "openai": self.openai_base_url}.get(self.llm_provider, "")
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed (used by tests and benchmarks)."""
@@ -241,6 +239,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "UPSTREAM_POOL_SIZE": _int(1, 10_000),
     "UPSTREAM_CONNECT_TIMEOUT": _float(0.001),
     "UPSTREAM_MAX_RETRIES": _int(0, 10),
+    "UPSTREAM_TIMEOUT": _float(0.01),
     "MAX_BODY_BYTES": _int(1024, 100 * 1024 * 1024),
     "LOG_LEVEL": _choice(*LOG_LEVELS, upper=True),
     "CACHE_MAX_BYTES": _int(0),
@@ -268,8 +267,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     app_env = _PARSERS["APP_ENV"]("APP_ENV", env.get("APP_ENV") or "production")
     defaults = ENVIRONMENTS[app_env]
-    values = {name: parse(name, _raw(env, defaults, name)) for name, parse in _PARSERS.items()
-              if name != "UPSTREAM_POOL_SIZE" or _raw(env, defaults, name)}
+    optional = ("UPSTREAM_POOL_SIZE", "UPSTREAM_TIMEOUT")  # empty means "derive it"
+    values = {
+        name: parse(name, _raw(env, defaults, name))
+        for name, parse in _PARSERS.items()
+        if name not in optional or _raw(env, defaults, name)
+    }
+    values.setdefault("UPSTREAM_TIMEOUT", None)
 
     provider = values["LLM_PROVIDER"] or ("anthropic" if values["ANTHROPIC_API_KEY"] else "template")
     if provider == "anthropic" and not values["ANTHROPIC_API_KEY"]:

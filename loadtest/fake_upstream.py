@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import math
 import socket
@@ -28,9 +29,14 @@ from typing import Any
 __all__ = ["FakeUpstream", "main"]
 
 _ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-    500: "api_error", 529: "overloaded_error",
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
 }
 
 
@@ -42,17 +48,42 @@ def answer_text(system: str, user: str, fingerprint: str) -> str:
     """Return a plausible answer for the request: JSON of the right shape for the JSON tasks
     (recognised by the keys their system prompts name), otherwise a prompt unique to the input."""
     if '"isSceneChange"' in system:
-        return json.dumps({"isSceneChange": True, "confidence": "high",
-                           "reasoning": f"The edit moves the scene ({fingerprint}).",
-                           "suggestedUpdates": {"time": "dusk"}})
+        return json.dumps(
+            {
+                "isSceneChange": True,
+                "confidence": "high",
+                "reasoning": f"The edit moves the scene ({fingerprint}).",
+                "suggestedUpdates": {"time": "dusk"},
+            }
+        )
     if '"questions"' in system:
         fields = ("specificAspects", "backgroundLevel", "intendedUse")
-        return json.dumps({"questions": [
-            {"id": i + 1, "title": f"Question {i + 1} ({fingerprint})", "description": "Why it matters.",
-             "field": field, "examples": ["one", "two"]} for i, field in enumerate(fields)]})
+        return json.dumps(
+            {
+                "questions": [
+                    {
+                        "id": i + 1,
+                        "title": f"Question {i + 1} ({fingerprint})",
+                        "description": "Why it matters.",
+                        "field": field,
+                        "examples": ["one", "two"],
+                    }
+                    for i, field in enumerate(fields)
+                ]
+            }
+        )
     if '"suggestions"' in system:
-        return "```json\n" + json.dumps({"suggestions": [
-            {"text": f"Option {i + 1} ({fingerprint})", "explanation": "Adds clarity."} for i in range(8)]}) + "\n```"
+        return (
+            "```json\n"
+            + json.dumps(
+                {
+                    "suggestions": [
+                        {"text": f"Option {i + 1} ({fingerprint})", "explanation": "Adds clarity."} for i in range(8)
+                    ]
+                }
+            )
+            + "\n```"
+        )
     return f"Optimized prompt [{fingerprint}]\n\n{user[:400]}\n\nBe specific, state success criteria."
 
 
@@ -67,6 +98,7 @@ class FakeUpstream:
     def reset(self) -> None:
         self.calls: Counter[str] = Counter()
         self.connections = 0
+        self._model_connections: set[int] = set()
         self.faults: deque[dict[str, Any]] = deque()
         self.sticky: dict[str, Any] | None = None
         self.seen: deque[dict[str, Any]] = deque(maxlen=2000)
@@ -88,8 +120,7 @@ class FakeUpstream:
             return self._json(start_response, 200, self.control(json.loads(raw or b"{}")))
         if method == "POST" and path in ("/v1/messages", "/v1/chat/completions"):
             return self._complete(environ, start_response, path, raw)
-        return self._json(start_response, 404, {"type": "error", "error": {"type": "not_found_error",
-                                                                            "message": path}})
+        return self._json(start_response, 404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
 
     def control(self, spec: dict[str, Any]) -> dict[str, Any]:
         if "latency" in spec:
@@ -104,11 +135,19 @@ class FakeUpstream:
         return {"queued": len(self.faults), "sticky": self.sticky, "latency": self.latency}
 
     def stats(self) -> dict[str, Any]:
-        return {"calls": dict(self.calls), "total": sum(self.calls.values()), "connections": self.connections,
-                "maxInFlight": self.max_in_flight, "seen": list(self.seen)}
+        return {
+            "calls": dict(self.calls),
+            "total": sum(self.calls.values()),
+            "connections": self.connections,
+            "maxInFlight": self.max_in_flight,
+            "seen": list(self.seen),
+        }
 
     def _complete(self, environ: dict[str, Any], start_response: Any, path: str, raw: bytes) -> list[bytes]:
         self.calls[path] += 1
+        if environ["fake.connection"] not in self._model_connections:
+            self._model_connections.add(environ["fake.connection"])
+            self.connections += 1  # TCP connections that carried model calls
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -123,13 +162,18 @@ class FakeUpstream:
         anthropic = path == "/v1/messages"
         system = body.get("system", "") if anthropic else body["messages"][0]["content"]
         user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        self.seen.append({
-            "path": path, "model": body.get("model"), "max_tokens": body.get("max_tokens"),
-            "traceparent": environ.get("HTTP_TRACEPARENT"), "api_key": environ.get("HTTP_X_API_KEY"),
-            "authorization": environ.get("HTTP_AUTHORIZATION"),
-            "anthropic_version": environ.get("HTTP_ANTHROPIC_VERSION"),
-            "user_sha": hashlib.sha256(user.encode()).hexdigest()[:16],
-        })
+        self.seen.append(
+            {
+                "path": path,
+                "model": body.get("model"),
+                "max_tokens": body.get("max_tokens"),
+                "traceparent": environ.get("HTTP_TRACEPARENT"),
+                "api_key": environ.get("HTTP_X_API_KEY"),
+                "authorization": environ.get("HTTP_AUTHORIZATION"),
+                "anthropic_version": environ.get("HTTP_ANTHROPIC_VERSION"),
+                "user_sha": hashlib.sha256(user.encode()).hexdigest()[:16],
+            }
+        )
         fault = self.faults.popleft() if self.faults else self.sticky
         latency = self.video_latency if self.video_latency is not None and "text-to-video" in system else self.latency
         if fault and fault.get("action") == "delay":
@@ -151,8 +195,10 @@ class FakeUpstream:
                 return self._json(start_response, 200, empty)
             if "status" in fault:
                 status = int(fault["status"])
-                error = {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"),
-                                                    "message": f"injected {status}"}}
+                error = {
+                    "type": "error",
+                    "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": f"injected {status}"},
+                }
                 return self._json(start_response, status, error, fault.get("headers", {}))
         fingerprint = hashlib.sha256(raw).hexdigest()[:16]
         text = answer_text(system, user, fingerprint)
@@ -163,29 +209,41 @@ class FakeUpstream:
     def _json(start_response: Any, status: int, data: Any, headers: dict[str, str] | None = None) -> list[bytes]:
         payload = json.dumps(data).encode()
         reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}.get(status, "Error")
-        start_response(f"{status} {reason}", [("Content-Type", "application/json"),
-                                              ("Content-Length", str(len(payload))),
-                                              *(headers or {}).items()])
+        start_response(
+            f"{status} {reason}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *(headers or {}).items()],
+        )
         return [payload]
 
 
 def _message(body: dict[str, Any], text: str, system: str, user: str) -> dict[str, Any]:
     return {
-        "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
-        "model": body["model"], "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": _tokens(system + user), "output_tokens": _tokens(text) if text else 0,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        "id": f"msg_{uuid.uuid4().hex[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": _tokens(system + user),
+            "output_tokens": _tokens(text) if text else 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
     }
 
 
 def _chat(body: dict[str, Any], text: str, system: str, user: str) -> dict[str, Any]:
     prompt, completion = _tokens(system + user), _tokens(text) if text else 0
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": body["model"],
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                     "logprobs": None}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+        ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
 
@@ -194,7 +252,7 @@ def _reset_connection(environ: dict[str, Any]) -> None:
     sock = environ.get("fake.socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()  # linger 0: the peer sees a TCP reset
+        sock._real_close()  # linger 0: the peer sees a TCP reset (close() waits for makefile refs)
 
 
 def serve(port: int, latency: float, video_latency: float | None, host: str = "127.0.0.1") -> None:
@@ -202,11 +260,15 @@ def serve(port: int, latency: float, video_latency: float | None, host: str = "1
     from gevent.pywsgi import WSGIHandler, WSGIServer
 
     app = FakeUpstream(latency, video_latency)
+    serials = itertools.count(1)
 
     class Handler(WSGIHandler):
         def get_environ(self) -> dict[str, Any]:
             environ = super().get_environ()
             environ["fake.socket"] = self.socket
+            if not hasattr(self, "serial"):
+                self.serial = next(serials)  # one per TCP connection (a handler serves one)
+            environ["fake.connection"] = self.serial
             return environ
 
     class Server(WSGIServer):
@@ -214,7 +276,6 @@ def serve(port: int, latency: float, video_latency: float | None, host: str = "1
             # pywsgi sends headers and body separately: without NODELAY, Nagle plus delayed ACK
             # adds ~40 ms per answer on a kept-alive connection.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            app.connections += 1
             super().handle(sock, address)
 
     server = Server((host, port), app, handler_class=Handler, log=None, error_log=None, backlog=2048)

@@ -21,7 +21,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-__all__ = ["ROOT", "FakeUpstreamProcess", "Server", "free_port", "need_binary", "redis_server", "start_server"]
+__all__ = ["BIN", "ROOT", "FakeUpstreamProcess", "Server", "free_port", "need_binary", "redis_server", "start_server"]
 
 
 def free_port() -> int:
@@ -111,13 +111,15 @@ class Server:
 
 def server_env(overrides: dict[str, str], port: int, workers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "ANTHROPIC_", "OPENAI_", "REDIS_"))}
-    env.update({
-        "APP_ENV": "testing",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": str(workers),
-        "PYTHONPATH": str(ROOT),
-    })
+    env.update(
+        {
+            "APP_ENV": "testing",
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "WEB_CONCURRENCY": str(workers),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     env.update(overrides)
     return env
 
@@ -129,7 +131,10 @@ def start_server(overrides: dict[str, str] | None = None, workers: int = 1) -> I
     with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=server_env(overrides or {}, port, workers), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=server_env(overrides or {}, port, workers),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Server(proc, port, Path(log.name))
     try:
@@ -149,8 +154,21 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--loglevel", "warning"],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--loglevel",
+                "warning",
+            ],
             stdout=subprocess.DEVNULL,
         )
         import redis

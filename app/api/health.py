@@ -35,8 +35,13 @@ def _checks() -> dict[str, dict[str, object]]:
 def health() -> Response:
     started = current_app.extensions["started_at"]
     settings = current_app.extensions["settings"]
-    return jsonify(status="healthy", timestamp=_now(), uptime=round(time.time() - started, 3),
-                   provider=settings.llm_provider, model=settings.llm_model)
+    return jsonify(
+        status="healthy",
+        timestamp=_now(),
+        uptime=round(time.time() - started, 3),
+        provider=settings.llm_provider,
+        model=settings.llm_model,
+    )
 
 
 @bp.get("/health/live")

@@ -18,16 +18,41 @@ bp = Blueprint("openapi", __name__)
 # (path, operationId, summary, request model, response model)
 OPERATIONS: tuple[tuple[str, str, str, type[BaseModel], type[BaseModel]], ...] = (
     ("/api/optimize", "optimize", "Optimize a prompt for a mode", schemas.OptimizeRequest, schemas.OptimizeResponse),
-    ("/api/generate-questions", "generateQuestions", "Ask clarifying questions",
-     schemas.QuestionsRequest, schemas.QuestionsResponse),
-    ("/api/get-enhancement-suggestions", "getEnhancementSuggestions", "Improve highlighted text",
-     schemas.EnhancementRequest, schemas.EnhancementResponse),
-    ("/api/get-custom-suggestions", "getCustomSuggestions", "Rewrite highlighted text as asked",
-     schemas.CustomSuggestionsRequest, schemas.CustomSuggestionsResponse),
-    ("/api/detect-scene-change", "detectSceneChange", "Judge whether an edit changes the scene",
-     schemas.SceneChangeRequest, schemas.SceneChangeResponse),
-    ("/api/get-creative-suggestions", "getCreativeSuggestions", "Suggest creative options",
-     schemas.CreativeRequest, schemas.CreativeResponse),
+    (
+        "/api/generate-questions",
+        "generateQuestions",
+        "Ask clarifying questions",
+        schemas.QuestionsRequest,
+        schemas.QuestionsResponse,
+    ),
+    (
+        "/api/get-enhancement-suggestions",
+        "getEnhancementSuggestions",
+        "Improve highlighted text",
+        schemas.EnhancementRequest,
+        schemas.EnhancementResponse,
+    ),
+    (
+        "/api/get-custom-suggestions",
+        "getCustomSuggestions",
+        "Rewrite highlighted text as asked",
+        schemas.CustomSuggestionsRequest,
+        schemas.CustomSuggestionsResponse,
+    ),
+    (
+        "/api/detect-scene-change",
+        "detectSceneChange",
+        "Judge whether an edit changes the scene",
+        schemas.SceneChangeRequest,
+        schemas.SceneChangeResponse,
+    ),
+    (
+        "/api/get-creative-suggestions",
+        "getCreativeSuggestions",
+        "Suggest creative options",
+        schemas.CreativeRequest,
+        schemas.CreativeResponse,
+    ),
 )
 
 _ERRORS = {
@@ -61,20 +86,29 @@ def build_spec() -> dict[str, Any]:
     error = {"description": "", "content": _json(_ref(schemas.ErrorResponse))}
     paths = {}
     for path, operation_id, summary, request_model, response_model in OPERATIONS:
-        responses = {"200": {"description": "The answer", "content": _json(_ref(response_model)),
-                             "headers": {"X-Cache": {"schema": {"type": "string",
-                                         "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}}}}
+        responses = {
+            "200": {
+                "description": "The answer",
+                "content": _json(_ref(response_model)),
+                "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}},
+            }
+        }
         responses |= {code: {**error, "description": text} for code, text in _ERRORS.items()}
-        paths[path] = {"post": {
-            "operationId": operation_id,
-            "summary": summary,
-            "requestBody": {"required": True, "content": _json(_ref(request_model))},
-            "responses": responses,
-        }}
+        paths[path] = {
+            "post": {
+                "operationId": operation_id,
+                "summary": summary,
+                "requestBody": {"required": True, "content": _json(_ref(request_model))},
+                "responses": responses,
+            }
+        }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Prompt Builder API", "version": "1.0.0",
-                 "description": "Turns a rough prompt plus a mode into an optimized prompt."},
+        "info": {
+            "title": "Prompt Builder API",
+            "version": "1.0.0",
+            "description": "Turns a rough prompt plus a mode into an optimized prompt.",
+        },
         "paths": paths,
         "components": {"schemas": defs["$defs"]},
     }

@@ -33,7 +33,9 @@ class RedisHealth:
             self._last_log = now
             log.warning(
                 "redis unavailable during %s: %s (failures so far: %d); serving without it",
-                operation, type(exc).__name__, self.failures,
+                operation,
+                type(exc).__name__,
+                self.failures,
             )
 
 

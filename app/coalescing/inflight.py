@@ -36,9 +36,7 @@ class InFlight:
             try:
                 return pending.get(timeout=timeout), True
             except Timeout:
-                raise GatewayTimeoutError(
-                    "Timed out waiting for an identical request already in flight"
-                ) from None
+                raise GatewayTimeoutError("Timed out waiting for an identical request already in flight") from None
         result: AsyncResult = AsyncResult()
         self._pending[key] = result
         self.leaders += 1

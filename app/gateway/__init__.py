@@ -4,7 +4,6 @@ circuit breaker and retries around the provider."""
 from __future__ import annotations
 
 import redis
-from config.settings import Settings
 
 from app.cache import MemoryCache, RedisCache, RedisHealth
 from app.coalescing import InFlight, RedisCoalescer
@@ -12,7 +11,9 @@ from app.gateway.breaker import Breaker
 from app.gateway.gateway import Completion, Gateway
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.upstream import UpstreamCaller
-from app.providers import LLMRequest, Provider, make_provider
+from app.providers import LLMRequest, Provider
+from app.providers.factory import make_provider
+from config.settings import Settings
 
 __all__ = ["Completion", "Gateway", "LLMRequest", "build_gateway"]
 
@@ -21,9 +22,7 @@ def build_gateway(settings: Settings, observer: Observer | None = None, provider
     """Assemble the gateway the settings describe (call after gevent patching)."""
     observer = observer or NullObserver()
     provider = provider or make_provider(settings)
-    breaker = Breaker(
-        provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state
-    )
+    breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
     upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries)
     l1 = (
         MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)

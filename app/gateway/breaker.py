@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import pybreaker
 from app.errors import CircuitOpenError
 from app.providers.base import UpstreamFailure
 
-__all__ = ["Breaker", "STATE_CODES"]
+__all__ = ["STATE_CODES", "Breaker"]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,8 @@ class Breaker:
         """Feed one call's outcome (None for success) to the state machine."""
         if probe:
             self._probing = False
-        try:
+        with contextlib.suppress(pybreaker.CircuitBreakerError, UpstreamFailure):
             self._cb.call(_raise, failure)
-        except (pybreaker.CircuitBreakerError, UpstreamFailure):
-            pass
 
     def release(self, probe: bool) -> None:
         """Forget an admitted call whose outcome is unknown (the caller was cancelled)."""
@@ -106,5 +105,9 @@ class Breaker:
             self._on_change(self.name, STATE_CODES.get(new, 0))
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "failures": self.failures,
-                "retryAfter": round(self.retry_after(), 3)}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "failures": self.failures,
+            "retryAfter": round(self.retry_after(), 3),
+        }

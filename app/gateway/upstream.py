@@ -39,9 +39,7 @@ def to_api_error(failure: UpstreamFailure, provider: str) -> APIError:
         log.error("upstream %s rejected our API key (HTTP %s): check the key", provider, failure.status)
         return UpstreamAuthError()
     if failure.status == 429:
-        return ServiceUnavailableError(
-            "Upstream model API rate limit reached", retry_after=failure.retry_after or 1.0
-        )
+        return ServiceUnavailableError("Upstream model API rate limit reached", retry_after=failure.retry_after or 1.0)
     return UpstreamError(details=str(failure))
 
 

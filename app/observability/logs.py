@@ -8,8 +8,9 @@ import sys
 import time
 from typing import Any
 
-from config.settings import Settings
 from flask import Flask
+
+from config.settings import Settings
 
 __all__ = ["JSONFormatter", "init_app"]
 
@@ -21,8 +22,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),

@@ -1,34 +1,5 @@
 """Model APIs behind one small interface: anthropic, openai-compatible, and the offline template."""
 
-from __future__ import annotations
-
-from config.settings import Settings
-
-from app.http import make_session
-from app.providers.anthropic import AnthropicProvider
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
-from app.providers.openai import OpenAIProvider
-from app.providers.template import TemplateProvider
 
-__all__ = [
-    "LLMRequest",
-    "Provider",
-    "ProviderResult",
-    "UpstreamFailure",
-    "make_provider",
-]
-
-
-def make_provider(settings: Settings) -> Provider:
-    """Build the configured provider, with its own pooled session (call after gevent patching)."""
-    if settings.llm_provider == "template":
-        return TemplateProvider(settings.llm_model)
-    session = make_session(settings.upstream_pool_size, user_agent="prompt-builder-api/1.0")
-    cls = AnthropicProvider if settings.llm_provider == "anthropic" else OpenAIProvider
-    return cls(
-        session,
-        base_url=settings.base_url,
-        api_key=settings.api_key,
-        model=settings.llm_model,
-        connect_timeout=settings.upstream_connect_timeout,
-    )
+__all__ = ["LLMRequest", "Provider", "ProviderResult", "UpstreamFailure"]

@@ -20,7 +20,12 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(
-        self, session: requests.Session, *, base_url: str, api_key: str, model: str,
+        self,
+        session: requests.Session,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
         connect_timeout: float,
     ) -> None:
         self._session = session
@@ -38,8 +43,12 @@ class AnthropicProvider:
             "messages": [{"role": role, "content": content} for role, content in request.messages],
         }
         data = post_json(
-            self._session, self._url, body, self._headers,
-            connect_timeout=self._connect_timeout, timeout=timeout,
+            self._session,
+            self._url,
+            body,
+            self._headers,
+            connect_timeout=self._connect_timeout,
+            timeout=timeout,
         )
         return _parse(data, self.model)
 

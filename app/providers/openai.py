@@ -18,7 +18,12 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(
-        self, session: requests.Session, *, base_url: str, api_key: str, model: str,
+        self,
+        session: requests.Session,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str,
         connect_timeout: float,
     ) -> None:
         self._session = session
@@ -37,8 +42,12 @@ class OpenAIProvider:
             "messages": messages,
         }
         data = post_json(
-            self._session, self._url, body, self._headers,
-            connect_timeout=self._connect_timeout, timeout=timeout,
+            self._session,
+            self._url,
+            body,
+            self._headers,
+            connect_timeout=self._connect_timeout,
+            timeout=timeout,
         )
         return _parse(data, self.model)
 

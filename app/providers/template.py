@@ -85,8 +85,13 @@ def _enhancement(inputs: dict[str, Any]) -> dict[str, Any]:
 def _custom(inputs: dict[str, Any]) -> dict[str, Any]:
     text = _short(inputs["highlightedText"], 60)
     request = _short(inputs["customRequest"], 40)
-    return {"suggestions": [{"text": f"{text} — {request}"}, {"text": f"{request}: {text}"},
-                            {"text": f"{text} ({request}, concisely)"}]}
+    return {
+        "suggestions": [
+            {"text": f"{text} — {request}"},
+            {"text": f"{request}: {text}"},
+            {"text": f"{text} ({request}, concisely)"},
+        ]
+    }
 
 
 _SCENE_FIELDS = ("location", "setting", "time", "era", "place", "scene")

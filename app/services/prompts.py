@@ -35,8 +35,9 @@ def _meta(completion: Completion) -> dict[str, Any]:
 class PromptService:
     """One method per endpoint; each builds an LLMRequest and shapes the answer."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, timeout: float | None = None) -> None:
         self.gateway = gateway
+        self._timeout = timeout  # when set, replaces every mode's own deadline
         self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
 
     def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
@@ -49,7 +50,7 @@ class PromptService:
             system=mode.system,
             messages=(("user", f"<prompt>\n{body.prompt}\n</prompt>{context_appendix(context)}"),),
             max_tokens=mode.max_tokens,
-            timeout=mode.timeout,
+            timeout=self._timeout or mode.timeout,
             ttl=mode.ttl,
             inputs={"prompt": body.prompt, "context": context, "sections": list(mode.sections)},
         )
@@ -67,7 +68,7 @@ class PromptService:
             messages=(("user", task.render(inputs)),),
             max_tokens=task.max_tokens,
             temperature=task.temperature,
-            timeout=task.timeout,
+            timeout=self._timeout or task.timeout,
             ttl=task.ttl,
             inputs=inputs,
         )

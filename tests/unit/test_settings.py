@@ -23,10 +23,14 @@ def test_anthropic_is_the_default_when_its_key_is_set() -> None:
 
 
 def test_openai_compatible_server() -> None:
-    settings = load_settings({"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": "http://localhost:11434/v1/",
-                              "LLM_MODEL": "llama3.1"})
+    settings = load_settings(
+        {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": "http://localhost:11434/v1/", "LLM_MODEL": "llama3.1"}
+    )
     assert (settings.llm_provider, settings.base_url, settings.llm_model) == (
-        "openai", "http://localhost:11434/v1", "llama3.1")
+        "openai",
+        "http://localhost:11434/v1",
+        "llama3.1",
+    )
 
 
 def test_environment_classes_change_defaults() -> None:

@@ -12,18 +12,37 @@ from flask.testing import FlaskClient
 from app.schemas import MODES
 
 VALID: dict[str, dict[str, Any]] = {
-    "/api/optimize": {"prompt": "Explain recursion", "mode": "reasoning",
-                      "context": {"specificAspects": "a", "backgroundLevel": "b", "intendedUse": "c"}},
+    "/api/optimize": {
+        "prompt": "Explain recursion",
+        "mode": "reasoning",
+        "context": {"specificAspects": "a", "backgroundLevel": "b", "intendedUse": "c"},
+    },
     "/api/generate-questions": {"prompt": "Plan a trip"},
-    "/api/get-enhancement-suggestions": {"highlightedText": "fast", "contextBefore": "make it ",
-                                         "contextAfter": " please", "fullPrompt": "make it fast please",
-                                         "originalUserPrompt": "speed"},
-    "/api/get-custom-suggestions": {"highlightedText": "fast", "customRequest": "more formal",
-                                    "fullPrompt": "make it fast"},
-    "/api/detect-scene-change": {"changedField": "location", "newValue": "Paris", "oldValue": "Rome",
-                                 "fullPrompt": "A walk in Rome", "affectedFields": {"time": "noon"}},
-    "/api/get-creative-suggestions": {"elementType": "mood", "currentValue": "calm", "context": "beach",
-                                      "concept": "a quiet morning"},
+    "/api/get-enhancement-suggestions": {
+        "highlightedText": "fast",
+        "contextBefore": "make it ",
+        "contextAfter": " please",
+        "fullPrompt": "make it fast please",
+        "originalUserPrompt": "speed",
+    },
+    "/api/get-custom-suggestions": {
+        "highlightedText": "fast",
+        "customRequest": "more formal",
+        "fullPrompt": "make it fast",
+    },
+    "/api/detect-scene-change": {
+        "changedField": "location",
+        "newValue": "Paris",
+        "oldValue": "Rome",
+        "fullPrompt": "A walk in Rome",
+        "affectedFields": {"time": "noon"},
+    },
+    "/api/get-creative-suggestions": {
+        "elementType": "mood",
+        "currentValue": "calm",
+        "context": "beach",
+        "concept": "a quiet morning",
+    },
 }
 
 # (path, dotted field, max length, required)
@@ -133,8 +152,14 @@ def test_unknown_element_type_is_rejected(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize(
     ("value", "why"),
-    [(123, "number for a string"), (["a"], "array for a string"), ({"a": 1}, "object for a string"),
-     (True, "bool for a string"), ("a\x00b", "NUL byte"), ("\ud800", "lone surrogate")],
+    [
+        (123, "number for a string"),
+        (["a"], "array for a string"),
+        ({"a": 1}, "object for a string"),
+        (True, "bool for a string"),
+        ("a\x00b", "NUL byte"),
+        ("\ud800", "lone surrogate"),
+    ],
 )
 def test_wrong_types_and_bad_characters(client: FlaskClient, value: Any, why: str) -> None:
     body = json.dumps({"prompt": value, "mode": "code"})  # ASCII escapes keep the surrogate intact
