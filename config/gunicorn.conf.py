@@ -18,7 +18,7 @@ except ConfigError as exc:  # one line naming the variable, no traceback
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "gevent"
+worker_class = "config.worker.GracefulGeventWorker"  # gevent, closing idle keep-alives on SIGTERM
 worker_connections = _settings.worker_connections
 backlog = 2048
 

@@ -10,9 +10,10 @@ from cachetools import TLRUCache
 
 __all__ = ["CachedValue", "MemoryCache"]
 
-# Per-entry bookkeeping that the stored bytes do not show: the key string, the entry tuple,
-# and cachetools' heap item and ordered-dict node. Measured with tracemalloc, rounded up.
-ENTRY_OVERHEAD = 400
+# Per-entry memory the stored bytes do not show, measured with tracemalloc over 20,000 entries:
+# cachetools' dict, size, heap and ordered-dict nodes (~230 B), a 41-character key (~90 B), the
+# CachedValue (56 B) and the bytes object's header (33 B).
+ENTRY_OVERHEAD = 416
 
 
 @dataclass(frozen=True, slots=True)

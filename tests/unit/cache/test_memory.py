@@ -1,0 +1,121 @@
+"""L1 cache: true LRU, TTL with a stale window, bounds in bytes and entries, measured memory."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import psutil
+import pytest
+
+from app.cache.memory import ENTRY_OVERHEAD, CachedValue, MemoryCache
+
+NOW = 1_000_000.0
+
+
+def _value(size: int, ttl: float = 3600, now: float = NOW, fill: bytes = b"x") -> CachedValue:
+    return CachedValue(fill * size, stored_at=now, fresh_until=now + ttl)
+
+
+def _fresh(ttl: float = 3600, size: int = 10) -> CachedValue:
+    import time
+
+    return _value(size, ttl, now=time.time())
+
+
+def test_get_set_and_stats() -> None:
+    cache = MemoryCache(max_bytes=10_000, max_entries=10)
+    assert cache.get("a") is None
+    assert cache.set("a", _fresh())
+    assert cache.get("a") is not None
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["sets"], stats["entries"]) == (1, 1, 1, 1)
+    assert stats["bytes"] == 10 + ENTRY_OVERHEAD
+    assert stats["hitRate"] == 0.5
+
+
+def test_least_recently_used_is_evicted_first() -> None:
+    cache = MemoryCache(max_bytes=10**6, max_entries=3)
+    for key in "abc":
+        cache.set(key, _fresh())
+    cache.get("a")  # a is now the most recently used; b is the least
+    cache.set("d", _fresh())
+    assert cache.get("b") is None
+    assert all(cache.get(k) is not None for k in "acd")
+    assert cache.evictions == 1
+
+
+def test_byte_bound_evicts_lru_and_counts() -> None:
+    size = 1000
+    cache = MemoryCache(max_bytes=3 * (size + ENTRY_OVERHEAD), max_entries=100)
+    for key in "abc":
+        cache.set(key, _fresh(size=size))
+    cache.get("a")
+    cache.set("d", _fresh(size=size))
+    assert cache.get("b") is None and cache.get("a") is not None
+    assert cache.bytes <= cache.max_bytes
+    assert cache.evictions == 1
+
+
+def test_value_larger_than_the_bound_is_not_cached() -> None:
+    cache = MemoryCache(max_bytes=1000, max_entries=10)
+    cache.set("small", _fresh(size=10))
+    assert not cache.set("huge", _fresh(size=5000))
+    assert cache.get("huge") is None
+    assert cache.get("small") is not None  # nothing was evicted for it
+    assert cache.stats()["rejected"] == 1
+
+
+def test_expired_entries_are_stale_then_gone() -> None:
+    import time
+
+    cache = MemoryCache(max_bytes=10**6, max_entries=10, stale_seconds=60)
+    now = time.time()
+    cache.set("old", CachedValue(b"v", stored_at=now - 100, fresh_until=now - 10))  # stale, inside window
+    cache.set("gone", CachedValue(b"v", stored_at=now - 200, fresh_until=now - 100))  # beyond the window
+    stale = cache.get("old")
+    assert stale is not None and not stale.is_fresh(time.time())
+    assert cache.get("gone") is None
+    assert cache.stats()["staleHits"] == 1
+
+
+def test_disabled_cache_stores_nothing() -> None:
+    cache = MemoryCache(max_bytes=0, max_entries=0)
+    assert not cache.set("a", _fresh())
+    assert cache.get("a") is None
+
+
+def test_ten_times_the_limit_stays_within_bytes_and_memory() -> None:
+    limit = 32 * 1024 * 1024
+    value_size = 64 * 1024
+    cache = MemoryCache(max_bytes=limit, max_entries=1_000_000)
+    process = psutil.Process(os.getpid())
+    gc.collect()
+    rss_before = process.memory_info().rss
+    written = 0
+    i = 0
+    while written < 10 * limit:
+        cache.set(f"k{i}", _fresh(size=value_size))
+        written += value_size
+        i += 1
+        assert cache.bytes <= limit
+    gc.collect()
+    growth = process.memory_info().rss - rss_before
+    # The most recent entries survive, the oldest went first.
+    assert cache.get(f"k{i - 1}") is not None
+    assert cache.get("k0") is None
+    print(
+        f"\nL1 fill: wrote {written / 2**20:.0f} MiB into a {limit / 2**20:.0f} MiB cache; "
+        f"held {cache.bytes / 2**20:.1f} MiB in {len(cache)} entries, {cache.evictions} evictions; "
+        f"RSS growth {growth / 2**20:.1f} MiB ({growth / limit:.2f}x the limit)"
+    )
+    assert growth <= 1.5 * limit
+
+
+@pytest.mark.parametrize("entries", [1, 5])
+def test_entry_bound(entries: int) -> None:
+    cache = MemoryCache(max_bytes=10**6, max_entries=entries)
+    for i in range(entries * 3):
+        cache.set(str(i), _fresh())
+    assert len(cache) == entries
+    assert cache.evictions == entries * 2

@@ -1,0 +1,149 @@
+"""Gateway: cache semantics (HIT/MISS/COALESCED/STALE, no-cache, no-store) and own answers."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import pytest
+
+from app.cache import CachedValue, MemoryCache
+from app.coalescing import InFlight
+from app.errors import CircuitOpenError, UpstreamError
+from app.gateway import Gateway
+from app.gateway.breaker import Breaker
+from app.gateway.observer import NullObserver
+from app.gateway.upstream import UpstreamCaller
+from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
+from app.services.answers import text_answer
+
+
+class EchoProvider:
+    """A provider for tests: answers with the user message, counts calls, fails on demand."""
+
+    name = "echo"
+    model = "echo-1"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls = 0
+        self.delay = delay
+        self.fail_with: UpstreamFailure | None = None
+
+    def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
+        self.calls += 1
+        if self.delay:
+            gevent.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return ProviderResult(f"answer to {request.messages[-1][1]}", 10, 5, self.model)
+
+    def close(self) -> None:
+        pass
+
+
+def _gateway(provider: EchoProvider, *, stale_seconds: float = 0, fail_max: int = 100) -> Gateway:
+    breaker = Breaker("echo", fail_max, 30)
+    upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=0)
+    return Gateway(upstream, l1=MemoryCache(10**7, 100, stale_seconds), inflight=InFlight())
+
+
+def _request(prompt: str, ttl: int = 3600) -> LLMRequest:
+    return LLMRequest("optimize", "code", "system", (("user", prompt),), 100, ttl=ttl, timeout=5)
+
+
+def test_miss_then_hit_without_a_second_call() -> None:
+    provider = EchoProvider()
+    gateway = _gateway(provider)
+    first = gateway.complete(_request("a"), text_answer)
+    second = gateway.complete(_request("a"), text_answer)
+    assert (first.cache_status, second.cache_status) == ("MISS", "HIT")
+    assert first.payload == second.payload == "answer to a"
+    assert (second.input_tokens, second.output_tokens) == (10, 5)
+    assert provider.calls == 1
+
+
+def test_prompts_sharing_a_long_prefix_get_their_own_answers() -> None:
+    provider = EchoProvider()
+    gateway = _gateway(provider)
+    prefix = "same beginning " * 1000
+    a = gateway.complete(_request(prefix + "ending A"), text_answer)
+    b = gateway.complete(_request(prefix + "ending B"), text_answer)
+    assert a.payload.endswith("ending A") and b.payload.endswith("ending B")
+    assert provider.calls == 2
+
+
+def test_no_cache_skips_the_read_but_stores() -> None:
+    provider = EchoProvider()
+    gateway = _gateway(provider)
+    gateway.complete(_request("a"), text_answer)
+    refreshed = gateway.complete(_request("a"), text_answer, read=False)
+    assert refreshed.cache_status == "MISS" and provider.calls == 2
+    assert gateway.complete(_request("a"), text_answer).cache_status == "HIT"
+    assert gateway.l1 is not None and gateway.l1.sets == 2
+
+
+def test_no_store_neither_reads_nor_writes_nor_coalesces() -> None:
+    provider = EchoProvider(delay=0.05)
+    gateway = _gateway(provider)
+    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer, read=False, write=False) for _ in range(5)]
+    gevent.joinall(jobs, raise_error=True)
+    assert provider.calls == 5
+    assert {job.value.cache_status for job in jobs} == {"MISS"}
+    assert gateway.l1 is not None and len(gateway.l1) == 0
+
+
+def test_concurrent_identical_requests_coalesce() -> None:
+    provider = EchoProvider(delay=0.05)
+    gateway = _gateway(provider)
+    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer) for _ in range(50)]
+    gevent.joinall(jobs, raise_error=True)
+    statuses = [job.value.cache_status for job in jobs]
+    assert provider.calls == 1
+    assert statuses.count("MISS") == 1 and statuses.count("COALESCED") == 49
+
+
+def test_coalesced_followers_get_the_same_error() -> None:
+    provider = EchoProvider(delay=0.05)
+    provider.fail_with = UpstreamFailure("status", "overloaded", status=529)
+    gateway = _gateway(provider)
+    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer) for _ in range(10)]
+    gevent.joinall(jobs)
+    assert provider.calls == 1
+    assert all(isinstance(job.exception, UpstreamError) for job in jobs)
+
+
+def test_stale_answer_is_served_when_the_upstream_fails() -> None:
+    provider = EchoProvider()
+    gateway = _gateway(provider, stale_seconds=600)
+    gateway.complete(_request("a", ttl=1), text_answer)
+    key = gateway.key_for(_request("a"))
+    assert gateway.l1 is not None
+    entry = gateway.l1.get(key)
+    assert entry is not None
+    now = time.time()
+    gateway.l1.set(key, CachedValue(entry.data, stored_at=now - 100, fresh_until=now - 50))
+    provider.fail_with = UpstreamFailure("status", "down", status=500)
+    stale = gateway.complete(_request("a"), text_answer)
+    assert stale.cache_status == "STALE"
+    assert stale.age >= 100
+    assert stale.payload == "answer to a"
+
+
+def test_without_a_stale_entry_the_error_surfaces() -> None:
+    provider = EchoProvider()
+    provider.fail_with = UpstreamFailure("status", "down", status=500)
+    with pytest.raises(UpstreamError):
+        _gateway(provider).complete(_request("a"), text_answer)
+
+
+def test_open_breaker_answers_without_calling() -> None:
+    provider = EchoProvider()
+    provider.fail_with = UpstreamFailure("connection", "refused")
+    gateway = _gateway(provider, fail_max=2)
+    for prompt in ("a", "b"):
+        with pytest.raises(UpstreamError):
+            gateway.complete(_request(prompt), text_answer)
+    with pytest.raises(CircuitOpenError) as info:
+        gateway.complete(_request("c"), text_answer)
+    assert provider.calls == 2
+    assert info.value.retry_after is not None and info.value.retry_after > 0
