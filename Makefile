@@ -35,10 +35,13 @@ format: $(STAMP) ## Reformat the code with ruff
 typecheck: $(STAMP) ## Type-check the services with mypy
 	$(BIN)/mypy
 
+bench: $(STAMP) ## Measure key, cache and coalescer costs and cached throughput vs bare Flask (needs wrk)
+	$(BIN)/python -m loadtest.bench
+
 fake-upstream: $(STAMP) ## Run the fake model API on port 8089 (LATENCY seconds)
 	$(BIN)/python -m loadtest.fake_upstream --port 8089 --latency $${LATENCY:-1.0}
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
 
-.PHONY: help install run test lint format typecheck fake-upstream clean
+.PHONY: help install run test lint format typecheck bench fake-upstream clean

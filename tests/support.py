@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +16,20 @@ from typing import Any
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from loadtest._procs import BIN, ROOT, free_port, gunicorn, service_env, stop, wait_http
 
-__all__ = ["BIN", "ROOT", "FakeUpstreamProcess", "Server", "free_port", "need_binary", "redis_server", "start_server"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = [
+    "BIN",
+    "ROOT",
+    "FakeUpstreamProcess",
+    "Server",
+    "free_port",
+    "need_binary",
+    "redis_server",
+    "service_env",
+    "start_server",
+    "wait_http",
+]
 
 
 def need_binary(name: str) -> str:
@@ -42,29 +44,6 @@ def need_binary(name: str) -> str:
     if os.environ.get("REQUIRE_SERVICES"):
         pytest.fail(message + "; REQUIRE_SERVICES is set, so this is a failure")
     pytest.skip(message)
-
-
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def _stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class FakeUpstreamProcess:
@@ -93,58 +72,26 @@ class FakeUpstreamProcess:
         self.control(latency=latency, sticky=None)
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop(self.proc)
 
 
 class Server:
     """A running gunicorn; `url` is its base address."""
 
-    def __init__(self, proc: subprocess.Popen[Any], port: int, log: Path) -> None:
+    def __init__(self, url: str, proc: subprocess.Popen[Any], log: Path) -> None:
+        self.url = url
         self.proc = proc
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
         self.log = log
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
 
-def server_env(overrides: dict[str, str], port: int, workers: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "ANTHROPIC_", "OPENAI_", "REDIS_"))}
-    env.update(
-        {
-            "APP_ENV": "testing",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "WEB_CONCURRENCY": str(workers),
-            "PYTHONPATH": str(ROOT),
-        }
-    )
-    env.update(overrides)
-    return env
-
-
 @contextlib.contextmanager
 def start_server(overrides: dict[str, str] | None = None, workers: int = 1) -> Iterator[Server]:
     """Run `gunicorn -c config/gunicorn.conf.py wsgi:app` as `make run` does, on a free port."""
-    port = free_port()
-    with tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False) as log:
-        proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT,
-            env=server_env(overrides or {}, port, workers),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, port, Path(log.name))
-    try:
-        wait_http(server.url + "/health/live", timeout=30, proc=proc)
-        yield server
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}\n--- server output ---\n{server.output()}") from None
-    finally:
-        _stop(proc)
-        server.log.unlink(missing_ok=True)
+    with gunicorn(overrides, workers) as (url, proc, log):
+        yield Server(url, proc, log)
 
 
 @contextlib.contextmanager
@@ -187,4 +134,4 @@ def redis_server() -> Iterator[str]:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             client.close()
-            _stop(proc)
+            stop(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["MODE_REGISTRY", "Mode", "context_appendix"]
 
@@ -25,7 +26,7 @@ class Mode:
     timeout: float = 30.0
     ttl: int = 3600
 
-    @property
+    @cached_property
     def system(self) -> str:
         """Return the system prompt sent upstream for this mode."""
         numbered = "\n".join(f"{i}. {title}" for i, title in enumerate(self.sections, 1))

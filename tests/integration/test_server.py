@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.support import BIN, ROOT, FakeUpstreamProcess, Server, server_env, start_server
+from tests.support import BIN, ROOT, FakeUpstreamProcess, Server, service_env, start_server
 from tests.unit.api.test_validation import VALID
 
 pytestmark = pytest.mark.integration
@@ -98,7 +98,7 @@ def test_not_found_and_method(served: tuple[str, Server]) -> None:
 
 @pytest.mark.parametrize(("variable", "value"), [("LLM_PROVIDER", "gemini"), ("PORT", "abc"), ("APP_ENV", "staging")])
 def test_bad_configuration_stops_start_up_with_one_line(variable: str, value: str) -> None:
-    env = server_env({variable: value}, port=1, workers=1)
+    env = service_env({variable: value}, port=1, workers=1)
     result = subprocess.run(
         [str(BIN / "gunicorn"), "-c", "config/gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,

@@ -1,0 +1,204 @@
+"""`make bench`: the costs of the performance layer, measured side by side in one run.
+
+    python -m loadtest.bench [--seconds 5] [--connections 50] [--rounds 3]
+
+1. Cache key time per candidate hash for 1 KB, 10 KB and 100 KB requests.
+2. L1 cache get (hit) and set; coalescer overhead per call; the gateway's whole hit path.
+3. Cached-request throughput through gunicorn versus a bare Flask endpoint returning the same
+   bytes on the same server settings (wrk, keep-alive), alternated over several rounds; the
+   ratio is the figure that matters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from loadtest._procs import gunicorn
+
+__all__ = ["main"]
+
+
+def _fnv1a_32(data: bytes) -> str:
+    # The original service's key hash, for reference only: 32 bits and pure Python.
+    h = 0x811C9DC5
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def _per_call(fn: Callable[[], Any], min_time: float = 0.2) -> float:
+    """Return the best per-call time in seconds over 5 repeats of an auto-sized loop."""
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()
+    number = max(1, int(number * min_time / 0.2))
+    return min(timer.repeat(repeat=5, number=number)) / number
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:9.2f} µs"
+
+
+def bench_keys() -> None:
+    from app.gateway.keys import HASHES, canonical_json, request_key
+    from app.providers.base import LLMRequest
+    from app.services.modes import MODE_REGISTRY
+
+    print("\n== Cache key: canonical JSON + hash, per request size ==")
+    mode = MODE_REGISTRY["research"]
+    candidates = {**HASHES, "fnv1a-32 (original, pure Python)": _fnv1a_32}
+    header = f"{'size':>6} {'canonical JSON':>15}" + "".join(f" {name.split(' ')[0]:>13}" for name in candidates)
+    print(header + "   (whole key = JSON + hash)")
+    for size in (1_000, 10_000, 100_000):
+        request = LLMRequest("optimize", "research", mode.system, (("user", "x" * size),), 4096)
+        shape = {"provider": "anthropic", "model": "claude", **request.identity()}
+        data = canonical_json(shape)
+        json_time = _per_call(lambda shape=shape: canonical_json(shape))
+        row = f"{size // 1000:>4}KB {_us(json_time):>15}"
+        for name, digest in candidates.items():
+            if name.startswith("fnv") and size > 10_000:
+                hashed = _per_call(lambda data=data, digest=digest: digest(data), min_time=0.05)
+            else:
+                hashed = _per_call(lambda data=data, digest=digest: digest(data))
+            row += f" {_us(hashed):>13}"
+        print(row)
+        whole = _per_call(lambda shape=shape: request_key("optimize", shape))
+        print(f"{'':6} whole key with the chosen hash (sha256): {_us(whole)}")
+
+
+def bench_in_process() -> None:
+    import gevent  # noqa: F401  (the coalescer and gateway use gevent primitives)
+
+    from app.cache import CachedValue, MemoryCache
+    from app.coalescing import InFlight
+    from app.gateway import Gateway
+    from app.gateway.breaker import Breaker
+    from app.gateway.observer import NullObserver
+    from app.gateway.upstream import UpstreamCaller
+    from app.providers.base import LLMRequest
+    from app.providers.template import TemplateProvider
+    from app.services.answers import text_answer
+    from app.services.modes import MODE_REGISTRY
+
+    print("\n== In-process costs ==")
+    cache = MemoryCache(500 * 2**20, 10_000)
+    value = CachedValue(b"x" * 2_000, time.time(), time.time() + 3600)
+    for i in range(10_000):
+        cache.set(f"k{i}", value)
+    counter = iter(range(10**9))
+    print(f"L1 get (hit, 10k entries):        {_us(_per_call(lambda: cache.get('k5000')))}")
+    print(f"L1 set (new key, evicting):       {_us(_per_call(lambda: cache.set(f'n{next(counter)}', value)))}")
+    inflight = InFlight()
+    direct = _per_call(lambda: (lambda: 1)())
+    through = _per_call(lambda: inflight.run("key", lambda: 1, 30))
+    print(f"Coalescer overhead per call:      {_us(through - direct)}  (InFlight.run minus a direct call)")
+    mode = MODE_REGISTRY["reasoning"]
+    provider = TemplateProvider()
+    gateway = Gateway(
+        UpstreamCaller(provider, Breaker("t", 5, 30), NullObserver(), 0),
+        l1=MemoryCache(2**26, 1000),
+        inflight=InFlight(),
+    )
+    request = LLMRequest(
+        "optimize",
+        "reasoning",
+        mode.system,
+        (("user", "p" * 1000),),
+        4096,
+        inputs={"prompt": "p" * 1000, "context": None, "sections": list(mode.sections)},
+    )
+    gateway.complete(request, text_answer)
+    print(
+        f"Gateway.complete, cache hit (1KB):{_us(_per_call(lambda: gateway.complete(request, text_answer)))}"
+        "  (key + L1 + decode)"
+    )
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def _wrk(url: str, body: str, seconds: float, connections: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT.format(body=json.dumps(body)))
+    try:
+        run = subprocess.run(
+            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "-s", script.name, url],
+            capture_output=True,
+            text=True,
+        )
+        out = run.stdout
+        if run.returncode != 0:
+            raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr or out}")
+    finally:
+        os.unlink(script.name)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def bench_throughput(
+    seconds: float, connections: int, rounds: int, variants: dict[str, dict[str, str]] | None = None
+) -> None:
+    print("\n== Cached-request throughput through gunicorn (1 gevent worker, wrk keep-alive) ==")
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk): throughput comparison skipped")
+        return
+    body = json.dumps({"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"})
+    variants = variants or {"service (template provider, cache hit)": {}}
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as answer:
+        pass  # the service's exact answer bytes go here, for the bare app to return
+    results: dict[str, list[float]] = {"bare Flask, same bytes": []} | {name: [] for name in variants}
+    try:
+        for _ in range(rounds):
+            for name, env in variants.items():
+                with gunicorn(env, workers=1) as (url, _proc, _log):
+                    first = requests.post(
+                        url + "/api/optimize", data=body, headers={"Content-Type": "application/json"}, timeout=10
+                    )
+                    with open(answer.name, "wb") as f:
+                        f.write(first.content)
+                    results[name].append(_wrk(url + "/api/optimize", body, seconds, connections))
+            with gunicorn({"BARE_BODY_FILE": answer.name}, workers=1, app="loadtest.bare_wsgi:app") as (url, _p, _l):
+                results["bare Flask, same bytes"].append(_wrk(url + "/api/optimize", body, seconds, connections))
+    finally:
+        os.unlink(answer.name)
+    bare = statistics.median(results["bare Flask, same bytes"])
+    print(f"{'':40} {'median req/s':>12} {'ratio to bare':>14}   rounds")
+    for name, values in results.items():
+        median = statistics.median(values)
+        print(f"{name:40} {median:12.0f} {median / bare:14.2f}   {', '.join(f'{v:.0f}' for v in values)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    bench_keys()
+    bench_in_process()
+    if not args.skip_throughput:
+        bench_throughput(args.seconds, args.connections, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
