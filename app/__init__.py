@@ -25,7 +25,8 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """
     from app import api, errors, middleware
     from app.gateway import build_gateway
-    from app.observability import logs
+    from app.observability import access, logs, metrics, tracing
+    from app.security import auth, headers, limits
     from app.services import PromptService
 
     settings = _settings(config)
@@ -37,8 +38,17 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.extensions["started_at"] = time.time()
 
     logs.init_app(app, settings)
-    middleware.init_app(app)
+    middleware.init_app(app)  # first: every later hook and error sees the request id
     errors.init_app(app)
-    app.extensions["prompt_service"] = PromptService(build_gateway(settings), settings.upstream_timeout)
+    observer = metrics.init_app(app, settings)  # before auth and limits: 401s and 429s are counted too
+    access.init_app(app, settings)
+    headers.init_app(app, settings)
+    auth.init_app(app, settings)  # before the limiter: limits count per API key
+    app.extensions["limiter"] = limits.init_app(app, settings)
+    tracer = tracing.init_app(app, settings)
+    gateway = build_gateway(settings, observer, tracer)
+    app.extensions["prompt_service"] = PromptService(gateway, settings.upstream_timeout)
+    if observer is not None and gateway.l1 is not None:
+        observer.m.cache_max_bytes.set(gateway.l1.max_bytes)
     api.init_app(app)
     return app

@@ -13,11 +13,13 @@ __all__ = [
     "APIError",
     "BadRequestError",
     "CircuitOpenError",
+    "ForbiddenError",
     "GatewayTimeoutError",
     "InvalidAnswerError",
     "MalformedJSONError",
     "PayloadTooLargeError",
     "ServiceUnavailableError",
+    "UnauthorizedError",
     "UnsupportedMediaTypeError",
     "UpstreamAuthError",
     "UpstreamError",
@@ -67,6 +69,16 @@ class MalformedJSONError(BadRequestError):
 
 class ValidationFailedError(BadRequestError):
     message = "Validation failed"
+
+
+class UnauthorizedError(APIError):
+    status_code = 401
+    message = "API key required"
+
+
+class ForbiddenError(APIError):
+    status_code = 403
+    message = "API key not valid"
 
 
 class UnsupportedMediaTypeError(APIError):
@@ -130,6 +142,8 @@ def _handle_http_exception(error: HTTPException) -> Response:
         return error_response(404, "Not found", path=request.path)
     if status == 413:
         return error_response(413, PayloadTooLargeError.message)
+    if status == 429:
+        return error_response(429, "Too many requests", details=f"rate limit {error.description}")
     response = error_response(status, error.name)
     if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
         response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]

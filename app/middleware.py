@@ -1,8 +1,10 @@
-"""Request ids: taken from X-Request-ID when sane, generated otherwise, echoed on every response."""
+"""Request ids (taken from X-Request-ID when sane, generated otherwise, echoed on every response)
+and the request's start time, which metrics, logs and Server-Timing measure from."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from flask import Flask, Response, g, request
@@ -13,6 +15,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _assign_request_id() -> None:
+    g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
 

@@ -34,3 +34,28 @@ errorlog = "-"
 loglevel = "info" if _settings.log_level == "DEBUG" else _settings.log_level.lower()
 proc_name = "prompt-builder-api"
 forwarded_allow_ips = "127.0.0.1,::1"
+
+
+def on_starting(server):
+    """Give prometheus_client a fresh multiprocess directory before any worker forks."""
+    import shutil
+    import tempfile
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="prompt-builder-metrics-")
+    shutil.rmtree(path, ignore_errors=True)  # stale files from a previous run would be summed in
+    os.makedirs(path, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges (in-flight, cache bytes) must stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker):
+    """Flush spans still queued in this worker before it goes."""
+    provider = getattr(worker.wsgi, "extensions", {}).get("tracer_provider")
+    if provider is not None:
+        provider.shutdown()

@@ -26,6 +26,22 @@ DEFAULT_MODELS = {
 }
 
 
+# USD per million tokens (input, output); LLM_PRICES (JSON) adds to or overrides this table.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "claude-opus-4-1": (15.0, 75.0),
+    "claude-opus-4": (15.0, 75.0),
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-sonnet-4": (3.0, 15.0),
+    "claude-3-7-sonnet": (3.0, 15.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+    "claude-3-5-haiku": (0.8, 4.0),
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4.1-mini": (0.4, 1.6),
+}
+
+
 class ConfigError(ValueError):
     """A variable is missing, unknown or invalid; the message names it in one line."""
 
@@ -101,6 +117,20 @@ def _csv(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
+    import json
+
+    table = dict(DEFAULT_PRICES)
+    if not raw.strip():
+        return table
+    try:
+        extra = json.loads(raw)
+        table.update({str(model): (float(p[0]), float(p[1])) for model, p in extra.items()})
+    except (ValueError, TypeError, IndexError, AttributeError, KeyError):
+        raise ConfigError(f'{name} must be JSON like {{"model": [input_usd, output_usd]}} per million tokens') from None
+    return table
+
+
 def _rate_limit(name: str, raw: str) -> str:
     value = raw.strip()
     if not value:
@@ -149,6 +179,13 @@ class BaseConfig:
     REDIS_LEASE_SECONDS = "15"
     BREAKER_FAIL_MAX = "5"
     BREAKER_RESET_TIMEOUT = "30"
+    RATE_LIMIT = "60/minute"  # on /api/*, per API key or client IP; empty disables
+    TRUSTED_PROXIES = "0"  # proxy hops whose X-Forwarded-For we believe (1 behind one nginx)
+    API_KEYS = ""  # comma-separated; when set, /api/* requires one
+    METRICS_TOKEN = ""  # when set, /metrics and /stats require it
+    CORS_ORIGINS = ""  # comma-separated origins, or *
+    LLM_PRICES = ""  # JSON {"model": [usd_per_M_input, usd_per_M_output]} over DEFAULT_PRICES
+    METRICS_ENABLED = "true"
 
 
 class DevelopmentConfig(BaseConfig):
@@ -166,6 +203,7 @@ class TestingConfig(BaseConfig):
     APP_ENV = "testing"
     LOG_LEVEL = "WARNING"
     WEB_CONCURRENCY = "1"
+    RATE_LIMIT = ""  # tests that need one set it
 
 
 ENVIRONMENTS: dict[str, type[BaseConfig]] = {
@@ -208,6 +246,13 @@ class Settings:
     redis_lease_seconds: float
     breaker_fail_max: int
     breaker_reset_timeout: float
+    rate_limit: str
+    trusted_proxies: int
+    api_keys: tuple[str, ...]
+    metrics_token: str
+    cors_origins: tuple[str, ...]
+    llm_prices: dict[str, tuple[float, float]]
+    metrics_enabled: bool
 
     @property
     def api_key(self) -> str:
@@ -254,6 +299,13 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "REDIS_LEASE_SECONDS": _float(0.1),
     "BREAKER_FAIL_MAX": _int(1, 10_000),
     "BREAKER_RESET_TIMEOUT": _float(0.01),
+    "RATE_LIMIT": _rate_limit,
+    "TRUSTED_PROXIES": _int(0, 10),
+    "API_KEYS": _csv,
+    "METRICS_TOKEN": _str,
+    "CORS_ORIGINS": _csv,
+    "LLM_PRICES": _prices,
+    "METRICS_ENABLED": _bool,
 }
 
 

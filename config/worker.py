@@ -61,6 +61,9 @@ class GracefulGeventWorker(GeventWorker):
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
+        extensions = getattr(self.wsgi, "extensions", None)
+        if extensions is not None:
+            extensions["draining"] = True  # /health/ready answers 503 from now on
         gevent.spawn(self._close_idle)  # not inside the signal handler
 
     def _close_idle(self) -> None:

@@ -104,6 +104,7 @@ class FakeUpstream:
         self.seen: deque[dict[str, Any]] = deque(maxlen=2000)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.tokens = {"input": 0, "output": 0}
 
     # --- WSGI ------------------------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class FakeUpstream:
             "total": sum(self.calls.values()),
             "connections": self.connections,
             "maxInFlight": self.max_in_flight,
+            "tokens": dict(self.tokens),
             "seen": list(self.seen),
         }
 
@@ -203,6 +205,9 @@ class FakeUpstream:
         fingerprint = hashlib.sha256(raw).hexdigest()[:16]
         text = answer_text(system, user, fingerprint)
         payload = _message(body, text, system, user) if anthropic else _chat(body, text, system, user)
+        usage = payload["usage"]
+        self.tokens["input"] += usage["input_tokens"] if anthropic else usage["prompt_tokens"]
+        self.tokens["output"] += usage["output_tokens"] if anthropic else usage["completion_tokens"]
         return self._json(start_response, 200, payload)
 
     @staticmethod

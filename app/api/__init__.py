@@ -2,11 +2,11 @@
 
 from flask import Flask
 
-from app.api import health, openapi, optimize, questions, scenes, suggestions
+from app.api import health, openapi, optimize, questions, scenes, stats, suggestions
 
 __all__ = ["init_app"]
 
 
 def init_app(app: Flask) -> None:
-    for module in (optimize, questions, suggestions, scenes, health, openapi):
+    for module in (optimize, questions, suggestions, scenes, health, openapi, stats):
         app.register_blueprint(module.bp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,13 +22,16 @@ class RedisHealth:
     """Counts Redis failures and logs them at most once per interval, so an outage is visible
     without flooding the logs."""
 
-    def __init__(self, log_interval: float = 30.0) -> None:
+    def __init__(self, log_interval: float = 30.0, on_failure: Callable[[], None] | None = None) -> None:
         self.failures = 0
+        self._on_failure = on_failure
         self._interval = log_interval
         self._last_log = 0.0
 
     def failed(self, operation: str, exc: Exception) -> None:
         self.failures += 1
+        if self._on_failure is not None:
+            self._on_failure()
         now = time.monotonic()
         if now - self._last_log >= self._interval:
             self._last_log = now

@@ -10,6 +10,7 @@ from app.coalescing import InFlight, RedisCoalescer
 from app.gateway.breaker import Breaker
 from app.gateway.gateway import Completion, Gateway
 from app.gateway.observer import NullObserver, Observer
+from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers import LLMRequest, Provider
 from app.providers.factory import make_provider
@@ -18,12 +19,17 @@ from config.settings import Settings
 __all__ = ["Completion", "Gateway", "LLMRequest", "build_gateway"]
 
 
-def build_gateway(settings: Settings, observer: Observer | None = None, provider: Provider | None = None) -> Gateway:
+def build_gateway(
+    settings: Settings,
+    observer: Observer | None = None,
+    tracer: Tracer | None = None,
+    provider: Provider | None = None,
+) -> Gateway:
     """Assemble the gateway the settings describe (call after gevent patching)."""
     observer = observer or NullObserver()
     provider = provider or make_provider(settings)
     breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
-    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries)
+    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer)
     l1 = (
         MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
         if settings.cache_enabled
@@ -37,7 +43,7 @@ def build_gateway(settings: Settings, observer: Observer | None = None, provider
             socket_connect_timeout=settings.redis_socket_timeout,
             health_check_interval=30,
         )
-        health = RedisHealth()
+        health = RedisHealth(on_failure=observer.redis_error)
         l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
         if settings.coalescing_enabled:
             # Pub/sub blocks on reads by design: its connection has no read timeout.
@@ -46,4 +52,4 @@ def build_gateway(settings: Settings, observer: Observer | None = None, provider
             )
             shared = RedisCoalescer(client, listener, settings.redis_prefix, settings.redis_lease_seconds, l2, health)
     inflight = InFlight() if settings.coalescing_enabled else None
-    return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer)
+    return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer, tracer=tracer)

@@ -13,6 +13,7 @@ from app.coalescing import InFlight, RedisCoalescer
 from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
+from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest
 
@@ -66,6 +67,7 @@ class Gateway:
         inflight: InFlight | None = None,
         shared: RedisCoalescer | None = None,
         observer: Observer | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.upstream = upstream
         self.l1 = l1
@@ -73,6 +75,7 @@ class Gateway:
         self.inflight = inflight
         self.shared = shared
         self._observer = observer or NullObserver()
+        self._tracer = tracer or NullTracer()
 
     def key_for(self, request: LLMRequest) -> str:
         """Return the cache key: namespace plus a hash of provider, model and request identity."""
@@ -95,25 +98,33 @@ class Gateway:
         key = self.key_for(request)
         stale: CachedValue | None = None
         if read and write:
-            cached = self._lookup(key)
-            if cached is not None:
+            started = time.perf_counter()
+            with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
+                cached = self._lookup(key)
                 now = time.time()
-                if cached.is_fresh(now):
-                    self._observer.cache_lookup(request.task, "HIT")
-                    return _completion(cached, "HIT", now)
-                stale = cached
-            self._observer.cache_lookup(request.task, "MISS")
+                status = "MISS" if cached is None else "HIT" if cached.is_fresh(now) else "STALE"
+                span.set_attribute("cache.status", status.lower())
+            self._observer.cache_lookup(
+                request.task, "HIT" if status == "HIT" else "MISS", time.perf_counter() - started
+            )
+            if cached is not None and status == "HIT":
+                return _completion(cached, "HIT", now)
+            stale = cached
         else:
             self._observer.cache_lookup(request.task, "BYPASS")
 
         def produce() -> CachedValue:
             return self._produce(key, request, parse, write)
 
+        waiting = time.perf_counter()
         try:
             if write and self.inflight is not None:
-                (value, status), coalesced = self.inflight.run(
-                    key, lambda: self._lead(key, request, produce), request.timeout
-                )
+                with self._tracer.span("coalescing.wait") as span:
+                    (value, status), coalesced = self.inflight.run(
+                        key, lambda: self._lead_counted(key, request, produce), request.timeout
+                    )
+                    role = "follower" if coalesced or status == "COALESCED" else "leader"
+                    span.set_attribute("coalescing.role", role)
                 if coalesced:
                     status = "COALESCED"
                     self._observer.coalesced(request.task, "worker")
@@ -124,15 +135,27 @@ class Gateway:
                 raise
             self._observer.cache_lookup(request.task, "STALE")
             return _completion(stale, "STALE", time.time())
+        finally:
+            self._observer.upstream_wait(time.perf_counter() - waiting)
         return _completion(value, status, time.time())
 
     def _lookup(self, key: str) -> CachedValue | None:
         cached = self.l1.get(key) if self.l1 is not None else None
         if cached is None and self.l2 is not None:
             cached = self.l2.get(key)
-            if cached is not None and self.l1 is not None:
-                self.l1.set(key, cached)
+            if cached is not None:
+                self._store_l1(key, cached)
         return cached
+
+    def _lead_counted(
+        self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]
+    ) -> tuple[CachedValue, str]:
+        assert self.inflight is not None
+        self._observer.in_flight(len(self.inflight))
+        try:
+            return self._lead(key, request, produce)
+        finally:
+            self._observer.in_flight(len(self.inflight) - 1)  # this call's entry leaves right after
 
     def _lead(self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]) -> tuple[CachedValue, str]:
         if self.shared is None:
@@ -140,8 +163,7 @@ class Gateway:
         value, remote = self.shared.run(key, produce, request.timeout)
         if remote:
             self._observer.coalesced(request.task, "cluster")
-            if self.l1 is not None:
-                self.l1.set(key, value)
+            self._store_l1(key, value)
             return value, "COALESCED"
         return value, "MISS"
 
@@ -155,14 +177,19 @@ class Gateway:
             fresh_until=now + request.ttl,
         )
         if store:
-            if self.l1 is not None:
-                evicted = self.l1.evictions
-                self.l1.set(key, value)
-                if self.l1.evictions != evicted:
-                    self._observer.cache_evicted(self.l1.evictions - evicted)
+            self._store_l1(key, value)
             if self.l2 is not None:
                 self.l2.set(key, value)
         return value
+
+    def _store_l1(self, key: str, value: CachedValue) -> None:
+        if self.l1 is None:
+            return
+        evicted = self.l1.evictions
+        self.l1.set(key, value)
+        if self.l1.evictions != evicted:
+            self._observer.cache_evicted(self.l1.evictions - evicted)
+        self._observer.cache_size(len(self.l1), self.l1.bytes)
 
     def stats(self) -> dict[str, Any]:
         """Return this worker's view of cache, coalescing and breaker."""

@@ -10,8 +10,8 @@ __all__ = ["NullObserver", "Observer"]
 class Observer:
     """Receives what happens on the request path; every method is optional to override."""
 
-    def cache_lookup(self, namespace: str, status: str) -> None:
-        """status: HIT, MISS, STALE (served stale) or BYPASS."""
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
+        """status: HIT, MISS, STALE (served stale) or BYPASS; seconds spent looking."""
 
     def coalesced(self, namespace: str, scope: str) -> None:
         """A request got another's in-flight answer; scope: worker or cluster."""
@@ -25,8 +25,23 @@ class Observer:
     def breaker_state(self, name: str, code: int) -> None:
         """The breaker changed state: 0 closed, 1 open, 2 half-open."""
 
+    def upstream_wait(self, seconds: float) -> None:
+        """A request spent `seconds` on the upstream: its own call, retries, or waiting as a follower."""
+
     def cache_evicted(self, count: int) -> None:
         """Entries were evicted from L1 for space."""
+
+    def cache_size(self, entries: int, size: int) -> None:
+        """L1 now holds `entries` entries and `size` bytes."""
+
+    def breaker_failures(self, name: str, failures: int) -> None:
+        """The breaker now counts `failures` consecutive failures."""
+
+    def in_flight(self, count: int) -> None:
+        """This worker now has `count` distinct calls in flight."""
+
+    def redis_error(self) -> None:
+        """A Redis operation failed; the request went on without Redis."""
 
 
 class NullObserver(Observer):

@@ -19,6 +19,7 @@ from app.errors import (
 )
 from app.gateway.breaker import Breaker
 from app.gateway.observer import Observer
+from app.gateway.tracer import NullTracer, Span, Tracer
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
 
 __all__ = ["UpstreamCaller", "to_api_error"]
@@ -54,15 +55,35 @@ class UpstreamCaller:
         observer: Observer,
         max_retries: int,
         sleep: Callable[[float], None] = gevent.sleep,
+        tracer: Tracer | None = None,
     ) -> None:
         self.provider = provider
         self.breaker = breaker
         self._observer = observer
         self._max_retries = max_retries
         self._sleep = sleep
+        self._tracer = tracer or NullTracer()
         self.attempts = 0
 
     def call(self, request: LLMRequest) -> ProviderResult:
+        """Return the provider's answer, or raise the APIError its last failure maps to."""
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.provider.name,
+            "gen_ai.request.model": self.provider.model,
+            "gen_ai.request.max_tokens": request.max_tokens,
+            "gen_ai.request.temperature": request.temperature,
+            "prompt_builder.mode": request.mode,
+        }
+        with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
+            span.set_attribute("circuit_breaker.state", self.breaker.state)
+            result = self._call(request, span)
+            span.set_attribute("gen_ai.response.model", result.model)
+            span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
+            return result
+
+    def _call(self, request: LLMRequest, span: Span) -> ProviderResult:
         deadline = time.monotonic() + request.timeout
         attempt = 0
         while True:
@@ -71,8 +92,12 @@ class UpstreamCaller:
                 return failure
             delay = self._retry_delay(failure, attempt, deadline)
             if delay is None:
+                span.set_attribute("error.type", str(failure.status or failure.kind))
                 raise to_api_error(failure, self.provider.name)
             attempt += 1
+            span.add_event(
+                "retry", {"attempt": attempt, "delay_s": round(delay, 3), "reason": str(failure.status or failure.kind)}
+            )
             self._observer.upstream_retry(self.provider.name, request, failure, delay)
             self._sleep(delay)
 
@@ -94,6 +119,7 @@ class UpstreamCaller:
             self.breaker.release(probe)
             raise
         self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
+        self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
         self._observer.upstream_call(self.provider.name, request, outcome, time.perf_counter() - started)
         return outcome
 

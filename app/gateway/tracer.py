@@ -1,0 +1,42 @@
+"""The tracing interface the gateway uses; the null tracer costs one shared no-op context."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+__all__ = ["NullTracer", "Span", "Tracer"]
+
+
+class Span(Protocol):
+    def set_attribute(self, key: str, value: Any) -> Any: ...
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> Any: ...
+
+
+class Tracer(Protocol):
+    def span(self, name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Span]: ...
+
+
+class _NullSpan:
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        pass
+
+    def __enter__(self) -> _NullSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NULL_SPAN = _NullSpan()
+
+
+class NullTracer:
+    """Tracing off: nothing is recorded and nothing is allocated per span."""
+
+    def span(self, name: str, attributes: dict[str, Any] | None = None) -> _NullSpan:
+        return _NULL_SPAN

@@ -1,0 +1,255 @@
+"""Prometheus metrics for the whole server: prometheus-flask-exporter for HTTP, our own for the
+gateway; multiprocess mode under gunicorn, so /metrics sums every worker."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psutil
+from flask import Flask, Response, g, has_request_context, request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_flask_exporter import NO_PREFIX, PrometheusMetrics
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+from app.gateway.observer import Observer
+from app.providers.base import ProviderResult, UpstreamFailure
+from config.settings import Settings
+
+__all__ = ["PrometheusObserver", "init_app", "multiprocess_dir"]
+
+# From sub-millisecond cache hits to minute-long video calls.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    20,
+    30,
+    45,
+    60,
+    90,
+    120,
+)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+def multiprocess_dir() -> str | None:
+    """Return PROMETHEUS_MULTIPROC_DIR when gunicorn set it up (see config/gunicorn.conf.py)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+class _Metrics:
+    """The service's own metric families; one registry per app outside multiprocess mode."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        r = {"registry": registry} if registry is not None else {}
+        model = ("provider", "model", "mode")
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP requests answered", ("method", "endpoint", "status"), **r
+        )
+        self.http_active = Gauge("http_active_requests", "HTTP requests in progress", multiprocess_mode="livesum", **r)
+        self.rate_limited = Counter(
+            "rate_limited_requests_total", "Requests refused by the rate limit", ("endpoint",), **r
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time in our own code per request (upstream excluded)",
+            ("endpoint",),
+            buckets=OVERHEAD_BUCKETS,
+            **r,
+        )
+        self.api_calls = Counter("claude_api_calls_total", "Upstream model calls (attempts)", (*model, "status"), **r)
+        self.api_duration = Histogram(
+            "claude_api_duration_seconds", "Upstream model call duration", model, buckets=LATENCY_BUCKETS, **r
+        )
+        self.tokens = Counter("claude_tokens_total", "Tokens the upstream reported", (*model, "type"), **r)
+        self.cost = Counter("claude_cost_usd_total", "Estimated upstream cost in USD", model, **r)
+        self.retries = Counter("upstream_retries_total", "Upstream attempts retried", ("provider", "reason"), **r)
+        self.coalesced = Counter(
+            "coalesced_requests_total", "Requests answered by an identical in-flight call", ("type", "cache_type"), **r
+        )
+        self.hits = Counter("cache_hits_total", "Cache hits", ("cache_type",), **r)
+        self.misses = Counter("cache_misses_total", "Cache misses", ("cache_type",), **r)
+        self.stale = Counter(
+            "stale_responses_total", "Expired answers served because the upstream failed", ("cache_type",), **r
+        )
+        self.evictions = Counter("cache_evictions_total", "L1 entries evicted for space", **r)
+        self.sets = Counter("cache_sets_total", "Answers stored in L1", **r)
+        self.in_flight = Gauge(
+            "coalescing_in_flight", "Distinct upstream calls in flight", multiprocess_mode="livesum", **r
+        )
+        self.breaker_failures = Gauge(
+            "circuit_breaker_failures",
+            "Consecutive failures counted by the breaker",
+            ("circuit",),
+            multiprocess_mode="livesum",
+            **r,
+        )
+        self.cache_bytes = Gauge("cache_bytes", "Bytes held by the L1 caches", multiprocess_mode="livesum", **r)
+        self.cache_max_bytes = Gauge(
+            "cache_max_bytes", "L1 byte limit, summed over workers", multiprocess_mode="livesum", **r
+        )
+        self.cache_entries = Gauge("cache_entries", "Entries held by the L1 caches", multiprocess_mode="livesum", **r)
+        self.breaker = Gauge(
+            "circuit_breaker_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open (worst worker)",
+            ("circuit",),
+            multiprocess_mode="livemax",
+            **r,
+        )
+        self.redis_errors = Counter("redis_errors_total", "Redis operations that failed (served without Redis)", **r)
+        self.worker_rss = Gauge(
+            "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", **r
+        )
+        self.started = Gauge("process_worker_start_time_seconds", "Worker start time", multiprocess_mode="liveall", **r)
+
+
+class PrometheusObserver(Observer):
+    """Turns gateway events into metrics, and keeps per-request timings for logs and headers."""
+
+    def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
+        self.m = metrics
+        self._prices = prices
+
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
+        if has_request_context():
+            g.cache_seconds = seconds
+        if status == "HIT":
+            self.m.hits.labels(namespace).inc()
+        elif status == "MISS":
+            self.m.misses.labels(namespace).inc()
+        elif status == "STALE":
+            self.m.stale.labels(namespace).inc()
+
+    def coalesced(self, namespace: str, scope: str) -> None:
+        self.m.coalesced.labels(scope, namespace).inc()
+
+    def upstream_call(self, provider: str, request: Any, outcome: Any, seconds: float) -> None:
+        model = outcome.model if isinstance(outcome, ProviderResult) else self._model
+        labels = (provider, model, request.mode)
+        self.m.api_duration.labels(*labels).observe(seconds)
+        if isinstance(outcome, UpstreamFailure):
+            status = str(outcome.status) if outcome.status else outcome.kind
+            self.m.api_calls.labels(*labels, status).inc()
+            return
+        self.m.api_calls.labels(*labels, "success").inc()
+        self.m.tokens.labels(*labels, "input").inc(outcome.input_tokens)
+        self.m.tokens.labels(*labels, "output").inc(outcome.output_tokens)
+        price_in, price_out = self._price(outcome.model)
+        cost = (outcome.input_tokens * price_in + outcome.output_tokens * price_out) / 1e6
+        if cost:
+            self.m.cost.labels(*labels).inc(cost)
+        if has_request_context():
+            g.tokens = (
+                g.get("tokens", (0, 0))[0] + outcome.input_tokens,
+                g.get("tokens", (0, 0))[1] + outcome.output_tokens,
+            )
+
+    def _price(self, model: str) -> tuple[float, float]:
+        # Exact model, else the longest table entry the name starts with (dated model ids).
+        if model in self._prices:
+            return self._prices[model]
+        matches = [name for name in self._prices if model.startswith(name)]
+        return self._prices[max(matches, key=len)] if matches else (0.0, 0.0)
+
+    def upstream_retry(self, provider: str, request: Any, failure: Any, delay: float) -> None:
+        self.m.retries.labels(provider, str(failure.status) if failure.status else failure.kind).inc()
+
+    def upstream_wait(self, seconds: float) -> None:
+        if has_request_context():
+            g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+
+    def breaker_state(self, name: str, code: int) -> None:
+        self.m.breaker.labels(name).set(code)
+
+    def breaker_failures(self, name: str, failures: int) -> None:
+        self.m.breaker_failures.labels(name).set(failures)
+
+    def in_flight(self, count: int) -> None:
+        self.m.in_flight.set(count)
+
+    def cache_evicted(self, count: int) -> None:
+        self.m.evictions.inc(count)
+
+    def cache_size(self, entries: int, size: int) -> None:
+        self.m.sets.inc()
+        self.m.cache_entries.set(entries)
+        self.m.cache_bytes.set(size)
+
+    def redis_error(self) -> None:
+        self.m.redis_errors.inc()
+
+    _model = "unknown"
+
+
+def _endpoint() -> str:
+    return request.endpoint or "none"  # route names only: never the raw path
+
+
+def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
+    """Install HTTP metrics and /metrics; return the observer the gateway reports to."""
+    if not settings.metrics_enabled:
+        return None
+    multiproc = multiprocess_dir() is not None
+    registry = None if multiproc else CollectorRegistry()
+    options = {
+        "defaults_prefix": NO_PREFIX,
+        "group_by": "endpoint",
+        "buckets": LATENCY_BUCKETS,
+        "excluded_paths": ["^/metrics$"],
+    }
+    if multiproc:
+        exporter = GunicornInternalPrometheusMetrics(app, **options)
+    else:
+        exporter = PrometheusMetrics(app, registry=registry, **options)
+    app.extensions["metrics_exporter"] = exporter
+    metrics = _Metrics(registry)
+    app.extensions["metrics"] = metrics
+    app.extensions["metrics_registry"] = exporter.registry
+    process = psutil.Process(os.getpid())
+    metrics.started.set(time.time())
+
+    @app.before_request
+    def _start() -> None:
+        g.counted_active = True
+        metrics.http_active.inc()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        if request.path == "/metrics":
+            return response
+        endpoint = _endpoint()
+        metrics.http_requests.labels(request.method, endpoint, str(response.status_code)).inc()
+        if response.status_code == 429:
+            metrics.rate_limited.labels(endpoint).inc()
+        if "started" in g:
+            total = time.perf_counter() - g.started
+            metrics.overhead.labels(endpoint).observe(max(0.0, total - g.get("upstream_seconds", 0.0)))
+        return response
+
+    @app.teardown_request
+    def _finish(_exc: BaseException | None) -> None:
+        if g.get("counted_active"):
+            metrics.http_active.dec()
+
+    @app.before_request
+    def _sample_memory() -> None:
+        # Cheap enough per request (one /proc read every 5 s at most per worker).
+        now = time.monotonic()
+        if now - app.extensions.get("rss_sampled", 0.0) > 5:
+            app.extensions["rss_sampled"] = now
+            metrics.worker_rss.set(process.memory_info().rss)
+
+    return PrometheusObserver(metrics, settings.llm_prices)

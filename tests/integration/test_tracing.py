@@ -1,0 +1,174 @@
+"""Traces: an OTLP/HTTP receiver in the test gets the span tree for a miss, a hit and a coalesced
+request, and the fake upstream sees the traceparent of the upstream HTTP span."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.support import FakeUpstreamProcess, free_port, start_server
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """A minimal OTLP/HTTP trace collector: decodes protobuf exports into flat span dicts."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                export = ExportTraceServiceRequest.FromString(body)
+                with receiver.lock:
+                    for resource in export.resource_spans:
+                        for scope in resource.scope_spans:
+                            for span in scope.spans:
+                                receiver.spans.append(
+                                    {
+                                        "name": span.name,
+                                        "trace": span.trace_id.hex(),
+                                        "id": span.span_id.hex(),
+                                        "parent": span.parent_span_id.hex(),
+                                        "attrs": {a.key: _value(a.value) for a in span.attributes},
+                                        "events": [e.name for e in span.events],
+                                    }
+                                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = [s for s in self.spans if predicate(s)]
+            if found:
+                return found
+            time.sleep(0.05)
+        raise AssertionError("expected spans did not arrive")
+
+    def tree(self, trace_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [s for s in self.spans if s["trace"] == trace_id]
+
+
+def _value(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value"))
+
+
+@pytest.fixture(scope="module")
+def traced(_fake_upstream_process: FakeUpstreamProcess) -> Iterator[tuple[str, Receiver]]:
+    receiver = Receiver()
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "ANTHROPIC_BASE_URL": _fake_upstream_process.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "LLM_MODEL": "claude-test",
+    }
+    with start_server(env, workers=1) as server:
+        yield server.url, receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+def _server_span(receiver: Receiver, request_id: str) -> dict[str, Any]:
+    return receiver.wait_for(lambda s: s["attrs"].get("http.request.header.x_request_id") == request_id)[0]
+
+
+def _children(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in spans if s["parent"] == parent["id"]]
+
+
+def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_upstream: FakeUpstreamProcess) -> None:
+    url, receiver = traced
+    body = {"prompt": "trace me", "mode": "code"}
+    miss = requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": "trace-miss"}, timeout=10)
+    hit = requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": "trace-hit"}, timeout=10)
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
+
+    root = _server_span(receiver, "trace-miss")
+    time.sleep(0.3)
+    spans = receiver.tree(root["trace"])
+    names = {s["name"] for s in _children(spans, root)}
+    assert {"cache.lookup", "coalescing.wait"} <= names
+    lookup = next(s for s in _children(spans, root) if s["name"] == "cache.lookup")
+    assert lookup["attrs"]["cache.status"] == "miss"
+    wait = next(s for s in _children(spans, root) if s["name"] == "coalescing.wait")
+    assert wait["attrs"]["coalescing.role"] == "leader"
+    chat = next(s for s in _children(spans, wait) if s["name"] == "chat claude-test")
+    assert chat["attrs"]["gen_ai.system"] == "anthropic"
+    assert chat["attrs"]["gen_ai.request.model"] == "claude-test"
+    assert chat["attrs"]["gen_ai.request.max_tokens"] == 4096
+    assert chat["attrs"]["gen_ai.usage.input_tokens"] > 0 and chat["attrs"]["gen_ai.usage.output_tokens"] > 0
+    http = _children(spans, chat)
+    assert len(http) == 1 and http[0]["name"].startswith("POST")
+    traceparent = fake_upstream.stats()["seen"][-1]["traceparent"]
+    version, trace_id, parent_id, flags = traceparent.split("-")
+    assert (version, trace_id, parent_id) == ("00", root["trace"], http[0]["id"])
+    assert int(flags, 16) & 1  # sampled
+
+    hit_root = _server_span(receiver, "trace-hit")
+    time.sleep(0.3)
+    hit_spans = receiver.tree(hit_root["trace"])
+    assert [s["attrs"]["cache.status"] for s in hit_spans if s["name"] == "cache.lookup"] == ["hit"]
+    assert not [s for s in hit_spans if s["name"].startswith("chat")]
+
+
+def test_coalesced_follower_waits_without_calling(
+    traced: tuple[str, Receiver], fake_upstream: FakeUpstreamProcess
+) -> None:
+    url, receiver = traced
+    fake_upstream.reset(latency=0.5)
+    body = {"prompt": "trace a coalesced pair", "mode": "video"}
+
+    def send(i: int) -> requests.Response:
+        return requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": f"pair-{i}"}, timeout=10)
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(send, range(2)))
+    follower = next(i for i, r in enumerate(responses) if r.headers["X-Cache"] == "COALESCED")
+    root = _server_span(receiver, f"pair-{follower}")
+    time.sleep(0.3)
+    spans = receiver.tree(root["trace"])
+    waits = [s for s in spans if s["name"] == "coalescing.wait"]
+    assert [w["attrs"]["coalescing.role"] for w in waits] == ["follower"]
+    assert not [s for s in spans if s["name"].startswith("chat")]
+    assert fake_upstream.calls() == 1
+
+
+def test_retries_are_span_events(traced: tuple[str, Receiver], fake_upstream: FakeUpstreamProcess) -> None:
+    url, receiver = traced
+    fake_upstream.control(faults=[{"status": 529, "headers": {"retry-after-ms": "10"}}])
+    response = requests.post(
+        url + "/api/optimize",
+        json={"prompt": "retry trace", "mode": "code"},
+        headers={"X-Request-ID": "trace-retry"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    root = _server_span(receiver, "trace-retry")
+    time.sleep(0.3)
+    chat = next(s for s in receiver.tree(root["trace"]) if s["name"].startswith("chat"))
+    assert chat["events"] == ["retry"]
+    assert chat["attrs"]["circuit_breaker.state"] == "closed"
