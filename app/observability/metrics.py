@@ -47,7 +47,7 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 def multiprocess_dir() -> str | None:
     """Return PROMETHEUS_MULTIPROC_DIR when gunicorn set it up (see config/gunicorn.conf.py)."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class _Metrics:
