@@ -47,7 +47,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.extensions["limiter"] = limits.init_app(app, settings)
     tracer = tracing.init_app(app, settings)
     gateway = build_gateway(settings, observer, tracer)
-    app.extensions["prompt_service"] = PromptService(gateway, settings.upstream_timeout)
+    app.extensions["prompt_service"] = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)
     if observer is not None and gateway.l1 is not None:
         observer.m.cache_max_bytes.set(gateway.l1.max_bytes)
     api.init_app(app)

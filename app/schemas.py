@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "MODES",
@@ -40,15 +40,29 @@ def _clean_text(value: str) -> str:
     return value
 
 
+_BLANK = " \t\n\r\f\v"  # ASCII whitespace: the same set in the validator and the schema pattern
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not value.strip(_BLANK):
         raise ValueError("must not be blank")
     return value
 
 
+# The validators above, written as patterns for the OpenAPI document (clients and fuzzers read
+# them); the validators enforce them, with clearer messages than a regex failure.
+_NO_NUL = r"^[^\x00]*$"
+_NO_NUL_NOT_BLANK = r"^[^\x00]*[^\x00\t\n\r\f\v ][^\x00]*$"
+
+
 def _text(max_length: int, *, required: bool = False) -> object:
     checks = [AfterValidator(_clean_text)] + ([AfterValidator(_not_blank)] if required else [])
-    return Annotated[str, Field(min_length=1 if required else 0, max_length=max_length), *checks]
+    field = Field(
+        min_length=1 if required else 0,
+        max_length=max_length,
+        json_schema_extra={"pattern": _NO_NUL_NOT_BLANK if required else _NO_NUL},
+    )
+    return Annotated[str, field, *checks]
 
 
 Required10k = _text(10_000, required=True)
@@ -92,14 +106,28 @@ class CustomSuggestionsRequest(_Request):
     fullPrompt: Required50k  # type: ignore[valid-type]
 
 
+# Written out by hand: pydantic renders a key pattern as patternProperties, which lets keys that
+# miss the pattern through with any value; propertyNames + additionalProperties say what we mean.
+_AffectedFields = Annotated[
+    dict[_text(200), Optional5k],  # type: ignore[misc]
+    Field(max_length=50),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": 50,
+            "propertyNames": {"type": "string", "maxLength": 200, "pattern": _NO_NUL},
+            "additionalProperties": {"type": "string", "maxLength": 5000, "pattern": _NO_NUL},
+        }
+    ),
+]
+
+
 class SceneChangeRequest(_Request):
     changedField: _text(200, required=True)  # type: ignore[valid-type]
     newValue: Required10k  # type: ignore[valid-type]
     oldValue: Optional10k | None = None  # type: ignore[valid-type]
     fullPrompt: Required50k  # type: ignore[valid-type]
-    affectedFields: dict[_text(200), Optional5k] | None = Field(  # type: ignore[valid-type]
-        default=None, max_length=50
-    )
+    affectedFields: _AffectedFields | None = None  # type: ignore[valid-type]
 
 
 class CreativeRequest(_Request):

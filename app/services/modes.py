@@ -24,7 +24,7 @@ class Mode:
     guidance: str
     max_tokens: int = 4096
     timeout: float = 30.0
-    ttl: int = 3600
+    ttl: int | None = None  # None: CACHE_DEFAULT_TTL (3600 s unless configured)
 
     @cached_property
     def system(self) -> str:

@@ -35,9 +35,10 @@ def _meta(completion: Completion) -> dict[str, Any]:
 class PromptService:
     """One method per endpoint; each builds an LLMRequest and shapes the answer."""
 
-    def __init__(self, gateway: Gateway, timeout: float | None = None) -> None:
+    def __init__(self, gateway: Gateway, timeout: float | None = None, default_ttl: int = 3600) -> None:
         self.gateway = gateway
         self._timeout = timeout  # when set, replaces every mode's own deadline
+        self._default_ttl = default_ttl
         self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
 
     def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
@@ -51,7 +52,7 @@ class PromptService:
             messages=(("user", f"<prompt>\n{body.prompt}\n</prompt>{context_appendix(context)}"),),
             max_tokens=mode.max_tokens,
             timeout=self._timeout or mode.timeout,
-            ttl=mode.ttl,
+            ttl=mode.ttl or self._default_ttl,
             inputs={"prompt": body.prompt, "context": context, "sections": list(mode.sections)},
         )
         completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
@@ -69,7 +70,7 @@ class PromptService:
             max_tokens=task.max_tokens,
             temperature=task.temperature,
             timeout=self._timeout or task.timeout,
-            ttl=task.ttl,
+            ttl=task.ttl or self._default_ttl,
             inputs=inputs,
         )
         completion = self.gateway.complete(request, self._parsers[task_name], read=policy.read, write=policy.write)

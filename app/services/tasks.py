@@ -31,7 +31,7 @@ class Task:
     answer: type[BaseModel]
     max_tokens: int = 2048
     timeout: float = 30.0
-    ttl: int = 3600
+    ttl: int | None = None  # None: CACHE_DEFAULT_TTL
     temperature: float = 0.7
 
 

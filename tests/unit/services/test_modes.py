@@ -24,7 +24,7 @@ def test_system_prompt_lists_each_section_in_order(name: str) -> None:
 def test_limits_per_mode() -> None:
     assert MODE_REGISTRY["video"].timeout == 90
     assert all(m.timeout == 30 for n, m in MODE_REGISTRY.items() if n != "video")
-    assert {m.ttl for m in MODE_REGISTRY.values()} == {3600}
+    assert {m.ttl for m in MODE_REGISTRY.values()} == {None}  # CACHE_DEFAULT_TTL, 3600 s by default
     assert TASKS["questions"].ttl == 1800
     assert TASKS["creative"].ttl == 7200
     assert {t.max_tokens for t in TASKS.values()} == {2048}

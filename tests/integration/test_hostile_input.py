@@ -1,0 +1,114 @@
+"""Hostile input against a real server: schemathesis from /openapi.json, and hand-picked nasties.
+Every answer is a 4xx JSON error in the one shape, never a 5xx, never a hang."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support import BIN, Server, start_server
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = 500  # per operation
+SEED = 20261126
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with start_server({}, workers=2) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_failures(server: Server) -> None:
+    result = subprocess.run(
+        [
+            str(BIN / "schemathesis"),
+            "run",
+            server.url + "/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "2",
+            "--no-color",
+            "--request-timeout",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    summary = re.search(r"(\d+) generated", result.stdout)
+    print(
+        f"\nschemathesis: {summary.group(0) if summary else '?'} test cases, seed {SEED}, "
+        f"{EXAMPLES} examples per operation, exit {result.returncode}"
+    )
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert summary and int(summary.group(1)) >= 6 * EXAMPLES * 0.9  # a few duplicates are dropped
+
+
+JSON = {"Content-Type": "application/json"}
+NASTIES: list[tuple[str, dict[str, Any], int]] = [
+    ("huge string", {"data": json.dumps({"prompt": "x" * 200_000, "mode": "code"}), "headers": JSON}, 400),
+    ("deep nesting", {"data": '{"prompt": ' + "[" * 50_000 + "]" * 50_000 + ', "mode": "code"}', "headers": JSON}, 400),
+    ("number for a string", {"json": {"prompt": 42, "mode": "code"}}, 400),
+    ("number as a string enum", {"json": {"prompt": "x", "mode": "1"}}, 400),
+    ("array for the body", {"json": [{"prompt": "x", "mode": "code"}]}, 400),
+    ("array for an object", {"json": {"prompt": "x", "mode": "code", "context": ["a"]}}, 400),
+    ("object for a string", {"json": {"prompt": {"$gt": ""}, "mode": "code"}}, 400),
+    ("null bytes", {"data": '{"prompt": "a\\u0000b", "mode": "code"}', "headers": JSON}, 400),
+    ("lone surrogate", {"data": '{"prompt": "\\udc00", "mode": "code"}', "headers": JSON}, 400),
+    ("invalid UTF-8", {"data": b'{"prompt": "\xc3\x28", "mode": "code"}', "headers": JSON}, 400),
+    ("UTF-16 body", {"data": '{"prompt": "x", "mode": "code"}'.encode("utf-16"), "headers": JSON}, 400),
+    ("truncated JSON", {"data": '{"prompt": "x", "mo', "headers": JSON}, 400),
+    ("NaN", {"data": '{"prompt": NaN, "mode": "code"}', "headers": JSON}, 400),
+    ("huge number", {"data": '{"prompt": ' + "9" * 5000 + ', "mode": "code"}', "headers": JSON}, 400),
+    ("duplicate keys, bad last", {"data": '{"prompt": "x", "mode": "code", "mode": "zzz"}', "headers": JSON}, 400),
+    ("empty body", {"data": b"", "headers": JSON}, 400),
+    ("10 MB body", {"data": b'{"prompt": "' + b"x" * (10 * 1024 * 1024) + b'"}', "headers": JSON}, 413),
+    (
+        "form content type",
+        {"data": "prompt=x&mode=code", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+        415,
+    ),
+    ("text/plain", {"data": '{"prompt": "x", "mode": "code"}', "headers": {"Content-Type": "text/plain"}}, 415),
+    ("no content type", {"data": b'{"prompt": "x", "mode": "code"}'}, 415),
+    ("bogus content type", {"data": b"{}", "headers": {"Content-Type": "application/json; charset=klingon"}}, 400),
+    ("prototype pollution keys", {"json": {"prompt": "x", "mode": "code", "__proto__": {"admin": True}}}, 400),
+]
+
+
+@pytest.mark.parametrize(("name", "send", "status"), NASTIES, ids=[n[0] for n in NASTIES])
+def test_nasty_bodies(server: Server, name: str, send: dict[str, Any], status: int) -> None:
+    response = requests.post(server.url + "/api/optimize", timeout=30, **send)
+    assert response.status_code == status, response.text[:300]
+    body = response.json()
+    assert body["error"] and body["requestId"] == response.headers["X-Request-ID"]
+
+
+def test_lying_content_length_does_not_hang(server: Server) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/optimize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 999999999\r\nConnection: close\r\n\r\n{}"
+        )
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413")
+
+
+def test_worker_still_serves_after_the_nasties(server: Server) -> None:
+    response = requests.post(server.url + "/api/optimize", json={"prompt": "still alive", "mode": "code"}, timeout=10)
+    assert response.status_code == 200

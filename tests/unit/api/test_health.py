@@ -1,0 +1,21 @@
+"""Health probes: shapes, readiness while draining, and no upstream involvement."""
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+
+def test_health_shapes(client: FlaskClient) -> None:
+    health = client.get("/health").get_json()
+    assert health["status"] == "healthy" and health["uptime"] >= 0 and health["timestamp"].endswith("Z")
+    assert client.get("/health/live").get_json()["status"] == "alive"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"]["circuitBreaker"]["state"] == "closed"
+
+
+def test_not_ready_while_draining(app: Flask, client: FlaskClient) -> None:
+    app.extensions["draining"] = True  # what the worker sets on SIGTERM
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["status"] == "not ready"
+    assert client.get("/health/live").status_code == 200
