@@ -186,6 +186,43 @@ def bench_throughput(
         print(f"{name:40} {median:12.0f} {median / bare:14.2f}   {', '.join(f'{v:.0f}' for v in values)}")
 
 
+class _SpanSink:
+    """Accepts OTLP/HTTP exports and drops them, so tracing runs its whole export path."""
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _variants(sink: str) -> dict[str, dict[str, str]]:
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+    return {
+        "service: metrics on, tracing off (default)": {},
+        "service: metrics off, tracing off": {"METRICS_ENABLED": "false"},
+        "service: tracing 10% sampled": {**traced, "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+        "service: tracing 100% sampled": {**traced, "OTEL_TRACES_SAMPLER_ARG": "1.0"},
+        "service: + JSON access log (LOG_LEVEL=INFO)": {"LOG_LEVEL": "INFO"},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -197,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     bench_keys()
     bench_in_process()
     if not args.skip_throughput:
-        bench_throughput(args.seconds, args.connections, args.rounds)
+        with _SpanSink() as sink:
+            bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink))
 
 
 if __name__ == "__main__":
