@@ -29,6 +29,8 @@ def build_gateway(
     observer = observer or NullObserver()
     provider = provider or make_provider(settings)
     breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
+    observer.breaker_state(breaker.name, 0)  # a closed breaker is a value, not "no data"
+    observer.breaker_failures(breaker.name, 0)
     upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer)
     l1 = (
         MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)

@@ -114,6 +114,7 @@ class _Metrics:
             "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", **r
         )
         self.started = Gauge("process_worker_start_time_seconds", "Worker start time", multiprocess_mode="liveall", **r)
+        self.cpu = Counter("process_worker_cpu_seconds_total", "CPU time used by the workers (user + system)", **r)
 
 
 class PrometheusObserver(Observer):
@@ -246,10 +247,14 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
 
     @app.before_request
     def _sample_memory() -> None:
-        # Cheap enough per request (one /proc read every 5 s at most per worker).
+        # Multiprocess mode has no process collector: sample RSS and CPU here, at most every 5 s.
         now = time.monotonic()
         if now - app.extensions.get("rss_sampled", 0.0) > 5:
             app.extensions["rss_sampled"] = now
             metrics.worker_rss.set(process.memory_info().rss)
+            cpu = process.cpu_times()
+            used = cpu.user + cpu.system
+            metrics.cpu.inc(max(0.0, used - app.extensions.get("cpu_seen", 0.0)))
+            app.extensions["cpu_seen"] = used
 
     return PrometheusObserver(metrics, settings.llm_prices)

@@ -1,0 +1,284 @@
+"""Write grafana/dashboards/prompt-builder-api.json: the original's 13 panels on our metrics plus
+overhead, calls avoided, retries, rate limits, stale answers, cost, cache bytes and worker memory.
+The datasource is a dashboard variable, so it imports into any Grafana. Run after editing:
+
+    python grafana/build_dashboard.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OUTPUT = Path(__file__).resolve().parent / "dashboards" / "prompt-builder-api.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+# (title, kind, unit, [(expr, legend)], thresholds [(value, colour)], description)
+PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]], str]] = [
+    (
+        "Request rate",
+        "timeseries",
+        "reqps",
+        [("sum by (endpoint) (rate(http_requests_total[1m]))", "{{endpoint}}")],
+        [],
+        "Requests per second by route.",
+    ),
+    (
+        "Latency p50 / p95 / p99",
+        "timeseries",
+        "s",
+        [
+            ("job:http_request_duration_seconds:p50", "p50"),
+            ("job:http_request_duration_seconds:p95", "p95"),
+            ("job:http_request_duration_seconds:p99", "p99"),
+        ],
+        [(10, "orange"), (30, "red")],
+        "Whole-service request latency; alerts at p95 > 10 s and > 30 s.",
+    ),
+    (
+        "Error rate (5xx)",
+        "timeseries",
+        "percentunit",
+        [("job:http_errors_5xx:ratio5m", "5xx"), ("job:http_errors_4xx:ratio5m", "4xx")],
+        [(0.05, "orange"), (0.15, "red")],
+        "Share of responses with a 5xx (alerting) and 4xx (callers' mistakes) status.",
+    ),
+    (
+        "Cache hits / misses",
+        "timeseries",
+        "reqps",
+        [("sum(rate(cache_hits_total[1m]))", "hits"), ("sum(rate(cache_misses_total[1m]))", "misses")],
+        [],
+        "Cache lookups per second.",
+    ),
+    (
+        "Cache hit rate",
+        "stat",
+        "percentunit",
+        [("job:cache_hit:ratio5m", "hit rate")],
+        [(0, "red"), (0.1, "orange"), (0.3, "green")],
+        "From the counters (a per-worker ratio gauge cannot be summed across workers).",
+    ),
+    (
+        "Active requests",
+        "timeseries",
+        "short",
+        [("sum(http_active_requests)", "in progress")],
+        [(100, "orange")],
+        "Requests in progress across all workers.",
+    ),
+    (
+        "Upstream latency p95 by mode",
+        "timeseries",
+        "s",
+        [("mode:claude_api_duration_seconds:p95", "{{mode}}")],
+        [(45, "orange")],
+        "Model API latency per optimization mode.",
+    ),
+    (
+        "Upstream calls by mode and status",
+        "timeseries",
+        "reqps",
+        [("sum by (mode, status) (rate(claude_api_calls_total[1m]))", "{{mode}} {{status}}")],
+        [],
+        "Every attempt at the model API, including retries.",
+    ),
+    (
+        "Circuit breaker",
+        "stat",
+        "short",
+        [("max by (circuit) (circuit_breaker_state)", "{{circuit}}")],
+        [(0, "green"), (1, "red"), (2, "orange")],
+        "0 closed, 1 open, 2 half-open (worst worker).",
+    ),
+    (
+        "Memory (all workers)",
+        "timeseries",
+        "bytes",
+        [("sum(process_worker_rss_bytes)", "RSS total")],
+        [(1073741824, "orange"), (2147483648, "red")],
+        "Resident memory summed over the gunicorn workers.",
+    ),
+    (
+        "CPU (average worker)",
+        "timeseries",
+        "percentunit",
+        [("job:worker_cpu:ratio5m", "CPU")],
+        [(0.8, "orange")],
+        "CPU time per second per worker; one worker per core.",
+    ),
+    (
+        "Tokens per hour by mode",
+        "timeseries",
+        "short",
+        [("sum by (mode, type) (rate(claude_tokens_total[5m])) * 3600", "{{mode}} {{type}}")],
+        [],
+        "Input and output tokens the upstream reported.",
+    ),
+    (
+        "Coalescing rate",
+        "stat",
+        "percentunit",
+        [("job:coalescing:ratio5m", "coalesced")],
+        [],
+        "Share of cache misses answered by an identical request already in flight.",
+    ),
+    (
+        "Gateway overhead p95",
+        "stat",
+        "s",
+        [("job:gateway_overhead_seconds:p95", "p95")],
+        [(0, "green"), (0.01, "orange"), (0.05, "red")],
+        "Time in our own code per request, upstream time excluded.",
+    ),
+    (
+        "Upstream calls avoided",
+        "stat",
+        "percentunit",
+        [("job:upstream_calls_avoided:ratio5m", "avoided")],
+        [(0, "red"), (0.3, "orange"), (0.6, "green")],
+        "Requests answered without a model call (cache + coalescing).",
+    ),
+    (
+        "Upstream retries",
+        "timeseries",
+        "ops",
+        [
+            ("sum(rate(upstream_retries_total[5m])) or vector(0)", "retries/s"),
+            ("job:upstream_retries:ratio5m", "ratio"),
+        ],
+        [],
+        "Attempts retried after connection errors, 429, 5xx or 529.",
+    ),
+    (
+        "Rate-limited requests",
+        "timeseries",
+        "reqps",
+        [("sum(rate(rate_limited_requests_total[5m])) or vector(0)", "429/s")],
+        [],
+        "Requests refused by RATE_LIMIT.",
+    ),
+    (
+        "Stale answers served",
+        "timeseries",
+        "reqps",
+        [("sum(rate(stale_responses_total[5m])) or vector(0)", "stale/s")],
+        [(0.001, "orange")],
+        "Expired answers served because the upstream failed (stale-if-error).",
+    ),
+    (
+        "Cost per hour",
+        "stat",
+        "currencyUSD",
+        [("job:claude_cost_usd:per_hour", "USD/h")],
+        [(0, "green"), (10, "red")],
+        "Estimated from tokens and the per-model price table.",
+    ),
+    (
+        "Cache bytes vs limit",
+        "timeseries",
+        "bytes",
+        [("sum(cache_bytes)", "used"), ("sum(cache_max_bytes)", "limit")],
+        [],
+        "L1 bytes held, summed over workers.",
+    ),
+    (
+        "Memory per worker",
+        "timeseries",
+        "bytes",
+        [("process_worker_rss_bytes", "pid {{pid}}")],
+        [(1073741824, "orange")],
+        "Resident memory of each gunicorn worker.",
+    ),
+    (
+        "Redis errors",
+        "stat",
+        "short",
+        [("sum(increase(redis_errors_total[5m])) or vector(0)", "errors (5m)")],
+        [(0, "green"), (1, "orange")],
+        "Redis operations that failed; the service answers without Redis meanwhile.",
+    ),
+]
+
+
+def panel(index: int, spec: tuple[Any, ...]) -> dict[str, Any]:
+    title, kind, unit, targets, thresholds, description = spec
+    steps = [{"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in thresholds if v != 0]
+    if thresholds and thresholds[0][0] == 0:
+        steps[0]["color"] = thresholds[0][1]
+    width, height = (6, 6) if kind == "stat" else (12, 8)
+    return {
+        "id": index + 1,
+        "title": title,
+        "description": description,
+        "type": kind,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": height, "w": width, "x": 0, "y": index * 8},
+        "fieldConfig": {
+            "defaults": {
+                "unit": unit,
+                "thresholds": {"mode": "absolute", "steps": steps},
+                **({"custom": {"thresholdsStyle": {"mode": "line"}}} if kind == "timeseries" and thresholds else {}),
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
+        if kind == "timeseries"
+        else {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background"},
+        "targets": [
+            {"refId": chr(65 + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+
+
+def _layout(panels: list[dict[str, Any]]) -> None:
+    # Flow left to right on a 24-column grid.
+    x = y = row_height = 0
+    for p in panels:
+        w, h = p["gridPos"]["w"], p["gridPos"]["h"]
+        if x + w > 24:
+            x, y, row_height = 0, y + row_height, 0
+        p["gridPos"].update(x=x, y=y)
+        x += w
+        row_height = max(row_height, h)
+
+
+def build() -> dict[str, Any]:
+    panels = [panel(i, spec) for i, spec in enumerate(PANELS)]
+    _layout(panels)
+    return {
+        "uid": "prompt-builder-api",
+        "title": "Prompt Builder API",
+        "tags": ["prompt-builder", "llm"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUTPUT.parent.mkdir(exist_ok=True)
+    OUTPUT.write_text(render())
+    print(f"wrote {OUTPUT}")
