@@ -38,10 +38,16 @@ typecheck: $(STAMP) ## Type-check the services with mypy
 bench: $(STAMP) ## Measure key, cache and coalescer costs and cached throughput vs bare Flask (needs wrk)
 	$(BIN)/python -m loadtest.bench
 
+loadtest: $(STAMP) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
+	$(BIN)/python -m loadtest.run --profile $${PROFILE:-basic} --scale $${SCALE:-1.0}
+
+bench-seed: $(STAMP) ## The seed document's before/after table, measured (optimizations off vs on)
+	$(BIN)/python -m loadtest.bench_seed
+
 fake-upstream: $(STAMP) ## Run the fake model API on port 8089 (LATENCY seconds)
 	$(BIN)/python -m loadtest.fake_upstream --port 8089 --latency $${LATENCY:-1.0}
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
 
-.PHONY: help install run test lint format typecheck bench fake-upstream clean
+.PHONY: help install run test lint format typecheck bench bench-seed loadtest fake-upstream clean

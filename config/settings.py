@@ -163,6 +163,7 @@ class BaseConfig:
     LLM_MODEL = ""
     UPSTREAM_POOL_SIZE = ""  # empty: WORKER_CONNECTIONS, one kept-alive connection per greenlet
     UPSTREAM_CONNECT_TIMEOUT = "5"
+    UPSTREAM_KEEPALIVE = "true"  # false: a new upstream connection per call (benchmark baseline)
     UPSTREAM_MAX_RETRIES = "2"
     UPSTREAM_TIMEOUT = ""  # empty: each mode's own deadline (video 90 s, others 30 s)
     MAX_BODY_BYTES = str(1024 * 1024)
@@ -230,6 +231,7 @@ class Settings:
     llm_model: str
     upstream_pool_size: int
     upstream_connect_timeout: float
+    upstream_keepalive: bool
     upstream_max_retries: int
     upstream_timeout: float | None
     max_body_bytes: int
@@ -283,6 +285,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "LLM_MODEL": _str,
     "UPSTREAM_POOL_SIZE": _int(1, 10_000),
     "UPSTREAM_CONNECT_TIMEOUT": _float(0.001),
+    "UPSTREAM_KEEPALIVE": _bool,
     "UPSTREAM_MAX_RETRIES": _int(0, 10),
     "UPSTREAM_TIMEOUT": _float(0.01),
     "MAX_BODY_BYTES": _int(1024, 100 * 1024 * 1024),

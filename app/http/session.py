@@ -13,7 +13,7 @@ from app.providers.base import UpstreamFailure
 __all__ = ["make_session", "post_json"]
 
 
-def make_session(pool_size: int, user_agent: str) -> requests.Session:
+def make_session(pool_size: int, user_agent: str, keepalive: bool = True) -> requests.Session:
     """Return a Session whose pool keeps up to `pool_size` connections alive per host.
 
     Retries are ours (the gateway's, inside the request deadline), so urllib3's are off.
@@ -25,6 +25,8 @@ def make_session(pool_size: int, user_agent: str) -> requests.Session:
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
     session.trust_env = False  # no proxy or netrc lookups on the hot path
+    if not keepalive:
+        session.headers["Connection"] = "close"
     return session
 
 

@@ -16,7 +16,7 @@ def make_provider(settings: Settings) -> Provider:
     """Build the configured provider (call after gevent patching: the session pools sockets)."""
     if settings.llm_provider == "template":
         return TemplateProvider(settings.llm_model)
-    session = make_session(settings.upstream_pool_size, user_agent="prompt-builder-api/1.0")
+    session = make_session(settings.upstream_pool_size, "prompt-builder-api/1.0", settings.upstream_keepalive)
     cls = AnthropicProvider if settings.llm_provider == "anthropic" else OpenAIProvider
     return cls(
         session,
