@@ -108,8 +108,8 @@ class CustomSuggestionsRequest(_Request):
 
 # Written out by hand: pydantic renders a key pattern as patternProperties, which lets keys that
 # miss the pattern through with any value; propertyNames + additionalProperties say what we mean.
-_AffectedFields = Annotated[
-    dict[_text(200), Optional5k],  # type: ignore[misc]
+_AffectedFields = Annotated[  # type: ignore[valid-type]
+    dict[_text(200), Optional5k],  # type: ignore[valid-type, misc]
     Field(max_length=50),
     WithJsonSchema(
         {

@@ -6,7 +6,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -55,7 +55,7 @@ class RedisCache:
 
     def get(self, key: str) -> CachedValue | None:
         try:
-            raw = self._client.get(self._prefix + key)
+            raw = cast("bytes | None", self._client.get(self._prefix + key))
         except redis.RedisError as exc:
             self.errors += 1
             self.health.failed("cache get", exc)

@@ -54,67 +54,84 @@ class _Metrics:
     """The service's own metric families; one registry per app outside multiprocess mode."""
 
     def __init__(self, registry: CollectorRegistry | None) -> None:
-        r = {"registry": registry} if registry is not None else {}
+        r = registry  # None in multiprocess mode: values live in the files, not a registry
         model = ("provider", "model", "mode")
         self.http_requests = Counter(
-            "http_requests_total", "HTTP requests answered", ("method", "endpoint", "status"), **r
+            "http_requests_total", "HTTP requests answered", ("method", "endpoint", "status"), registry=r
         )
-        self.http_active = Gauge("http_active_requests", "HTTP requests in progress", multiprocess_mode="livesum", **r)
+        self.http_active = Gauge(
+            "http_active_requests", "HTTP requests in progress", multiprocess_mode="livesum", registry=r
+        )
         self.rate_limited = Counter(
-            "rate_limited_requests_total", "Requests refused by the rate limit", ("endpoint",), **r
+            "rate_limited_requests_total", "Requests refused by the rate limit", ("endpoint",), registry=r
         )
         self.overhead = Histogram(
             "gateway_overhead_seconds",
             "Time in our own code per request (upstream excluded)",
             ("endpoint",),
             buckets=OVERHEAD_BUCKETS,
-            **r,
+            registry=r,
         )
-        self.api_calls = Counter("claude_api_calls_total", "Upstream model calls (attempts)", (*model, "status"), **r)
+        self.api_calls = Counter(
+            "claude_api_calls_total", "Upstream model calls (attempts)", (*model, "status"), registry=r
+        )
         self.api_duration = Histogram(
-            "claude_api_duration_seconds", "Upstream model call duration", model, buckets=LATENCY_BUCKETS, **r
+            "claude_api_duration_seconds", "Upstream model call duration", model, buckets=LATENCY_BUCKETS, registry=r
         )
-        self.tokens = Counter("claude_tokens_total", "Tokens the upstream reported", (*model, "type"), **r)
-        self.cost = Counter("claude_cost_usd_total", "Estimated upstream cost in USD", model, **r)
-        self.retries = Counter("upstream_retries_total", "Upstream attempts retried", ("provider", "reason"), **r)
+        self.tokens = Counter("claude_tokens_total", "Tokens the upstream reported", (*model, "type"), registry=r)
+        self.cost = Counter("claude_cost_usd_total", "Estimated upstream cost in USD", model, registry=r)
+        self.retries = Counter(
+            "upstream_retries_total", "Upstream attempts retried", ("provider", "reason"), registry=r
+        )
         self.coalesced = Counter(
-            "coalesced_requests_total", "Requests answered by an identical in-flight call", ("type", "cache_type"), **r
+            "coalesced_requests_total",
+            "Requests answered by an identical in-flight call",
+            ("type", "cache_type"),
+            registry=r,
         )
-        self.hits = Counter("cache_hits_total", "Cache hits", ("cache_type",), **r)
-        self.misses = Counter("cache_misses_total", "Cache misses", ("cache_type",), **r)
+        self.hits = Counter("cache_hits_total", "Cache hits", ("cache_type",), registry=r)
+        self.misses = Counter("cache_misses_total", "Cache misses", ("cache_type",), registry=r)
         self.stale = Counter(
-            "stale_responses_total", "Expired answers served because the upstream failed", ("cache_type",), **r
+            "stale_responses_total", "Expired answers served because the upstream failed", ("cache_type",), registry=r
         )
-        self.evictions = Counter("cache_evictions_total", "L1 entries evicted for space", **r)
-        self.sets = Counter("cache_sets_total", "Answers stored in L1", **r)
+        self.evictions = Counter("cache_evictions_total", "L1 entries evicted for space", registry=r)
+        self.sets = Counter("cache_sets_total", "Answers stored in L1", registry=r)
         self.in_flight = Gauge(
-            "coalescing_in_flight", "Distinct upstream calls in flight", multiprocess_mode="livesum", **r
+            "coalescing_in_flight", "Distinct upstream calls in flight", multiprocess_mode="livesum", registry=r
         )
         self.breaker_failures = Gauge(
             "circuit_breaker_failures",
             "Consecutive failures counted by the breaker",
             ("circuit",),
             multiprocess_mode="livesum",
-            **r,
+            registry=r,
         )
-        self.cache_bytes = Gauge("cache_bytes", "Bytes held by the L1 caches", multiprocess_mode="livesum", **r)
+        self.cache_bytes = Gauge("cache_bytes", "Bytes held by the L1 caches", multiprocess_mode="livesum", registry=r)
         self.cache_max_bytes = Gauge(
-            "cache_max_bytes", "L1 byte limit, summed over workers", multiprocess_mode="livesum", **r
+            "cache_max_bytes", "L1 byte limit, summed over workers", multiprocess_mode="livesum", registry=r
         )
-        self.cache_entries = Gauge("cache_entries", "Entries held by the L1 caches", multiprocess_mode="livesum", **r)
+        self.cache_entries = Gauge(
+            "cache_entries", "Entries held by the L1 caches", multiprocess_mode="livesum", registry=r
+        )
         self.breaker = Gauge(
             "circuit_breaker_state",
             "Circuit breaker: 0 closed, 1 open, 2 half-open (worst worker)",
             ("circuit",),
             multiprocess_mode="livemax",
-            **r,
+            registry=r,
         )
-        self.redis_errors = Counter("redis_errors_total", "Redis operations that failed (served without Redis)", **r)
+        self.redis_errors = Counter(
+            "redis_errors_total", "Redis operations that failed (served without Redis)", registry=r
+        )
         self.worker_rss = Gauge(
-            "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", **r
+            "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", registry=r
         )
-        self.started = Gauge("process_worker_start_time_seconds", "Worker start time", multiprocess_mode="liveall", **r)
-        self.cpu = Counter("process_worker_cpu_seconds_total", "CPU time used by the workers (user + system)", **r)
+        self.started = Gauge(
+            "process_worker_start_time_seconds", "Worker start time", multiprocess_mode="liveall", registry=r
+        )
+        self.cpu = Counter(
+            "process_worker_cpu_seconds_total", "CPU time used by the workers (user + system)", registry=r
+        )
 
 
 class PrometheusObserver(Observer):
