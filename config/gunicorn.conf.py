@@ -56,6 +56,6 @@ def child_exit(server, worker):
 
 def worker_exit(server, worker):
     """Flush spans still queued in this worker before it goes."""
-    provider = getattr(worker.wsgi, "extensions", {}).get("tracer_provider")
+    provider = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tracer_provider")
     if provider is not None:
         provider.shutdown()

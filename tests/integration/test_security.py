@@ -156,5 +156,5 @@ def test_sigterm_lets_accepted_requests_finish(fake_upstream: FakeUpstreamProces
             server.proc.send_signal(signal.SIGTERM)
             statuses = Counter(f.result().status_code for f in futures)
         assert statuses == {200: 40}
-        assert server.proc.wait(timeout=20) == 0
+        assert server.proc.wait(timeout=20) == 0, server.output()[-3000:]
         print(f"\nSIGTERM with 40 requests in flight: {dict(statuses)}; server exited cleanly")
