@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.errors import APIError
+from app.errors import error_response
 from app.observability.stats import server_stats
 
 __all__ = ["bp"]
@@ -14,6 +14,6 @@ bp = Blueprint("stats", __name__)
 def stats() -> Response:
     registry = current_app.extensions.get("metrics_registry")
     if registry is None:
-        raise APIError("Metrics are disabled (METRICS_ENABLED=false)", details="no figures to report")
+        return error_response(404, "Statistics are off (METRICS_ENABLED=false)")
     breaker = current_app.extensions["prompt_service"].gateway.upstream.breaker
     return jsonify(server_stats(registry, breaker.state))

@@ -16,8 +16,8 @@ class Observer:
     def coalesced(self, namespace: str, scope: str) -> None:
         """A request got another's in-flight answer; scope: worker or cluster."""
 
-    def upstream_call(self, provider: str, request: Any, outcome: Any, seconds: float) -> None:
-        """One attempt finished: outcome is a ProviderResult or an UpstreamFailure."""
+    def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
+        """One attempt at `model` finished: outcome is a ProviderResult or an UpstreamFailure."""
 
     def upstream_retry(self, provider: str, request: Any, failure: Any, delay: float) -> None:
         """An attempt failed and another follows after `delay` seconds."""

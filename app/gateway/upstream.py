@@ -120,7 +120,9 @@ class UpstreamCaller:
             raise
         self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
         self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
-        self._observer.upstream_call(self.provider.name, request, outcome, time.perf_counter() - started)
+        self._observer.upstream_call(
+            self.provider.name, self.provider.model, request, outcome, time.perf_counter() - started
+        )
         return outcome
 
     def _retry_delay(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:

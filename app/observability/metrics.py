@@ -15,7 +15,7 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from app.gateway.observer import Observer
-from app.providers.base import ProviderResult, UpstreamFailure
+from app.providers.base import UpstreamFailure
 from config.settings import Settings
 
 __all__ = ["PrometheusObserver", "init_app", "multiprocess_dir"]
@@ -162,8 +162,7 @@ class PrometheusObserver(Observer):
     def coalesced(self, namespace: str, scope: str) -> None:
         self.m.coalesced.labels(scope, namespace).inc()
 
-    def upstream_call(self, provider: str, request: Any, outcome: Any, seconds: float) -> None:
-        model = outcome.model if isinstance(outcome, ProviderResult) else self._model
+    def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
         labels = (provider, model, request.mode)
         self.m.api_duration.labels(*labels).observe(seconds)
         if isinstance(outcome, UpstreamFailure):
@@ -216,8 +215,6 @@ class PrometheusObserver(Observer):
 
     def redis_error(self) -> None:
         self.m.redis_errors.inc()
-
-    _model = "unknown"
 
 
 def _endpoint() -> str:

@@ -17,7 +17,7 @@ def _client() -> str:
     return g.get("client_id") or f"ip:{request.remote_addr or 'unknown'}"
 
 
-def init_app(app: Flask, settings: Settings, on_limited: object = None) -> Limiter | None:
+def init_app(app: Flask, settings: Settings) -> Limiter | None:
     """Limit /api/* to RATE_LIMIT per client; shared by all workers when REDIS_URL is set."""
     if not settings.rate_limit:
         return None

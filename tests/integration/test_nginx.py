@@ -25,14 +25,23 @@ def proxied() -> Iterator[tuple[str, Server]]:
         conf = (ROOT / "config" / "nginx.conf").read_text()
         conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
         conf = conf.replace("server 127.0.0.1:3001;", f"server {server.url.removeprefix('http://')};")
-        conf = conf.replace("http {", f"http {{\n    client_body_temp_path {workdir}/body;\n"
-                                      f"    proxy_temp_path {workdir}/proxy;", 1)
+        conf = conf.replace(
+            "http {", f"http {{\n    client_body_temp_path {workdir}/body;\n    proxy_temp_path {workdir}/proxy;", 1
+        )
         path = Path(workdir) / "nginx.conf"
         path.write_text(conf)
         proc = subprocess.Popen(
-            [nginx, "-c", str(path), "-p", workdir,
-             "-g", f"daemon off; user root; pid {workdir}/nginx.pid; error_log {workdir}/error.log;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                nginx,
+                "-c",
+                str(path),
+                "-p",
+                workdir,
+                "-g",
+                f"daemon off; user root; pid {workdir}/nginx.pid; error_log {workdir}/error.log;",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/health/live", proc=proc)
@@ -52,8 +61,12 @@ def test_request_id_flows_through(proxied: tuple[str, Server]) -> None:
 def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(proxied: tuple[str, Server]) -> None:
     url, _ = proxied
     statuses = [
-        requests.post(url + "/api/optimize", json={"prompt": "via nginx", "mode": "code"},
-                      headers={"X-Forwarded-For": f"203.0.113.{i}"}, timeout=10).status_code
+        requests.post(
+            url + "/api/optimize",
+            json={"prompt": "via nginx", "mode": "code"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+            timeout=10,
+        ).status_code
         for i in range(5)
     ]
     assert statuses == [200, 200, 200, 429, 429]  # one client (nginx saw 127.0.0.1), whatever it claims
@@ -61,8 +74,9 @@ def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(proxied: tuple[str
 
 def test_nginx_answers_oversized_bodies_in_json(proxied: tuple[str, Server]) -> None:
     url, _ = proxied
-    response = requests.post(url + "/api/optimize", data=b"x" * (2 * 1024 * 1024),
-                             headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        url + "/api/optimize", data=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 413
     assert response.json()["error"] == "Request body too large"
 
@@ -72,6 +86,13 @@ def test_upstream_connections_are_kept_alive(proxied: tuple[str, Server]) -> Non
     for _ in range(10):
         assert requests.get(url + "/health/live", timeout=5).status_code == 200
     pid = server.proc.pid
-    established = subprocess.run(["ss", "-tnH", "state", "established", f"( sport = :{server.url.rsplit(':', 1)[1]} )"],
-                                 capture_output=True, text=True).stdout.strip().splitlines()
+    established = (
+        subprocess.run(
+            ["ss", "-tnH", "state", "established", f"( sport = :{server.url.rsplit(':', 1)[1]} )"],
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     assert 1 <= len(established) <= 3, (pid, established)  # reused, not one per request

@@ -19,3 +19,20 @@ def test_not_ready_while_draining(app: Flask, client: FlaskClient) -> None:
     assert ready.status_code == 503
     assert ready.get_json()["status"] == "not ready"
     assert client.get("/health/live").status_code == 200
+
+
+def test_metrics_off_means_no_metrics_routes() -> None:
+    from app import create_app
+
+    client = create_app({"APP_ENV": "testing", "METRICS_ENABLED": "false"}).test_client()
+    assert client.get("/stats").status_code == 404
+    assert client.get("/metrics").status_code == 404
+    assert client.post("/api/optimize", json={"prompt": "x", "mode": "code"}).status_code == 200
+
+
+def test_stats_in_one_process(client: FlaskClient) -> None:
+    client.post("/api/optimize", json={"prompt": "x", "mode": "code"})
+    client.post("/api/optimize", json={"prompt": "x", "mode": "code"})
+    stats = client.get("/stats").get_json()
+    assert (stats["cache"]["hits"], stats["cache"]["misses"], stats["cache"]["sets"]) == (1, 1, 1)
+    assert stats["requests"]["byStatus"] == {"200": 2}
