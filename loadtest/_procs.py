@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-__all__ = ["BIN", "ROOT", "free_port", "gunicorn", "stop", "wait_http"]
+__all__ = ["BIN", "ROOT", "fake_upstream", "free_port", "gunicorn", "redis", "stop", "wait_http"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -93,3 +93,61 @@ def gunicorn(
     finally:
         stop(proc)
         Path(log.name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def fake_upstream(latency: float = 0.0, video_latency: float | None = None) -> Iterator[str]:
+    """Run `python -m loadtest.fake_upstream` on a free port; yield its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(port), "--latency", str(latency)]
+    if video_latency is not None:
+        command += ["--video-latency", str(video_latency)]
+    proc = subprocess.Popen(command, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/_stats", proc=proc)
+        yield url
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def redis(binary: str) -> Iterator[str]:
+    """Run a private redis-server on a free port (nothing persisted); yield its URL."""
+    import redis as redis_py
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis_py.Redis(port=port)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis_py.ConnectionError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("redis-server did not start") from None
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            client.close()
+            stop(proc)

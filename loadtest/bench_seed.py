@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from loadtest._procs import ROOT, free_port, gunicorn, stop, wait_http
+from loadtest._procs import fake_upstream, gunicorn, redis
 
 __all__ = ["main"]
 
@@ -81,15 +81,10 @@ def workload(n: int, seed: int = 7) -> list[dict[str, str]]:
 def run_phase(
     name: str, env: dict[str, str], bodies: list[dict[str, str]], users: int, latency: float, workers: int
 ) -> dict[str, Any]:
-    port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(port), "--latency", str(latency)], cwd=ROOT
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_stats", proc=upstream)
+    with fake_upstream(latency) as upstream:
         base = {
             "ANTHROPIC_API_KEY": "sk-ant-bench",
-            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "ANTHROPIC_BASE_URL": upstream,
             "LLM_MODEL": "claude-sonnet-4-5",
             "RATE_LIMIT": "",
             "UPSTREAM_TIMEOUT": "60",
@@ -111,9 +106,7 @@ def run_phase(
             with ThreadPoolExecutor(users) as pool:
                 results = list(pool.map(send, bodies))
             wall = time.perf_counter() - started
-        stats = requests.get(f"http://127.0.0.1:{port}/_stats", timeout=5).json()
-    finally:
-        stop(upstream)
+        stats = requests.get(upstream + "/_stats", timeout=5).json()
     latencies = sorted(r[0] for r in results)
     n = len(results)
     distinct = len({(b["prompt"], b["mode"]) for b in bodies})
@@ -177,34 +170,6 @@ def table(before: dict[str, Any], after: dict[str, Any], shared: dict[str, Any] 
     return "\n".join(lines)
 
 
-def _redis() -> tuple[subprocess.Popen[Any], str] | None:
-    import shutil
-    import tempfile
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tempfile.gettempdir(),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -218,12 +183,10 @@ def main(argv: list[str] | None = None) -> None:
     before = run_phase("off", off, bodies, args.users, args.latency, args.workers)
     after = run_phase("on", {}, bodies, args.users, args.latency, args.workers)
     shared = None
-    redis = _redis()  # the shared layer: one upstream call per distinct request across workers
-    if redis is not None:
-        try:
-            shared = run_phase("on+redis", {"REDIS_URL": redis[1]}, bodies, args.users, args.latency, args.workers)
-        finally:
-            stop(redis[0])
+    binary = shutil.which("redis-server")
+    if binary is not None:  # the shared layer: one upstream call per distinct request across workers
+        with redis(binary) as redis_url:
+            shared = run_phase("on+redis", {"REDIS_URL": redis_url}, bodies, args.users, args.latency, args.workers)
     command = "make bench-seed  # python -m loadtest.bench_seed " + " ".join(argv or sys.argv[1:])
     report = (
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; "

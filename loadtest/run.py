@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loadtest._procs import BIN, ROOT, free_port, gunicorn, stop, wait_http
+from loadtest._procs import BIN, ROOT, fake_upstream, gunicorn
 
 __all__ = ["main"]
 
@@ -29,26 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     args = parser.parse_args(argv)
 
-    port = free_port()
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadtest.fake_upstream",
-            "--port",
-            str(port),
-            "--latency",
-            str(args.latency),
-            "--video-latency",
-            str(args.video_latency),
-        ],
-        cwd=ROOT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/_stats", proc=upstream)
+    with fake_upstream(args.latency, args.video_latency) as upstream:
         env = {
             "ANTHROPIC_API_KEY": "sk-ant-loadtest",
-            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "ANTHROPIC_BASE_URL": upstream,
             "LLM_MODEL": "claude-sonnet-4-5",
             "RATE_LIMIT": "",
             "LOG_LEVEL": "WARNING",
@@ -75,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
             code = subprocess.run(command, cwd=ROOT, env=locust_env).returncode
             print(f"reports: {prefix}_stats.csv, {prefix}.html")
             return code
-    finally:
-        stop(upstream)
 
 
 if __name__ == "__main__":

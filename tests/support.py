@@ -7,8 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from loadtest._procs import BIN, ROOT, free_port, gunicorn, service_env, stop, wait_http
+from loadtest._procs import BIN, ROOT, free_port, gunicorn, redis, service_env, stop, wait_http
 
 __all__ = [
     "BIN",
@@ -97,41 +95,5 @@ def start_server(overrides: dict[str, str] | None = None, workers: int = 1) -> I
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Run a private redis-server on a free port (nothing persisted); yield its URL."""
-    binary = need_binary("redis-server")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        import redis
-
-        client = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            client.close()
-            stop(proc)
+    with redis(need_binary("redis-server")) as url:
+        yield url

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
-from app.http import post_json
+from app.providers._http import HTTPProvider
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
 
 __all__ = ["AnthropicProvider"]
@@ -14,25 +12,14 @@ __all__ = ["AnthropicProvider"]
 API_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
+class AnthropicProvider(HTTPProvider):
     """POST {base_url}/v1/messages with x-api-key; text from the content blocks."""
 
     name = "anthropic"
+    path = "/v1/messages"
 
-    def __init__(
-        self,
-        session: requests.Session,
-        *,
-        base_url: str,
-        api_key: str,
-        model: str,
-        connect_timeout: float,
-    ) -> None:
-        self._session = session
-        self._url = f"{base_url}/v1/messages"
-        self._headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
-        self._connect_timeout = connect_timeout
-        self.model = model
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key, "anthropic-version": API_VERSION}
 
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
         body = {
@@ -42,18 +29,7 @@ class AnthropicProvider:
             "system": request.system,
             "messages": [{"role": role, "content": content} for role, content in request.messages],
         }
-        data = post_json(
-            self._session,
-            self._url,
-            body,
-            self._headers,
-            connect_timeout=self._connect_timeout,
-            timeout=timeout,
-        )
-        return _parse(data, self.model)
-
-    def close(self) -> None:
-        self._session.close()
+        return _parse(self.post(body, timeout), self.model)
 
 
 def _parse(data: dict[str, Any], model: str) -> ProviderResult:

@@ -4,33 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import requests
-
-from app.http import post_json
+from app.providers._http import HTTPProvider
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
 
 __all__ = ["OpenAIProvider"]
 
 
-class OpenAIProvider:
+class OpenAIProvider(HTTPProvider):
     """POST {base_url}/chat/completions; the system prompt goes first as a system message."""
 
     name = "openai"
+    path = "/chat/completions"
 
-    def __init__(
-        self,
-        session: requests.Session,
-        *,
-        base_url: str,
-        api_key: str,
-        model: str,
-        connect_timeout: float,
-    ) -> None:
-        self._session = session
-        self._url = f"{base_url}/chat/completions"
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._connect_timeout = connect_timeout
-        self.model = model
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
         messages = [{"role": "system", "content": request.system}]
@@ -41,18 +28,7 @@ class OpenAIProvider:
             "temperature": request.temperature,
             "messages": messages,
         }
-        data = post_json(
-            self._session,
-            self._url,
-            body,
-            self._headers,
-            connect_timeout=self._connect_timeout,
-            timeout=timeout,
-        )
-        return _parse(data, self.model)
-
-    def close(self) -> None:
-        self._session.close()
+        return _parse(self.post(body, timeout), self.model)
 
 
 def _parse(data: dict[str, Any], model: str) -> ProviderResult:
