@@ -45,13 +45,22 @@ def on_starting(server):
     shutil.rmtree(path, ignore_errors=True)  # stale files from a previous run would be summed in
     os.makedirs(path, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # Imported here, once the variable is set (prometheus_client picks its value class at import,
+    # and workers inherit it), and not in child_exit: that runs in the SIGCHLD handler, where two
+    # workers exiting together would re-enter a half-finished import and crash the master.
+    from prometheus_client import multiprocess
+
+    _hooks["mark_process_dead"] = multiprocess.mark_process_dead
+
+
+_hooks = {}
 
 
 def child_exit(server, worker):
     """A dead worker's live gauges (in-flight, cache bytes) must stop counting."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
+    mark_process_dead = _hooks.get("mark_process_dead")
+    if mark_process_dead is not None:
+        mark_process_dead(worker.pid)
 
 
 def worker_exit(server, worker):
