@@ -23,6 +23,8 @@ __all__ = [
     "Server",
     "free_port",
     "need_binary",
+    "provider_env",
+    "provider_server",
     "redis_server",
     "service_env",
     "start_server",
@@ -90,6 +92,28 @@ def start_server(overrides: dict[str, str] | None = None, workers: int = 1) -> I
     """Run `gunicorn -c config/gunicorn.conf.py wsgi:app` as `make run` does, on a free port."""
     with gunicorn(overrides, workers) as (url, proc, log):
         yield Server(url, proc, log)
+
+
+def provider_env(provider: str, upstream: FakeUpstreamProcess) -> dict[str, str]:
+    """Settings for a server whose provider talks to the fake upstream (template needs none)."""
+    if provider == "anthropic":
+        return {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": upstream.url}
+    if provider == "openai":
+        return {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": upstream.url + "/v1", "OPENAI_API_KEY": "sk-test"}
+    return {}
+
+
+@contextlib.contextmanager
+def provider_server(provider: str, upstream: FakeUpstreamProcess) -> Iterator[tuple[str, Server]]:
+    """A 2-worker server for `provider`, with a short deadline and a breaker that never opens."""
+    env = {
+        **provider_env(provider, upstream),
+        "UPSTREAM_TIMEOUT": "2",
+        "UPSTREAM_MAX_RETRIES": "2",
+        "BREAKER_FAIL_MAX": "1000",
+    }
+    with start_server(env, workers=2) as server:
+        yield provider, server
 
 
 @contextlib.contextmanager

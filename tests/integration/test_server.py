@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.support import BIN, ROOT, FakeUpstreamProcess, Server, service_env, start_server
+from tests.support import BIN, ROOT, FakeUpstreamProcess, Server, provider_server, service_env
 from tests.unit.api.test_validation import VALID
 
 pytestmark = pytest.mark.integration
@@ -16,24 +16,10 @@ pytestmark = pytest.mark.integration
 PROVIDERS = ["template", "anthropic", "openai"]
 
 
-def _provider_env(provider: str, upstream: FakeUpstreamProcess) -> dict[str, str]:
-    if provider == "anthropic":
-        return {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": upstream.url}
-    if provider == "openai":
-        return {"LLM_PROVIDER": "openai", "OPENAI_BASE_URL": upstream.url + "/v1", "OPENAI_API_KEY": "sk-test"}
-    return {}
-
-
 @pytest.fixture(scope="module", params=PROVIDERS)
 def served(request: pytest.FixtureRequest, _fake_upstream_process: FakeUpstreamProcess) -> Iterator[tuple[str, Server]]:
-    env = {
-        **_provider_env(request.param, _fake_upstream_process),
-        "UPSTREAM_TIMEOUT": "2",
-        "UPSTREAM_MAX_RETRIES": "2",
-        "BREAKER_FAIL_MAX": "1000",
-    }
-    with start_server(env, workers=2) as server:
-        yield request.param, server
+    with provider_server(request.param, _fake_upstream_process) as served:
+        yield served
 
 
 @pytest.mark.parametrize("path", VALID)

@@ -7,22 +7,15 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.test_server import _provider_env
-from tests.support import FakeUpstreamProcess, Server, start_server
+from tests.support import FakeUpstreamProcess, Server, provider_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module", params=["anthropic", "openai"])
 def remote(request: pytest.FixtureRequest, _fake_upstream_process: FakeUpstreamProcess) -> Iterator[tuple[str, Server]]:
-    env = {
-        **_provider_env(request.param, _fake_upstream_process),
-        "UPSTREAM_TIMEOUT": "2",
-        "UPSTREAM_MAX_RETRIES": "2",
-        "BREAKER_FAIL_MAX": "1000",
-    }
-    with start_server(env, workers=2) as server:
-        yield request.param, server
+    with provider_server(request.param, _fake_upstream_process) as served:
+        yield served
 
 
 @pytest.mark.parametrize(
