@@ -117,7 +117,13 @@ def bench_in_process() -> None:
         mode.system,
         (("user", "p" * 1000),),
         4096,
-        inputs={"prompt": "p" * 1000, "context": None, "sections": list(mode.sections)},
+        inputs={
+            "prompt": "p" * 1000,
+            "context": None,
+            "sections": list(mode.sections),
+            "drafts": list(mode.drafts),
+            "context_at": mode.context_at,
+        },
     )
     gateway.complete(request, text_answer)
     print(

@@ -19,27 +19,20 @@ def _short(text: str, limit: int = 80) -> str:
 def _optimize(inputs: dict[str, Any]) -> str:
     prompt = inputs["prompt"].strip()
     context = inputs.get("context") or {}
-    sections = inputs["sections"]
-    focus = (context.get("specificAspects") or "").strip()
-    level = (context.get("backgroundLevel") or "").strip()
-    use = (context.get("intendedUse") or "").strip()
-    bodies = [prompt]
-    bodies.append(
-        "\n".join(
-            line
-            for line in (
-                f"Focus on: {focus}." if focus else "",
-                f"Write for this audience: {level}." if level else "",
-                f"The result will be used for: {use}." if use else "",
-            )
-            if line
+    bodies = [draft.replace("{prompt}", prompt) for draft in inputs["drafts"]]
+    lines = [
+        f"{label}: {value.strip()}"
+        for label, key in (
+            ("Focus on", "specificAspects"),
+            ("Audience", "backgroundLevel"),
+            ("Intended use", "intendedUse"),
         )
-        or f"Work within the scope of the request above: {_short(prompt)}"
-    )
-    for title in sections[2:]:
-        bodies.append(f"Address '{title.lower()}' explicitly for: {_short(prompt)}")
-    parts = [f"## {title}\n{body}" for title, body in zip(sections, bodies, strict=False)]
-    return "\n\n".join(parts)
+        if (value := context.get(key)) and value.strip()
+    ]
+    if lines:
+        at = inputs["context_at"]
+        bodies[at] = "\n".join([bodies[at], *lines]) if at else "\n".join([bodies[0], *lines])
+    return "\n\n".join(f"## {title}\n{body}" for title, body in zip(inputs["sections"], bodies, strict=True))
 
 
 def _questions(inputs: dict[str, Any]) -> dict[str, Any]:

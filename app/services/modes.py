@@ -22,9 +22,17 @@ class Mode:
     role: str
     sections: tuple[str, ...]
     guidance: str
+    # What the offline template writes under each section ("{prompt}" is the user's prompt),
+    # and which section the user's context is added to.
+    drafts: tuple[str, ...] = ()
+    context_at: int = 1
     max_tokens: int = 4096
     timeout: float = 30.0
     ttl: int | None = None  # None: CACHE_DEFAULT_TTL (3600 s unless configured)
+
+    def __post_init__(self) -> None:
+        if len(self.drafts) != len(self.sections):
+            raise ValueError(f"mode {self.name}: one draft per section")
 
     @cached_property
     def system(self) -> str:
@@ -55,23 +63,51 @@ _GENERAL = Mode(
         "Keep every fact and intent the user gave; make implicit expectations explicit; prefer "
         "concrete, checkable requirements over adjectives. Invent no facts about the user."
     ),
+    drafts=(
+        "{prompt}",
+        "Assume a capable reader who has not seen this request before.",
+        "Cover every part of the goal above. Keep each constraint it states, and make the implicit "
+        "ones explicit before relying on them.",
+        "1. Restate the task in one sentence.\n2. Work through it in order, stating assumptions as you "
+        "make them.\n3. Check the result against the success criteria before answering.",
+        "The answer addresses the whole goal, is accurate, and each requirement above can be checked off.",
+        "Headings and short paragraphs or lists, whichever reads best.",
+        "Include one short, concrete example of what a good answer looks like.",
+        "Invented facts, unstated assumptions, vague adjectives and padding.",
+    ),
 )
 
 
-def _general(name: str, focus: str) -> Mode:
+def _general(name: str, focus: str, output_format: str) -> Mode:
+    drafts = list(_GENERAL.drafts)
+    drafts[_GENERAL.sections.index("Output format")] = output_format
     return Mode(
         name=name,
         role=f"You are an expert prompt engineer specialising in {focus}.",
         sections=_GENERAL.sections,
         guidance=_GENERAL.guidance,
+        drafts=tuple(drafts),
     )
 
 
 MODE_REGISTRY: Mapping[str, Mode] = {
     "optimize": _GENERAL,
-    "code": _general("code", "software engineering tasks"),
-    "text": _general("text", "writing and editing tasks"),
-    "learning": _general("learning", "teaching and explanation"),
+    "code": _general(
+        "code",
+        "software engineering tasks",
+        "Code in fenced blocks with the language named, then a short explanation of the design choices "
+        "and how to run or test it.",
+    ),
+    "text": _general(
+        "text",
+        "writing and editing tasks",
+        "Well-structured prose in the requested tone; headings only where they help.",
+    ),
+    "learning": _general(
+        "learning",
+        "teaching and explanation",
+        "An explanation in plain words, then a worked example, then three practice questions with answers.",
+    ),
     "reasoning": Mode(
         name="reasoning",
         role="You write lean prompts for reasoning models, which think on their own.",
@@ -79,6 +115,13 @@ MODE_REGISTRY: Mapping[str, Mode] = {
         guidance=(
             "Be brief and direct. Do not over-structure, do not dictate a chain of thought, do "
             "not add role-play. State what a correct answer must satisfy."
+        ),
+        drafts=(
+            "{prompt}",
+            "Respect every constraint stated in the task; add none of your own.",
+            "A correct and complete answer, with the final result stated plainly at the end.",
+            "Think it through before answering and check the edge cases; show the conclusion and only "
+            "the steps that justify it.",
         ),
     ),
     "research": Mode(
@@ -95,6 +138,23 @@ MODE_REGISTRY: Mapping[str, Mode] = {
             "Risks and mitigations",
         ),
         guidance="Make every question answerable and every source criterion testable.",
+        drafts=(
+            "{prompt}",
+            "1. What is already established, and by whom?\n2. Which questions remain open or contested?\n"
+            "3. What evidence would settle them?\n4. Which methods and sources are most reliable here?\n"
+            "5. What are the practical implications and for whom?",
+            "Start from a review of the literature and primary sources; rate the strength of each "
+            "piece of evidence before using it.",
+            "Prefer peer-reviewed and primary sources; cite every claim; flag conflicts of interest and "
+            "anything older than five years.",
+            "Every key question answered with cited evidence, and every remaining gap stated.",
+            "Group findings by question, contrast agreeing and conflicting evidence, and give a "
+            "confidence level for each conclusion.",
+            "A structured report: summary, findings per question, open questions, references.",
+            "Biased or outdated sources and overgeneralisation: triangulate sources and state the limits "
+            "of each conclusion.",
+        ),
+        context_at=0,
     ),
     "socratic": Mode(
         name="socratic",
@@ -110,6 +170,16 @@ MODE_REGISTRY: Mapping[str, Mode] = {
             "Extensions",
         ),
         guidance="Each stage builds on the previous one; questions lead, they never lecture.",
+        drafts=(
+            "{prompt}",
+            "Before teaching anything, ask what the learner already knows and where their understanding stops.",
+            "Ask two or three questions about the basic ideas the topic rests on; wait for each answer.",
+            "Ask why and how questions that connect those basics to the harder parts of the topic.",
+            "Pose a realistic problem the learner solves with what they have worked out.",
+            "Ask the learner to say in their own words what changed in their understanding.",
+            "Probe the usual mistakes with questions that let the learner discover them.",
+            "Suggest one or two directions to explore next, phrased as questions.",
+        ),
     ),
     "video": Mode(
         name="video",
@@ -125,6 +195,19 @@ MODE_REGISTRY: Mapping[str, Mode] = {
             "Platform tips (Sora, Veo, Runway)",
         ),
         guidance="Describe only what a camera can see; be specific about motion and light.",
+        drafts=(
+            "{prompt}",
+            "Name the shot size, lens and movement, for example a slow dolly-in on a 35 mm lens.",
+            "Give the key light's direction, quality and colour temperature, and the time of day it implies.",
+            "Three to five dominant colours and the grade, for example warm highlights and muted shadows.",
+            "One continuous present-tense description of what the camera sees: subject, action, "
+            "setting, light and motion, from the first frame to the last.",
+            "5-10 seconds, 16:9, 24 fps, shallow depth of field.",
+            "1. A wider, calmer framing.\n2. A closer, more intimate framing.\n3. A stylised version with "
+            "a different palette.",
+            "Sora: full sentences with physical detail. Veo: name the camera move. Runway: one shot, one action.",
+        ),
+        context_at=0,
         timeout=90.0,
     ),
 }

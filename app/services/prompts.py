@@ -53,7 +53,13 @@ class PromptService:
             max_tokens=mode.max_tokens,
             timeout=self._timeout or mode.timeout,
             ttl=mode.ttl or self._default_ttl,
-            inputs={"prompt": body.prompt, "context": context, "sections": list(mode.sections)},
+            inputs={
+                "prompt": body.prompt,
+                "context": context,
+                "sections": list(mode.sections),
+                "drafts": list(mode.drafts),
+                "context_at": mode.context_at,
+            },
         )
         completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
         return {"optimizedPrompt": completion.payload, "mode": mode.name, **_meta(completion)}, completion

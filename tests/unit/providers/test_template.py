@@ -25,16 +25,20 @@ def _request(task: str, inputs: dict) -> LLMRequest:
 
 @pytest.mark.parametrize("mode", sorted(MODE_REGISTRY))
 def test_optimize_builds_every_section(mode: str) -> None:
-    sections = MODE_REGISTRY[mode].sections
+    spec = MODE_REGISTRY[mode]
+    sections = spec.sections
     inputs = {
         "prompt": "Teach me chess openings",
         "context": {"backgroundLevel": "beginner"},
         "sections": list(sections),
+        "drafts": list(spec.drafts),
+        "context_at": spec.context_at,
     }
     result = TemplateProvider().complete(_request("optimize", inputs), timeout=1)
     assert [line[3:] for line in result.text.splitlines() if line.startswith("## ")] == list(sections)
     assert "Teach me chess openings" in result.text
-    assert "beginner" in result.text
+    assert "Audience: beginner" in result.text
+    assert all(draft.replace("{prompt}", "Teach me chess openings") in result.text for draft in spec.drafts)
     assert (result.input_tokens, result.output_tokens) == (0, 0)
     assert result.text == TemplateProvider().complete(_request("optimize", inputs), timeout=1).text
 
