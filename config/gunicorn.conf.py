@@ -41,7 +41,10 @@ def on_starting(server):
     import shutil
     import tempfile
 
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="prompt-builder-metrics-")
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="prompt-builder-metrics-")
+        _hooks["own_dir"] = path  # ours to remove on exit; a directory the operator chose is kept
     shutil.rmtree(path, ignore_errors=True)  # stale files from a previous run would be summed in
     os.makedirs(path, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
@@ -54,6 +57,14 @@ def on_starting(server):
 
 
 _hooks = {}
+
+
+def on_exit(server):
+    """Remove the metrics directory this server made for itself."""
+    import shutil
+
+    if "own_dir" in _hooks:
+        shutil.rmtree(_hooks["own_dir"], ignore_errors=True)
 
 
 def child_exit(server, worker):

@@ -91,7 +91,10 @@ def gunicorn(
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n--- server output ---\n{Path(log.name).read_text(errors='replace')}") from None
     finally:
-        stop(proc)
+        # SIGQUIT: gunicorn's quick shutdown. A gevent worker notices SIGTERM only at its next
+        # one-second tick, which made every private server cost ~0.8 s more to stop; tests that
+        # prove graceful shutdown send SIGTERM themselves.
+        stop(proc, signal.SIGQUIT)
         Path(log.name).unlink(missing_ok=True)
 
 

@@ -8,8 +8,12 @@ Control over HTTP: GET /_stats, POST /_reset, POST /_control with a JSON object:
      "faults": [{"status": 529, "times": 2, "headers": {"retry-after": "1"}},
                 {"action": "reset"}, {"action": "invalid_json"}, {"action": "wrong_shape"},
                 {"action": "delay", "seconds": 5}, {"action": "empty"}],
-     "sticky": {"status": 500}}          # applied to every call until cleared with null
+     "sticky": {"status": 500},          # applied to every call until cleared with null
+     "hold": true}                       # model calls wait at a gate until {"release": true}
 Queued faults are used one per call, in order; a fault with "times" repeats that many calls.
+The gate lets a test make "every caller is in flight before the upstream answers" true by
+construction: hold, send, wait until the service says everyone waits (GET /_stats "held"
+counts calls at the gate), then release.
 """
 
 from __future__ import annotations
@@ -105,6 +109,14 @@ class FakeUpstream:
         self.in_flight = 0
         self.max_in_flight = 0
         self.tokens = {"input": 0, "output": 0}
+        self.held = 0
+        self._release_gate()
+
+    def _release_gate(self) -> None:
+        gate = getattr(self, "_gate", None)
+        if gate is not None:
+            gate.set()  # nobody stays parked behind a gate that no test will open
+        self._gate: Any = None
 
     # --- WSGI ------------------------------------------------------------------------------------
 
@@ -133,14 +145,28 @@ class FakeUpstream:
                 self.faults.append(fault)
         if "sticky" in spec:
             self.sticky = spec["sticky"]
-        return {"queued": len(self.faults), "sticky": self.sticky, "latency": self.latency}
+        if spec.get("release") or spec.get("hold") is False:
+            self._release_gate()
+        if spec.get("hold"):
+            from gevent.event import Event
+
+            self._release_gate()
+            self._gate = Event()
+        return {
+            "queued": len(self.faults),
+            "sticky": self.sticky,
+            "latency": self.latency,
+            "holding": self._gate is not None,
+        }
 
     def stats(self) -> dict[str, Any]:
         return {
             "calls": dict(self.calls),
             "total": sum(self.calls.values()),
             "connections": self.connections,
+            "inFlight": self.in_flight,
             "maxInFlight": self.max_in_flight,
+            "held": self.held,
             "tokens": dict(self.tokens),
             "seen": list(self.seen),
         }
@@ -176,6 +202,13 @@ class FakeUpstream:
                 "user_sha": hashlib.sha256(user.encode()).hexdigest()[:16],
             }
         )
+        gate = self._gate
+        if gate is not None:
+            self.held += 1
+            try:
+                gate.wait()
+            finally:
+                self.held -= 1
         fault = self.faults.popleft() if self.faults else self.sticky
         latency = self.video_latency if self.video_latency is not None and "text-to-video" in system else self.latency
         if fault and fault.get("action") == "delay":

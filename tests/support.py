@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest._procs import BIN, ROOT, free_port, gunicorn, redis, service_env, stop, wait_http
 
@@ -22,6 +25,7 @@ __all__ = [
     "FakeUpstreamProcess",
     "Server",
     "free_port",
+    "held_burst",
     "need_binary",
     "provider_env",
     "provider_server",
@@ -29,7 +33,24 @@ __all__ = [
     "service_env",
     "start_server",
     "wait_http",
+    "wait_until",
+    "waiting_requests",
 ]
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 60, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` s.
+    The deadline is generous on purpose: it bounds a hang, it never decides a result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        time.sleep(0.02)
 
 
 def need_binary(name: str) -> str:
@@ -70,6 +91,22 @@ class FakeUpstreamProcess:
     def reset(self, latency: float = 0.0) -> None:
         requests.post(self.url + "/_reset", timeout=5)
         self.control(latency=latency, sticky=None)
+
+    def held(self) -> int:
+        """Model calls parked at the gate (see `hold`)."""
+        return int(self.stats()["held"])
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Park every model call at a gate until the block ends (or `release()`)."""
+        self.control(hold=True)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        self.control(release=True)
 
     def stop(self) -> None:
         stop(self.proc)
@@ -121,3 +158,37 @@ def redis_server() -> Iterator[str]:
     """Run a private redis-server on a free port (nothing persisted); yield its URL."""
     with redis(need_binary("redis-server")) as url:
         yield url
+
+
+def waiting_requests(urls: Sequence[str]) -> int:
+    """Requests the servers at `urls` hold waiting on an identical in-flight call, summed over
+    their workers (`coalescing_waiting_requests` in /metrics)."""
+    waiting = 0.0
+    for url in urls:
+        for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
+            if family.name == "coalescing_waiting_requests":
+                waiting += sum(sample.value for sample in family.samples)
+    return int(waiting)
+
+
+def held_burst(
+    upstream: FakeUpstreamProcess, urls: Sequence[str], send: Callable[[int], requests.Response], n: int
+) -> tuple[list[requests.Response], int]:
+    """Send `n` requests at once while the upstream holds its answers; release it only when each
+    request is either parked at the upstream or waiting on an identical call in flight, so the
+    burst is concurrent by construction, whatever the machine's speed. Return (responses, the
+    number of upstream calls that were parked)."""
+    # The gate opens before the pool waits for its threads, also when an assertion fails.
+    with ThreadPoolExecutor(max_workers=n) as pool, upstream.hold():
+        futures = [pool.submit(send, i) for i in range(n)]
+
+        def everyone_waits() -> int:
+            done = [f for f in futures if f.done()]
+            if done:  # an answer before the release: report it rather than wait for the deadline
+                raise AssertionError(f"{len(done)} request(s) answered while the upstream was held: {done[0].result()}")
+            held = upstream.held()
+            return held if held + waiting_requests(urls) == n else 0
+
+        parked = wait_until(everyone_waits, what=f"{n} requests parked or waiting")
+        upstream.release()
+        return [f.result() for f in futures], parked

@@ -15,16 +15,22 @@ __all__ = ["InFlight"]
 T = TypeVar("T")
 
 
+def _ignore(_delta: int) -> None:
+    pass
+
+
 class InFlight:
     """Map key → pending result. The first caller (leader) runs the call; identical callers
     arriving meanwhile (followers) wait for it and get its value or raise its error.
+    `on_wait(+1/-1)` is told when a follower starts and stops waiting.
 
     Create inside the worker (after gevent patching). Only plain dict operations happen
     between switches, so no lock is needed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_wait: Callable[[int], None] | None = None) -> None:
         self._pending: dict[str, AsyncResult] = {}
+        self._on_wait = on_wait or _ignore
         self.leaders = 0
         self.followers = 0
 
@@ -33,10 +39,13 @@ class InFlight:
         pending = self._pending.get(key)
         if pending is not None:
             self.followers += 1
+            self._on_wait(1)
             try:
                 return pending.get(timeout=timeout), True
             except Timeout:
                 raise GatewayTimeoutError("Timed out waiting for an identical request already in flight") from None
+            finally:
+                self._on_wait(-1)
         result: AsyncResult = AsyncResult()
         self._pending[key] = result
         self.leaders += 1

@@ -53,6 +53,7 @@ class RedisCoalescer:
         lease_seconds: float,
         l2: RedisCache,
         health: RedisHealth,
+        on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._listener_client = listener_client
@@ -61,6 +62,7 @@ class RedisCoalescer:
         self._lease_ms = int(lease_seconds * 1000)
         self._l2 = l2
         self.health = health
+        self._on_wait = on_wait or (lambda _delta: None)
         self._waiters: dict[str, list[AsyncResult]] = {}
         self._listener: gevent.Greenlet | None = None
         self._release = client.register_script(_RELEASE)
@@ -140,6 +142,7 @@ class RedisCoalescer:
             waiter = None  # type: ignore[assignment]
         if waiter is not None:
             self._waiters.setdefault(key, []).append(waiter)
+        self._on_wait(1)
         try:
             # Subscribed first, then look: a leader that finished in between left its answer in L2.
             cached = self._l2.get(key)
@@ -159,6 +162,7 @@ class RedisCoalescer:
                     if not self._lock_held(key):
                         return self._l2.get(key)
         finally:
+            self._on_wait(-1)
             if waiter is not None:
                 waiters = self._waiters.get(key, [])
                 if waiter in waiters:

@@ -52,6 +52,14 @@ def build_gateway(
             listener = redis.Redis.from_url(
                 settings.redis_url, socket_connect_timeout=settings.redis_socket_timeout, socket_keepalive=True
             )
-            shared = RedisCoalescer(client, listener, settings.redis_prefix, settings.redis_lease_seconds, l2, health)
-    inflight = InFlight() if settings.coalescing_enabled else None
+            shared = RedisCoalescer(
+                client,
+                listener,
+                settings.redis_prefix,
+                settings.redis_lease_seconds,
+                l2,
+                health,
+                on_wait=lambda delta: observer.waiting("cluster", delta),
+            )
+    inflight = InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer, tracer=tracer)

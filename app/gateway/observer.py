@@ -16,6 +16,9 @@ class Observer:
     def coalesced(self, namespace: str, scope: str) -> None:
         """A request got another's in-flight answer; scope: worker or cluster."""
 
+    def waiting(self, scope: str, delta: int) -> None:
+        """Requests waiting on another's in-flight call changed by `delta`; scope: worker or cluster."""
+
     def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
         """One attempt at `model` finished: outcome is a ProviderResult or an UpstreamFailure."""
 

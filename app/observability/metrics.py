@@ -97,6 +97,13 @@ class _Metrics:
             ("type", "cache_type"),
             registry=r,
         )
+        self.waiting = Gauge(
+            "coalescing_waiting_requests",
+            "Requests waiting on an identical call in flight (worker: same worker; cluster: another process)",
+            ("scope",),
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.hits = Counter("cache_hits_total", "Cache hits", ("cache_type",), registry=r)
         self.misses = Counter("cache_misses_total", "Cache misses", ("cache_type",), registry=r)
         self.stale = Counter(
@@ -161,6 +168,9 @@ class PrometheusObserver(Observer):
 
     def coalesced(self, namespace: str, scope: str) -> None:
         self.m.coalesced.labels(scope, namespace).inc()
+
+    def waiting(self, scope: str, delta: int) -> None:
+        self.m.waiting.labels(scope).inc(delta)
 
     def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
         labels = (provider, model, request.mode)
@@ -241,6 +251,8 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
     app.extensions["metrics_registry"] = exporter.registry
     process = psutil.Process(os.getpid())
     metrics.started.set(time.time())
+    for scope in ("worker", "cluster"):
+        metrics.waiting.labels(scope).set(0)  # a series from the start: 0, not "no data"
 
     sampled = {"at": 0.0, "cpu": 0.0}
 

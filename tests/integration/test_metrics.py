@@ -6,13 +6,12 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import FakeUpstreamProcess, Server, start_server
+from tests.support import FakeUpstreamProcess, Server, held_burst, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +44,10 @@ def server(_fake_upstream_process: FakeUpstreamProcess) -> Iterator[Server]:
         "LOG_LEVEL": "INFO",
     }
     with start_server(env, workers=WORKERS) as server:
-        deadline = time.monotonic() + 20
-        while requests.get(server.url + "/stats", timeout=5).json()["workers"] < WORKERS:
-            assert time.monotonic() < deadline, "both workers should report"
-            time.sleep(0.1)
+        wait_until(
+            lambda: requests.get(server.url + "/stats", timeout=5).json()["workers"] == WORKERS,
+            what="both workers to report",
+        )
         yield server
 
 
@@ -87,16 +86,15 @@ def test_counts_are_summed_over_workers(server: Server, fake_upstream: FakeUpstr
 
 
 def test_coalescing_counters_match_what_callers_saw(server: Server, fake_upstream: FakeUpstreamProcess) -> None:
-    fake_upstream.reset(latency=0.5)
     before = scrape(server)
     body = {"prompt": "metrics coalescing burst", "mode": "code"}
-    with ThreadPoolExecutor(30) as pool:
-        responses = list(pool.map(lambda _: _fresh(server.url, "/api/optimize", body), range(30)))
+    responses, parked = held_burst(fake_upstream, [server.url], lambda _: _fresh(server.url, "/api/optimize", body), 30)
     after = scrape(server)
     seen = Counter(r.headers["X-Cache"] for r in responses)
     coalesced = total(after, "coalesced_requests_total") - total(before, "coalesced_requests_total")
-    assert coalesced == seen["COALESCED"] > 0
-    assert fake_upstream.calls() == seen["MISS"]
+    assert coalesced == seen["COALESCED"] == 30 - parked
+    assert fake_upstream.calls() == seen["MISS"] == parked
+    assert total(after, "coalescing_waiting_requests") == 0  # nobody is left waiting
 
 
 def test_stats_agrees_with_metrics(server: Server) -> None:
@@ -130,11 +128,14 @@ def test_one_json_log_line_per_request_without_prompts(server: Server) -> None:
     secret_prompt = "a prompt that must never reach the logs 7f3a"
     response = _fresh(server.url, "/api/optimize", {"prompt": secret_prompt, "mode": "text"})
     request_id = response.headers["X-Request-ID"]
-    time.sleep(0.3)
+
+    def logged() -> list[dict]:
+        return [json.loads(line) for line in server.output().splitlines() if request_id in line and line.startswith("{")]
+
+    lines = wait_until(logged, what="the access log line")
     output = server.output()
     assert secret_prompt not in output
     assert "sk-ant-test" not in output
-    lines = [json.loads(line) for line in output.splitlines() if request_id in line and line.startswith("{")]
     assert len(lines) == 1
     entry = lines[0]
     assert entry["status"] == 200 and entry["endpoint"] == "optimize.optimize" and entry["cache"] == "MISS"

@@ -9,7 +9,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.support import (
     FakeUpstreamProcess,
     Server,
     free_port,
+    held_burst,
     need_binary,
     redis_server,
     start_server,
@@ -172,14 +172,12 @@ def _traffic(server: Server, upstream: FakeUpstreamProcess) -> None:
     statuses = [post("flood", "192.0.2.1").status_code for _ in range(7)]  # 5/minute per caller
     assert statuses.count(429) == 2
     assert post("going stale", "198.51.100.101").headers["X-Cache"] == "MISS"
-    time.sleep(2.5)
+    time.sleep(2.5)  # CACHE_DEFAULT_TTL is 2 s: the answer has expired, and only that
     upstream.control(sticky={"status": 500})
     assert post("going stale", "198.51.100.101").headers["X-Cache"] == "STALE"
     upstream.control(sticky=None)
-    upstream.control(latency=0.3)
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda i: post("burst together", f"198.51.100.{150 + i}"), range(10)))
-    upstream.control(latency=0)
+    burst, _ = held_burst(upstream, [server.url], lambda i: post("burst together", f"198.51.100.{150 + i}"), 10)
+    assert sorted(r.headers["X-Cache"] for r in burst) == ["COALESCED"] * 9 + ["MISS"]  # Redis: one call
 
 
 def _query(prometheus: str, expr: str) -> list[Any]:

@@ -4,6 +4,7 @@ graceful shutdown, against real gunicorn servers."""
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 import requests
 
 from tests.integration.test_metrics import scrape, total
-from tests.support import FakeUpstreamProcess, redis_server, start_server
+from tests.support import FakeUpstreamProcess, redis_server, start_server, wait_until
 from tests.unit.api.test_validation import VALID
 
 pytestmark = pytest.mark.integration
@@ -24,8 +25,17 @@ def _post(url: str, headers: dict[str, str] | None = None, prompt: str = "limit 
         url + "/api/optimize",
         json={"prompt": prompt, "mode": "code"},
         headers={"Connection": "close", **(headers or {})},
-        timeout=10,
+        timeout=60,
     )
+
+
+def _refuses_connections(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return True
+    return False
 
 
 def test_rate_limit_in_memory_is_exact() -> None:
@@ -145,16 +155,17 @@ def test_cors(locked: str) -> None:
 
 
 def test_sigterm_lets_accepted_requests_finish(fake_upstream: FakeUpstreamProcess) -> None:
-    fake_upstream.reset(latency=1.5)
     env = {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": fake_upstream.url}
-    with start_server(env, workers=2) as server:
-        with ThreadPoolExecutor(40) as pool:
-            futures = [pool.submit(_post, server.url, None, f"in flight {i}") for i in range(40)]
-            deadline = time.monotonic() + 5
-            while fake_upstream.stats()["maxInFlight"] < 40 and time.monotonic() < deadline:
-                time.sleep(0.02)  # every request accepted and waiting on the upstream
-            server.proc.send_signal(signal.SIGTERM)
-            statuses = Counter(f.result().status_code for f in futures)
+    # The gate is opened before the pool waits for its threads, also when an assertion fails.
+    with start_server(env, workers=2) as server, ThreadPoolExecutor(40) as pool, fake_upstream.hold():
+        futures = [pool.submit(_post, server.url, None, f"in flight {i}") for i in range(40)]
+        # Every request accepted and parked at the upstream, by construction, before the signal.
+        wait_until(lambda: fake_upstream.held() == 40, what="40 requests parked at the upstream")
+        server.proc.send_signal(signal.SIGTERM)
+        # Release only once the server has stopped accepting: the answers then come from draining.
+        wait_until(lambda: _refuses_connections(server.url), what="the server to stop accepting")
+        fake_upstream.release()
+        statuses = Counter(f.result().status_code for f in futures)
         assert statuses == {200: 40}
-        assert server.proc.wait(timeout=20) == 0, server.output()[-3000:]
+        assert server.proc.wait(timeout=60) == 0, server.output()[-3000:]
         print(f"\nSIGTERM with 40 requests in flight: {dict(statuses)}; server exited cleanly")

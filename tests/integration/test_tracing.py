@@ -4,9 +4,7 @@ request, and the fake upstream sees the traceparent of the upstream HTTP span.""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support import FakeUpstreamProcess, free_port, start_server
+from tests.support import FakeUpstreamProcess, free_port, held_burst, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,19 +54,24 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def wait_for(self, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for(self, predicate: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        def found() -> list[dict[str, Any]]:
             with self.lock:
-                found = [s for s in self.spans if predicate(s)]
-            if found:
-                return found
-            time.sleep(0.05)
-        raise AssertionError("expected spans did not arrive")
+                return [s for s in self.spans if predicate(s)]
 
-    def tree(self, trace_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [s for s in self.spans if s["trace"] == trace_id]
+        return wait_until(found, timeout=timeout, what="expected spans")
+
+    def tree(self, trace_id: str, expect: Any = None) -> list[dict[str, Any]]:
+        """The spans of one trace; with `expect`, wait until `expect(spans)` holds (spans of one
+        trace may arrive in several exports)."""
+
+        def spans() -> list[dict[str, Any]]:
+            with self.lock:
+                return [s for s in self.spans if s["trace"] == trace_id]
+
+        if expect is None:
+            return spans()
+        return wait_until(lambda: (found := spans()) and expect(found) and found, timeout=30, what="span tree")
 
 
 def _value(value: Any) -> Any:
@@ -108,8 +111,7 @@ def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_up
     assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
 
     root = _server_span(receiver, "trace-miss")
-    time.sleep(0.3)
-    spans = receiver.tree(root["trace"])
+    spans = receiver.tree(root["trace"], lambda found: sum(s["name"].startswith("POST") for s in found))
     names = {s["name"] for s in _children(spans, root)}
     assert {"cache.lookup", "coalescing.wait"} <= names
     lookup = next(s for s in _children(spans, root) if s["name"] == "cache.lookup")
@@ -129,8 +131,7 @@ def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_up
     assert int(flags, 16) & 1  # sampled
 
     hit_root = _server_span(receiver, "trace-hit")
-    time.sleep(0.3)
-    hit_spans = receiver.tree(hit_root["trace"])
+    hit_spans = receiver.tree(hit_root["trace"], lambda found: any(s["name"] == "cache.lookup" for s in found))
     assert [s["attrs"]["cache.status"] for s in hit_spans if s["name"] == "cache.lookup"] == ["hit"]
     assert not [s for s in hit_spans if s["name"].startswith("chat")]
 
@@ -139,18 +140,15 @@ def test_coalesced_follower_waits_without_calling(
     traced: tuple[str, Receiver], fake_upstream: FakeUpstreamProcess
 ) -> None:
     url, receiver = traced
-    fake_upstream.reset(latency=0.5)
     body = {"prompt": "trace a coalesced pair", "mode": "video"}
 
     def send(i: int) -> requests.Response:
-        return requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": f"pair-{i}"}, timeout=10)
+        return requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": f"pair-{i}"}, timeout=60)
 
-    with ThreadPoolExecutor(2) as pool:
-        responses = list(pool.map(send, range(2)))
+    responses, _ = held_burst(fake_upstream, [url], send, 2)
     follower = next(i for i, r in enumerate(responses) if r.headers["X-Cache"] == "COALESCED")
     root = _server_span(receiver, f"pair-{follower}")
-    time.sleep(0.3)
-    spans = receiver.tree(root["trace"])
+    spans = receiver.tree(root["trace"], lambda found: any(s["name"] == "coalescing.wait" for s in found))
     waits = [s for s in spans if s["name"] == "coalescing.wait"]
     assert [w["attrs"]["coalescing.role"] for w in waits] == ["follower"]
     assert not [s for s in spans if s["name"].startswith("chat")]
@@ -168,7 +166,7 @@ def test_retries_are_span_events(traced: tuple[str, Receiver], fake_upstream: Fa
     )
     assert response.status_code == 200
     root = _server_span(receiver, "trace-retry")
-    time.sleep(0.3)
-    chat = next(s for s in receiver.tree(root["trace"]) if s["name"].startswith("chat"))
+    spans = receiver.tree(root["trace"], lambda found: any(s["name"].startswith("chat") for s in found))
+    chat = next(s for s in spans if s["name"].startswith("chat"))
     assert chat["events"] == ["retry"]
     assert chat["attrs"]["circuit_breaker.state"] == "closed"
