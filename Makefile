@@ -3,51 +3,65 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two install levels: serving needs only the runtime dependencies; tests and tools add the extras.
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
+DEPS := setup.cfg pyproject.toml constraints.txt
 
 .DEFAULT_GOAL := help
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v on="$$on" -v off="$$off" \
+	  'BEGIN {FS = ":.*?## "} {name[NR] = $$1; text[NR] = $$2; if (length($$1) > w) w = length($$1)} \
+	   END {for (i = 1; i <= NR; i++) printf "  %s%-*s%s  %s\n", on, w, name[i], off, text[i]}'
 
-$(STAMP): setup.cfg pyproject.toml constraints.txt
+$(RUNTIME): $(DEPS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" setuptools wheel
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dev]"
-	touch $(STAMP)
+	touch $(DEV)
 
-install: $(STAMP) ## Create .venv and install the package with test and dev extras (pinned)
+install: $(DEV) ## Create .venv with the service, test and dev tools (pinned by constraints.txt)
 
-run: $(STAMP) ## Serve on port 3001 (PORT to change) with gunicorn + gevent
+run: $(RUNTIME) ## Serve on port 3001 (PORT to change) with gunicorn + gevent; installs only what serving needs
 	$(BIN)/gunicorn -c config/gunicorn.conf.py wsgi:app
 
-test: $(STAMP) ## Run the whole test suite
-	$(BIN)/pytest
+test: $(DEV) ## Run the whole test suite (~4 min on 2 cores; bounded fuzzing with a fixed seed)
+	$(BIN)/pytest --durations=10
 
-lint: $(STAMP) ## Check style and formatting with ruff
+fuzz: $(DEV) ## Deep schemathesis campaign (EXAMPLES=500 per operation; SEED=<n> replays, else a fresh one)
+	FUZZ_EXAMPLES=$${EXAMPLES:-500} FUZZ_SEED=$${SEED:-random} \
+	  $(BIN)/pytest -s tests/integration/test_hostile_input.py::test_schemathesis_finds_no_failures
+
+lint: $(DEV) ## Check style and formatting with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP) ## Reformat the code with ruff
+format: $(DEV) ## Reformat the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: $(STAMP) ## Type-check the services with mypy
+typecheck: $(DEV) ## Type-check the services with mypy
 	$(BIN)/mypy
 
-bench: $(STAMP) ## Measure key, cache and coalescer costs and cached throughput vs bare Flask (needs wrk)
+bench: $(DEV) ## Measure key, cache and coalescer costs and cached throughput vs bare Flask (needs wrk)
 	$(BIN)/python -m loadtest.bench
 
-loadtest: $(STAMP) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
+loadtest: $(DEV) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
 	$(BIN)/python -m loadtest.run --profile $${PROFILE:-basic} --scale $${SCALE:-1.0}
 
-bench-seed: $(STAMP) ## The seed document's before/after table, measured (optimizations off vs on)
+bench-seed: $(DEV) ## The seed document's before/after table, measured (optimizations off vs on)
 	$(BIN)/python -m loadtest.bench_seed
 
-fake-upstream: $(STAMP) ## Run the fake model API on port 8089 (LATENCY seconds)
-	$(BIN)/python -m loadtest.fake_upstream --port 8089 --latency $${LATENCY:-1.0}
+fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0 seconds) and print how to use it
+	$(BIN)/python -m loadtest.fake_upstream --port $${FAKE_PORT:-8089} --latency $${LATENCY:-1.0}
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run test lint format typecheck bench bench-seed loadtest fake-upstream clean
+.PHONY: help install run test fuzz lint format typecheck bench bench-seed loadtest fake-upstream clean

@@ -317,6 +317,15 @@ def serve(port: int, latency: float, video_latency: float | None, host: str = "1
             super().handle(sock, address)
 
     server = Server((host, port), app, handler_class=Handler, log=None, error_log=None, backlog=2048)
+    server.start()
+    url = f"http://{host}:{server.server_port}"
+    print(
+        f"fake upstream listening on {url}\n"
+        f"  anthropic: ANTHROPIC_API_KEY=sk-ant-fake ANTHROPIC_BASE_URL={url}\n"
+        f"  openai:    LLM_PROVIDER=openai OPENAI_API_KEY=sk-fake OPENAI_BASE_URL={url}/v1\n"
+        f"  control:   curl {url}/_stats",
+        flush=True,
+    )
     server.serve_forever()
 
 

@@ -61,5 +61,7 @@ def build_gateway(
                 health,
                 on_wait=lambda delta: observer.waiting("cluster", delta),
             )
-    inflight = InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
+    inflight = (
+        InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
+    )
     return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer, tracer=tracer)

@@ -77,7 +77,9 @@ def test_schemathesis_finds_no_failures(server: Server) -> None:
         f"\nschemathesis: {summary.group(0) if summary else '?'} test cases, seed {SEED}, "
         f"{EXAMPLES} examples per operation, exit {returncode}"
     )
-    assert returncode == 0, f"seed {SEED}, exit {returncode} (killed after {FUZZ_SECONDS:.0f}s if -9)\n" + stdout[-6000:]
+    assert returncode == 0, (
+        f"seed {SEED}, exit {returncode} (killed after {FUZZ_SECONDS:.0f}s if -9)\n" + stdout[-6000:]
+    )
     assert summary and int(summary.group(1)) >= OPERATIONS * EXAMPLES * 0.9  # a few duplicates are dropped
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -130,7 +129,9 @@ def test_one_json_log_line_per_request_without_prompts(server: Server) -> None:
     request_id = response.headers["X-Request-ID"]
 
     def logged() -> list[dict]:
-        return [json.loads(line) for line in server.output().splitlines() if request_id in line and line.startswith("{")]
+        return [
+            json.loads(line) for line in server.output().splitlines() if request_id in line and line.startswith("{")
+        ]
 
     lines = wait_until(logged, what="the access log line")
     output = server.output()

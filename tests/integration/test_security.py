@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import gevent
 import pytest
+from gevent.event import Event
 
 from app.coalescing import InFlight
 from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
@@ -18,10 +21,37 @@ def _slow(counter: list[int], value: str = "answer", delay: float = 0.05):  # ty
     return call
 
 
+class Gate:
+    """Counts waiting followers (InFlight's on_wait) and holds the leader's call until all wait."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.event = Event()
+
+    def on_wait(self, delta: int) -> None:
+        self.waiting += delta
+
+    def open_when(self, followers: int) -> None:
+        deadline = time.monotonic() + 30
+        while self.waiting < followers:
+            assert time.monotonic() < deadline, f"only {self.waiting} of {followers} followers waited"
+            gevent.sleep(0.001)
+        self.event.set()
+
+
 def test_concurrent_identical_calls_run_once() -> None:
-    inflight, calls = InFlight(), []
-    jobs = [gevent.spawn(inflight.run, "k", _slow(calls), 5) for _ in range(100)]
+    gate = Gate()
+    inflight, calls = InFlight(on_wait=gate.on_wait), []
+
+    def call() -> str:
+        calls.append(1)
+        gate.event.wait()
+        return "answer"
+
+    jobs = [gevent.spawn(inflight.run, "k", call, 30) for _ in range(100)]
+    gate.open_when(99)
     gevent.joinall(jobs, raise_error=True)
+    assert gate.waiting == 0
     results = [job.value for job in jobs]
     assert len(calls) == 1
     assert results.count(("answer", False)) == 1
@@ -39,13 +69,15 @@ def test_different_keys_do_not_merge() -> None:
 
 
 def test_followers_get_the_leaders_error() -> None:
-    inflight = InFlight()
+    gate = Gate()
+    inflight = InFlight(on_wait=gate.on_wait)
 
     def failing() -> str:
-        gevent.sleep(0.05)
+        gate.event.wait()
         raise UpstreamError("boom")
 
-    jobs = [gevent.spawn(inflight.run, "k", failing, 5) for _ in range(20)]
+    jobs = [gevent.spawn(inflight.run, "k", failing, 30) for _ in range(20)]
+    gate.open_when(19)
     gevent.joinall(jobs)
     assert all(isinstance(job.exception, UpstreamError) for job in jobs)
     assert {job.exception.status_code for job in jobs} == {502}  # type: ignore[union-attr]

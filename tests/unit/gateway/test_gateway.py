@@ -6,6 +6,7 @@ import time
 
 import gevent
 import pytest
+from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache
 from app.coalescing import InFlight
@@ -28,9 +29,12 @@ class EchoProvider:
         self.calls = 0
         self.delay = delay
         self.fail_with: UpstreamFailure | None = None
+        self.gate: Event | None = None  # when set, calls wait here until it opens
 
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
         self.calls += 1
+        if self.gate is not None:
+            self.gate.wait()
         if self.delay:
             gevent.sleep(self.delay)
         if self.fail_with is not None:
@@ -41,10 +45,35 @@ class EchoProvider:
         pass
 
 
-def _gateway(provider: EchoProvider, *, stale_seconds: float = 0, fail_max: int = 100) -> Gateway:
+class Waiting:
+    """Counts followers waiting in InFlight (its on_wait hook)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, delta: int) -> None:
+        self.count += delta
+
+
+def _gateway(
+    provider: EchoProvider, *, stale_seconds: float = 0, fail_max: int = 100, waiting: Waiting | None = None
+) -> Gateway:
     breaker = Breaker("echo", fail_max, 30)
     upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=0)
-    return Gateway(upstream, l1=MemoryCache(10**7, 100, stale_seconds), inflight=InFlight())
+    return Gateway(upstream, l1=MemoryCache(10**7, 100, stale_seconds), inflight=InFlight(on_wait=waiting))
+
+
+def _burst(gateway: Gateway, provider: EchoProvider, waiting: Waiting, n: int) -> list[gevent.Greenlet]:
+    """n identical calls at once; the provider answers only when n - 1 followers wait."""
+    provider.gate = Event()
+    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer) for _ in range(n)]
+    deadline = time.monotonic() + 30
+    while waiting.count < n - 1:
+        assert time.monotonic() < deadline, f"{waiting.count} of {n - 1} followers waited"
+        gevent.sleep(0.001)
+    provider.gate.set()
+    gevent.joinall(jobs)
+    return jobs
 
 
 def _request(prompt: str, ttl: int = 3600) -> LLMRequest:
@@ -93,21 +122,19 @@ def test_no_store_neither_reads_nor_writes_nor_coalesces() -> None:
 
 
 def test_concurrent_identical_requests_coalesce() -> None:
-    provider = EchoProvider(delay=0.05)
-    gateway = _gateway(provider)
-    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer) for _ in range(50)]
-    gevent.joinall(jobs, raise_error=True)
+    provider, waiting = EchoProvider(), Waiting()
+    gateway = _gateway(provider, waiting=waiting)
+    jobs = _burst(gateway, provider, waiting, 50)
     statuses = [job.value.cache_status for job in jobs]
     assert provider.calls == 1
     assert statuses.count("MISS") == 1 and statuses.count("COALESCED") == 49
 
 
 def test_coalesced_followers_get_the_same_error() -> None:
-    provider = EchoProvider(delay=0.05)
+    provider, waiting = EchoProvider(), Waiting()
     provider.fail_with = UpstreamFailure("status", "overloaded", status=529)
-    gateway = _gateway(provider)
-    jobs = [gevent.spawn(gateway.complete, _request("a"), text_answer) for _ in range(10)]
-    gevent.joinall(jobs)
+    gateway = _gateway(provider, waiting=waiting)
+    jobs = _burst(gateway, provider, waiting, 10)
     assert provider.calls == 1
     assert all(isinstance(job.exception, UpstreamError) for job in jobs)
 
