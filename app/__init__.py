@@ -5,11 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from flask import Flask
+from flask import Flask, Response
 
 from config.settings import Settings, load_settings
 
 __all__ = ["create_app"]
+
+
+class _Flask(Flask):
+    def make_default_options_response(self) -> Response:
+        """OPTIONS answers 204 No Content with `Allow` (Flask's default is 200 with an empty
+        text/html body); CORS preflight headers are added by app.security.headers."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        response.headers["Allow"] = ", ".join(sorted(response.allow))  # stable order
+        response.headers.pop("Content-Type", None)
+        return response
 
 
 def _settings(config: Settings | Mapping[str, str] | None) -> Settings:
@@ -30,7 +41,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     from app.services import PromptService
 
     settings = _settings(config)
-    app = Flask(__name__)
+    app = _Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -44,7 +55,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     access.init_app(app, settings)
     headers.init_app(app, settings)
     auth.init_app(app, settings)  # before the limiter: limits count per API key
-    app.extensions["limiter"] = limits.init_app(app, settings)
+    limits.init_app(app, settings)  # Flask-Limiter registers itself in app.extensions["limiter"]
     tracer = tracing.init_app(app, settings)
     gateway = build_gateway(settings, observer, tracer)
     app.extensions["prompt_service"] = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)

@@ -38,6 +38,7 @@ class APIError(Exception):
 
     status_code = 500
     message = "Internal server error"
+    default_details = "unexpected error; quote the requestId when reporting it"
 
     def __init__(
         self,
@@ -48,47 +49,48 @@ class APIError(Exception):
     ) -> None:
         super().__init__(message or self.message)
         self.message = message or self.message
-        self.details = details
+        self.details = details or self.default_details
         self.retry_after = retry_after
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
 
 
 class BadRequestError(APIError):
     status_code = 400
     message = "Bad request"
+    default_details = "the request is not valid"
 
 
 class MalformedJSONError(BadRequestError):
     message = "Malformed JSON"
+    default_details = "the body is not valid JSON"
 
 
 class ValidationFailedError(BadRequestError):
     message = "Validation failed"
+    default_details = "the body does not match the schema in /openapi.json"
 
 
 class UnauthorizedError(APIError):
     status_code = 401
     message = "API key required"
+    default_details = "send X-API-Key: <key> or Authorization: Bearer <key>"
 
 
 class ForbiddenError(APIError):
     status_code = 403
     message = "API key not valid"
+    default_details = "the key sent is not one of the configured API keys"
 
 
 class UnsupportedMediaTypeError(APIError):
     status_code = 415
     message = "Content-Type must be application/json"
+    default_details = "send the body as JSON with Content-Type: application/json"
 
 
 class PayloadTooLargeError(APIError):
     status_code = 413
     message = "Request body too large"
+    default_details = "the body is larger than MAX_BODY_BYTES"
 
 
 class UpstreamError(APIError):
@@ -96,33 +98,39 @@ class UpstreamError(APIError):
 
     status_code = 502
     message = "Upstream model API error"
+    default_details = "the model API failed or answered something unusable"
 
 
 class InvalidAnswerError(UpstreamError):
     message = "Upstream model returned an invalid answer"
+    default_details = "the model's answer could not be used"
 
 
 class UpstreamAuthError(UpstreamError):
     message = "Upstream authentication failed"
+    default_details = "the model API rejected the service's own key; operators: check it"
 
 
 class GatewayTimeoutError(APIError):
     status_code = 504
     message = "Upstream model API timed out"
+    default_details = "the model API did not answer within the request's deadline"
 
 
 class ServiceUnavailableError(APIError):
     status_code = 503
     message = "Upstream model API unavailable"
+    default_details = "the model API cannot take requests now; retry after Retry-After seconds"
 
 
 class CircuitOpenError(ServiceUnavailableError):
     message = "Upstream model API temporarily unavailable (circuit open)"
+    default_details = "recent upstream calls failed; calls resume after Retry-After seconds"
 
 
-def error_response(status: int, message: str, **extra: Any) -> Response:
-    """Build the one JSON error shape: {"error", "details"?, "requestId", ...extra}."""
-    body = {"error": message, **{k: v for k, v in extra.items() if v is not None}}
+def error_response(status: int, message: str, details: str, **extra: Any) -> Response:
+    """Build the one JSON error shape: {"error", "details", "requestId", ...extra}."""
+    body = {"error": message, "details": details, **{k: v for k, v in extra.items() if v is not None}}
     body["requestId"] = g.get("request_id")
     response = jsonify(body)
     response.status_code = status
@@ -130,7 +138,7 @@ def error_response(status: int, message: str, **extra: Any) -> Response:
 
 
 def _handle_api_error(error: APIError) -> Response:
-    response = error_response(error.status_code, error.message, details=error.details)
+    response = error_response(error.status_code, error.message, error.details)
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
@@ -139,20 +147,22 @@ def _handle_api_error(error: APIError) -> Response:
 def _handle_http_exception(error: HTTPException) -> Response:
     status = error.code or 500
     if status == 404:
-        return error_response(404, "Not found", path=request.path)
+        return error_response(404, "Not found", "no route for this path", path=request.path)
     if status == 413:
-        return error_response(413, PayloadTooLargeError.message)
+        return error_response(413, PayloadTooLargeError.message, PayloadTooLargeError.default_details)
     if status == 429:
-        return error_response(429, "Too many requests", details=f"rate limit {error.description}")
-    response = error_response(status, error.name)
-    if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
-        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
-    return response
+        return error_response(429, "Too many requests", f"rate limit {error.description}")
+    allowed = sorted(getattr(error, "valid_methods", None) or ()) if status == 405 else None
+    if allowed:
+        response = error_response(405, error.name, f"allowed methods: {', '.join(allowed)}")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    return error_response(status, error.name, str(error.description or error.name))
 
 
 def _handle_unexpected(error: Exception) -> Response:
     log.exception("unhandled error", extra={"request_id": g.get("request_id")})
-    return error_response(500, APIError.message)
+    return error_response(500, APIError.message, APIError.default_details)
 
 
 def init_app(app: Flask) -> None:

@@ -80,7 +80,8 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().upper() if upper else raw.strip().lower()
         if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {raw!r})")
+            named = ", ".join(c for c in choices if c)  # "" (derive it) is no choice to offer
+            raise ConfigError(f"{name} must be one of {named} (got {raw!r})")
         return value
 
     return parse

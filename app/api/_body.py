@@ -32,14 +32,26 @@ def _describe(error: ValidationError) -> str:
     return f"{where}: {first['msg']}"
 
 
+def _read_body(limit: int) -> bytes:
+    """Return the body, or raise 413 when it is over `limit` bytes however it arrives."""
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise PayloadTooLargeError(details=f"limit is {limit} bytes")
+        return request.get_data(cache=False)
+    # Chunked (no Content-Length): werkzeug's limited stream ends quietly at the limit, so a
+    # larger body would arrive cut short. Read one byte past the limit from the server's own
+    # (de-chunked) stream to tell "exactly the limit" from "over it".
+    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLargeError(details=f"limit is {limit} bytes")
+    return raw
+
+
 def parse_body(model: type[M]) -> M:
     """Return the request body validated as `model`, or raise the matching 4xx error."""
     if not request.is_json:
         raise UnsupportedMediaTypeError()
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(details=f"limit is {limit} bytes")
-    raw = request.get_data(cache=False)  # werkzeug enforces the limit on chunked bodies too
+    raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:

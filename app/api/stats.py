@@ -14,6 +14,6 @@ bp = Blueprint("stats", __name__)
 def stats() -> Response:
     registry = current_app.extensions.get("metrics_registry")
     if registry is None:
-        return error_response(404, "Statistics are off (METRICS_ENABLED=false)")
+        return error_response(404, "Statistics are off", "METRICS_ENABLED is false on this server")
     breaker = current_app.extensions["prompt_service"].gateway.upstream.breaker
     return jsonify(server_stats(registry, breaker.state))

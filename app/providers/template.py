@@ -110,12 +110,17 @@ def _scene(inputs: dict[str, Any]) -> dict[str, Any]:
 _ANGLES = ("vivid", "minimal", "unexpected", "classic", "cinematic", "intimate", "bold", "quiet")
 
 
+def _article(word: str) -> str:
+    """'an unexpected', 'a vivid': the article by the word's first letter (enough for _ANGLES)."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def _creative(inputs: dict[str, Any]) -> dict[str, Any]:
     kind = inputs["elementType"]
     base = _short(inputs.get("currentValue") or inputs.get("concept") or kind, 40)
     return {
         "suggestions": [
-            {"text": f"{angle.capitalize()} {kind}: {base}", "explanation": f"Gives the {kind} a {angle} feel."}
+            {"text": f"{angle.capitalize()} {kind}: {base}", "explanation": f"Gives the {kind} {_article(angle)} feel."}
             for angle in _ANGLES
         ]
     }

@@ -133,6 +133,42 @@ def test_lying_content_length_does_not_hang(server: Server) -> None:
     assert answer.startswith(b"HTTP/1.1 413")
 
 
+def _chunks(payload: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(payload), size):  # a generator body: requests sends it chunked
+        yield payload[start : start + size]
+
+
+LIMIT = 1024 * 1024  # MAX_BODY_BYTES default
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("2 MB prompt", json.dumps({"prompt": "x" * (2 * LIMIT), "mode": "code"}).encode()),
+        ("valid JSON padded past the limit", b'{"prompt": "x", "mode": "code"}' + b" " * (LIMIT + 200_000)),
+        ("one byte over", b'{"prompt": "x", "mode": "code"}'.ljust(LIMIT + 1)),
+    ],
+)
+def test_chunked_body_over_the_limit_is_413(server: Server, name: str, payload: bytes) -> None:
+    response = requests.post(server.url + "/api/optimize", data=_chunks(payload), headers=JSON, timeout=30)
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert response.status_code == 413, (name, response.text[:200])
+    assert response.json()["details"] == "limit is 1048576 bytes"
+
+
+def test_chunked_body_at_the_limit_is_read_whole(server: Server) -> None:
+    payload = b'{"prompt": "x", "mode": "code"}'.ljust(LIMIT)
+    response = requests.post(server.url + "/api/optimize", data=_chunks(payload), headers=JSON, timeout=30)
+    assert response.status_code == 200, response.text[:200]
+
+
+def test_content_length_over_the_limit_is_413(server: Server) -> None:
+    payload = b'{"prompt": "x", "mode": "code"}'.ljust(LIMIT + 1)
+    response = requests.post(server.url + "/api/optimize", data=payload, headers=JSON, timeout=30)
+    assert response.request.headers["Content-Length"] == str(LIMIT + 1)
+    assert response.status_code == 413
+
+
 def test_worker_still_serves_after_the_nasties(server: Server) -> None:
     response = requests.post(server.url + "/api/optimize", json={"prompt": "still alive", "mode": "code"}, timeout=10)
     assert response.status_code == 200

@@ -1,6 +1,7 @@
 """The offline provider: deterministic, structured, schema-valid for every endpoint."""
 
 import json
+import re
 
 import pytest
 
@@ -55,3 +56,13 @@ def test_scene_change_depends_on_the_field() -> None:
     refined = json.loads(provider.complete(_request("scene", {**TASK_INPUTS["scene"], "changedField": "mood"}), 1).text)
     assert moved["isSceneChange"] is True
     assert refined["isSceneChange"] is False
+
+
+def test_creative_explanations_use_the_right_article() -> None:
+    inputs = {"elementType": "mood", "currentValue": "calm", "concept": "a lighthouse"}
+    result = TemplateProvider().complete(_request("creative", inputs), timeout=1)
+    explanations = [s["explanation"] for s in json.loads(result.text)["suggestions"]]
+    assert "Gives the mood an unexpected feel." in explanations
+    assert "Gives the mood an intimate feel." in explanations
+    assert "Gives the mood a vivid feel." in explanations
+    assert not [e for e in explanations if re.search(r"\ba [aeiou]", e)]

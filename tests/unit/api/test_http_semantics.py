@@ -1,0 +1,65 @@
+"""HTTP as clients expect it: OPTIONS, CORS preflight, and one error shape with `details` for
+every error status the service answers itself."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.errors import APIError, _subclasses
+
+
+def test_options_is_204_with_allow(client: FlaskClient) -> None:
+    response = client.open("/api/optimize", method="OPTIONS")
+    assert response.status_code == 204
+    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert "Access-Control-Allow-Origin" not in response.headers  # no CORS configured
+
+
+def test_options_is_a_cors_preflight_when_origins_are_set() -> None:
+    client = create_app({"APP_ENV": "testing", "CORS_ORIGINS": "https://ui.example"}).test_client()
+    response = client.open(
+        "/api/optimize",
+        method="OPTIONS",
+        headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "https://ui.example"
+    assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+    assert "Content-Type" in response.headers["Access-Control-Allow-Headers"]
+
+
+@pytest.mark.parametrize(
+    ("send", "status"),
+    [
+        ({"method": "GET"}, 405),
+        ({"method": "POST", "data": "x", "content_type": "text/plain"}, 415),
+        ({"method": "POST", "data": "{", "content_type": "application/json"}, 400),
+        ({"method": "POST", "json": {"prompt": "x", "mode": "nope"}}, 400),
+        ({"method": "POST", "data": b"{" + b" " * (2 * 1024 * 1024) + b"}", "content_type": "application/json"}, 413),
+    ],
+)
+def test_every_error_has_error_details_and_request_id(client: FlaskClient, send: dict, status: int) -> None:
+    response = client.open("/api/optimize", **send)
+    assert response.status_code == status
+    body = response.get_json()
+    assert set(body) == {"error", "details", "requestId"}
+    assert body["error"] and body["details"] and body["requestId"] == response.headers["X-Request-ID"]
+    if status == 405:
+        assert response.headers["Allow"] == "OPTIONS, POST"
+        assert body["details"] == "allowed methods: OPTIONS, POST"
+
+
+def test_not_found_keeps_the_shape_and_adds_the_path(client: FlaskClient) -> None:
+    body = client.get("/nowhere").get_json()
+    assert set(body) == {"error", "details", "requestId", "path"} and body["path"] == "/nowhere"
+
+
+def test_every_error_class_says_something_in_details() -> None:
+    for cls in _subclasses(APIError):
+        error = cls()
+        assert error.details == cls.default_details and error.details, cls.__name__
+        assert cls(details="specific").details == "specific"
