@@ -58,8 +58,13 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     limits.init_app(app, settings)  # Flask-Limiter registers itself in app.extensions["limiter"]
     tracer = tracing.init_app(app, settings)
     gateway = build_gateway(settings, observer, tracer)
-    app.extensions["prompt_service"] = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)
-    if observer is not None and gateway.l1 is not None:
-        observer.m.cache_max_bytes.set(gateway.l1.max_bytes)
+    service = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)
+    app.extensions["prompt_service"] = service
+    if observer is not None:
+        provider = gateway.upstream.provider
+        observer.known(provider.name, provider.model, *service.label_values())
+        if gateway.l1 is not None:
+            observer.m.cache_max_bytes.set(gateway.l1.max_bytes)
     api.init_app(app)
+    metrics.init_endpoint_series(app)
     return app

@@ -177,18 +177,22 @@ class Gateway:
             fresh_until=now + request.ttl,
         )
         if store:
-            self._store_l1(key, value)
+            self._store_l1(key, value, new=True)
             if self.l2 is not None:
                 self.l2.set(key, value)
         return value
 
-    def _store_l1(self, key: str, value: CachedValue) -> None:
+    def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
+        """Put `value` in L1; `new` marks an answer this process produced (counted as stored),
+        as opposed to a copy from L2 or from another instance's call."""
         if self.l1 is None:
             return
         evicted = self.l1.evictions
-        self.l1.set(key, value)
+        stored = self.l1.set(key, value)
         if self.l1.evictions != evicted:
             self._observer.cache_evicted(self.l1.evictions - evicted)
+        if stored and new:
+            self._observer.cache_stored()
         self._observer.cache_size(len(self.l1), self.l1.bytes)
 
     def stats(self) -> dict[str, Any]:

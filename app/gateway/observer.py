@@ -10,6 +10,9 @@ __all__ = ["NullObserver", "Observer"]
 class Observer:
     """Receives what happens on the request path; every method is optional to override."""
 
+    def known(self, provider: str, model: str, namespaces: tuple[str, ...], modes: tuple[str, ...]) -> None:
+        """The label values this server can report, told once at start-up."""
+
     def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
         """status: HIT, MISS, STALE (served stale) or BYPASS; seconds spent looking."""
 
@@ -33,6 +36,9 @@ class Observer:
 
     def cache_evicted(self, count: int) -> None:
         """Entries were evicted from L1 for space."""
+
+    def cache_stored(self) -> None:
+        """A new answer was stored in L1 (copies from L2 or another instance are not new)."""
 
     def cache_size(self, entries: int, size: int) -> None:
         """L1 now holds `entries` entries and `size` bytes."""

@@ -15,10 +15,10 @@ from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
 
 from app.gateway.observer import Observer
-from app.providers.base import UpstreamFailure
+from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
 from config.settings import Settings
 
-__all__ = ["PrometheusObserver", "init_app", "multiprocess_dir"]
+__all__ = ["PrometheusObserver", "init_app", "init_endpoint_series", "multiprocess_dir"]
 
 # From sub-millisecond cache hits to minute-long video calls.
 LATENCY_BUCKETS = (
@@ -110,7 +110,9 @@ class _Metrics:
             "stale_responses_total", "Expired answers served because the upstream failed", ("cache_type",), registry=r
         )
         self.evictions = Counter("cache_evictions_total", "L1 entries evicted for space", registry=r)
-        self.sets = Counter("cache_sets_total", "Answers stored in L1", registry=r)
+        self.sets = Counter(
+            "cache_sets_total", "New answers stored in L1 (not copies from L2 or another instance)", registry=r
+        )
         self.in_flight = Gauge(
             "coalescing_in_flight", "Distinct upstream calls in flight", multiprocess_mode="livesum", registry=r
         )
@@ -155,6 +157,25 @@ class PrometheusObserver(Observer):
     def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
         self.m = metrics
         self._prices = prices
+
+    def known(self, provider: str, model: str, namespaces: tuple[str, ...], modes: tuple[str, ...]) -> None:
+        # Every series a dashboard or alert reads exists from the start with 0, not "No data"
+        # until its first event (Prometheus instrumentation guidelines: initialise known labels).
+        m = self.m
+        for namespace in namespaces:
+            for family in (m.hits, m.misses, m.stale):
+                family.labels(namespace)
+            for scope in ("worker", "cluster"):
+                m.coalesced.labels(scope, namespace)
+        for mode in modes:
+            labels = (provider, model, mode)
+            m.api_calls.labels(*labels, "success")
+            m.api_duration.labels(*labels)
+            m.cost.labels(*labels)
+            for kind in ("input", "output"):
+                m.tokens.labels(*labels, kind)
+        for reason in (*RETRYABLE_STATUSES, "connection"):
+            m.retries.labels(provider, str(reason))
 
     def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
         if has_request_context():
@@ -218,8 +239,10 @@ class PrometheusObserver(Observer):
     def cache_evicted(self, count: int) -> None:
         self.m.evictions.inc(count)
 
-    def cache_size(self, entries: int, size: int) -> None:
+    def cache_stored(self) -> None:
         self.m.sets.inc()
+
+    def cache_size(self, entries: int, size: int) -> None:
         self.m.cache_entries.set(entries)
         self.m.cache_bytes.set(size)
 
@@ -299,3 +322,18 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
             metrics.http_active.dec()
 
     return PrometheusObserver(metrics, settings.llm_prices)
+
+
+def init_endpoint_series(app: Flask) -> None:
+    """Create the request series of every /api route with 0 (call after the blueprints are in):
+    a fresh server shows 0 requests and 0 rate-limited, not "No data"."""
+    metrics: _Metrics | None = app.extensions.get("metrics")
+    if metrics is None:
+        return
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            labels = ("POST", rule.endpoint, "200")
+            metrics.http_requests.labels(*labels)
+            metrics.http_duration.labels(*labels)
+            metrics.overhead.labels(rule.endpoint)
+            metrics.rate_limited.labels(rule.endpoint)

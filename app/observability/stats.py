@@ -32,24 +32,29 @@ class _Samples:
             totals[sample.labels.get(label, "")] += sample.value
         return dict(totals)
 
-    def quantile(self, name: str, q: float) -> float | None:
-        """Estimate a quantile from histogram buckets (linear within a bucket), as PromQL does."""
+    def quantile(self, name: str, q: float) -> tuple[float, float, float] | None:
+        """Estimate a quantile from histogram buckets as PromQL's histogram_quantile does (linear
+        within a bucket); return (estimate, bucket lower bound, bucket upper bound): the true
+        value lies somewhere in that bucket, which is all a histogram knows."""
         buckets: dict[float, float] = defaultdict(float)
         for sample in self.all(name + "_bucket"):
             buckets[float(sample.labels["le"])] += sample.value
         if not buckets or buckets[float("inf")] == 0:
             return None
-        bounds = sorted(buckets)
         rank = q * buckets[float("inf")]
         lower, below = 0.0, 0.0
-        for bound in bounds:
+        for bound in sorted(buckets):
             if buckets[bound] >= rank:
                 if bound == float("inf"):
-                    return lower
+                    return lower, lower, bound
                 share = (rank - below) / (buckets[bound] - below) if buckets[bound] > below else 1.0
-                return lower + (bound - lower) * share
+                return lower + (bound - lower) * share, lower, bound
             lower, below = bound, buckets[bound]
-        return lower
+        return lower, lower, lower
+
+
+def _ms(seconds: float) -> float | None:
+    return None if seconds == float("inf") else round(1000 * seconds, 1)  # None: above the last bucket
 
 
 def _ratio(part: float, whole: float) -> float:
@@ -106,7 +111,9 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
             "avgLatencyMs": round(1000 * s.sum("claude_api_duration_seconds_sum") / duration_count, 1)
             if duration_count
             else 0.0,
-            "p95LatencyMs": round(1000 * p95, 1) if p95 is not None else 0.0,
+            # Estimated from histogram buckets, and labelled so: the bucket is the precision.
+            "p95LatencyMsEstimate": round(1000 * p95[0], 1) if p95 is not None else None,
+            "p95LatencyBucketMs": [_ms(p95[1]), _ms(p95[2])] if p95 is not None else None,
             "tokens": {"input": int(tokens.get("input", 0)), "output": int(tokens.get("output", 0))},
             "costUsd": round(s.sum("claude_cost_usd_total"), 6),
         },

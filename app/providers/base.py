@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["LLMRequest", "Provider", "ProviderResult", "UpstreamFailure"]
+__all__ = ["RETRYABLE_STATUSES", "LLMRequest", "Provider", "ProviderResult", "UpstreamFailure"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class ProviderResult:
     model: str
 
 
+# Upstream answers worth another attempt: rate limited, server errors, Anthropic's "overloaded".
+RETRYABLE_STATUSES = (429, 500, 502, 503, 529)
+
+
 class UpstreamFailure(Exception):
     """One failed attempt at the upstream; the gateway decides on retries and the HTTP status."""
 
@@ -61,7 +65,7 @@ class UpstreamFailure(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind == "connection" or self.status in (429, 500, 502, 503, 529)
+        return self.kind == "connection" or self.status in RETRYABLE_STATUSES
 
     @property
     def counts_against_upstream(self) -> bool:

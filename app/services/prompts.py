@@ -41,6 +41,11 @@ class PromptService:
         self._default_ttl = default_ttl
         self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
 
+    @staticmethod
+    def label_values() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Return (cache namespaces, modes) this service's requests carry, for metric labels."""
+        return ("optimize", *TASKS), (*MODE_REGISTRY, *TASKS)
+
     def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
         """Return the optimized prompt for the body's prompt, mode and context."""
         mode = MODE_REGISTRY[body.mode]

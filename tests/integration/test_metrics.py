@@ -109,7 +109,8 @@ def test_stats_agrees_with_metrics(server: Server) -> None:
     assert stats["upstream"]["tokens"]["input"] == total(samples, "claude_tokens_total", type="input")
     assert stats["upstream"]["calls"]["success"] == total(samples, "claude_api_calls_total", status="success")
     assert stats["coalescing"]["coalesced"] == total(samples, "coalesced_requests_total")
-    assert stats["upstream"]["p95LatencyMs"] > 0
+    low, high = stats["upstream"]["p95LatencyBucketMs"]
+    assert low <= stats["upstream"]["p95LatencyMsEstimate"] <= high and high > 0
     assert stats["upstream"]["costUsd"] == pytest.approx(total(samples, "claude_cost_usd_total"), abs=1e-6)
     assert len(stats["memory"]["rssBytesPerWorker"]) == WORKERS
     assert stats["memory"]["rssBytesTotal"] > 0

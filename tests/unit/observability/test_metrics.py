@@ -1,0 +1,81 @@
+"""Metrics recorded by one app (no gunicorn): counters agree with the cache's own state."""
+
+from __future__ import annotations
+
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import create_app
+
+
+def _samples(app: Flask) -> dict[str, float]:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
+
+
+def _optimize(app: Flask, prompt: str) -> str:
+    response = app.test_client().post("/api/optimize", json={"prompt": prompt, "mode": "code"})
+    assert response.status_code == 200
+    return response.headers["X-Cache"]
+
+
+def test_sets_count_what_the_cache_stored() -> None:
+    app = create_app({"APP_ENV": "testing"})
+    assert [_optimize(app, p) for p in ("one", "two", "three", "one")] == ["MISS", "MISS", "MISS", "HIT"]
+    samples = _samples(app)
+    l1 = app.extensions["prompt_service"].gateway.l1
+    assert samples["cache_sets_total"] == len(l1) == samples["cache_entries"] == 3
+    assert samples["cache_bytes"] == l1.bytes
+
+
+def test_an_answer_too_big_for_the_cache_is_not_counted_as_stored() -> None:
+    app = create_app({"APP_ENV": "testing", "CACHE_MAX_BYTES": "100"})  # smaller than any answer
+    assert [_optimize(app, p) for p in ("one", "one")] == ["MISS", "MISS"]
+    samples = _samples(app)
+    assert samples["cache_sets_total"] == 0 == len(app.extensions["prompt_service"].gateway.l1)
+
+
+DOCUMENTED = [
+    "cache_bytes",
+    "cache_evictions_total",
+    "cache_hits_total",
+    "cache_misses_total",
+    "circuit_breaker_state",
+    "claude_api_calls_total",
+    "claude_api_duration_seconds_count",
+    "claude_cost_usd_total",
+    "claude_tokens_total",
+    "coalesced_requests_total",
+    "coalescing_waiting_requests",
+    "gateway_overhead_seconds_count",
+    "http_request_duration_seconds_count",
+    "http_requests_total",
+    "rate_limited_requests_total",
+    "redis_errors_total",
+    "stale_responses_total",
+    "upstream_retries_total",
+    "cache_sets_total",
+    "cache_entries",
+    "coalescing_in_flight",
+    "circuit_breaker_failures",
+]
+
+
+def test_a_fresh_server_exports_every_documented_series_at_zero() -> None:
+    text = create_app({"APP_ENV": "testing"}).test_client().get("/metrics").get_data(as_text=True)
+    series: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append((sample.labels, sample.value))
+    missing = [name for name in DOCUMENTED if not series.get(name)]
+    assert not missing, f"no series at start-up: {missing}"
+    nonzero = [(name, labels) for name in DOCUMENTED for labels, value in series[name] if value != 0]
+    assert not nonzero
+    # The label values dashboards select on are there, e.g. per scope and per namespace:
+    coalesced = {(lab["type"], lab["cache_type"]) for lab, _ in series["coalesced_requests_total"]}
+    assert {("worker", "optimize"), ("cluster", "optimize"), ("worker", "scene")} <= coalesced
+    assert {lab["endpoint"] for lab, _ in series["rate_limited_requests_total"]} >= {"optimize.optimize"}
