@@ -16,6 +16,13 @@ except ConfigError as exc:  # one line naming the variable, no traceback
     sys.stderr.write(f"configuration error: {exc}\n")
     sys.exit(2)
 
+if _settings.rate_limit and not _settings.redis_url and _settings.web_concurrency > 1:
+    # Once, in the master: each worker keeps its own counts without shared storage.
+    sys.stderr.write(
+        f"warning: RATE_LIMIT={_settings.rate_limit} is counted per worker without REDIS_URL; with "
+        f"{_settings.web_concurrency} workers a client may get up to {_settings.web_concurrency}x that\n"
+    )
+
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
 worker_class = "config.worker.GracefulGeventWorker"  # gevent, closing idle keep-alives on SIGTERM
@@ -41,7 +48,7 @@ def on_starting(server):
     import shutil
     import tempfile
 
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = _settings.prometheus_multiproc_dir
     if not path:
         path = tempfile.mkdtemp(prefix="prompt-builder-metrics-")
         _hooks["own_dir"] = path  # ours to remove on exit; a directory the operator chose is kept

@@ -1,4 +1,13 @@
-"""Settings: one class of defaults per environment, environment variables parsed by typed helpers."""
+"""Settings: every environment variable the service reads, declared once, parsed in one place.
+
+The rule for every variable:
+- unset → its default (some defaults differ per APP_ENV: see ENVIRONMENT_DEFAULTS);
+- set to a value → parsed and checked; invalid → ConfigError naming the variable, in one line;
+- set to empty (or blanks) → the "none/off" meaning the README gives it (RATE_LIMIT= disables
+  limiting, REDIS_URL= means no Redis, REDIS_PREFIX= means no prefix, ...); where empty makes no
+  sense (PORT=, CACHE_MAX_BYTES=, ...) → a ConfigError saying it must not be empty.
+- OTEL_* variables follow the OpenTelemetry specification instead: empty is the same as unset.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +16,18 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = [
-    "BaseConfig",
-    "ConfigError",
-    "DevelopmentConfig",
-    "ProductionConfig",
-    "Settings",
-    "TestingConfig",
-    "load_settings",
-]
+__all__ = ["ENVIRONMENT_DEFAULTS", "ConfigError", "Settings", "Var", "load_settings", "variables"]
 
 PROVIDERS = ("template", "anthropic", "openai")
+ENVIRONMENTS = ("development", "production", "testing")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-4-5",
@@ -63,14 +73,15 @@ def _int(minimum: int = 0, maximum: int | None = None) -> Callable[[str, str], i
     return parse
 
 
-def _float(minimum: float = 0.0) -> Callable[[str, str], float]:
+def _float(minimum: float = 0.0, maximum: float = float("inf")) -> Callable[[str, str], float]:
     def parse(name: str, raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
             raise ConfigError(f"{name} must be a number (got {raw!r})") from None
-        if not value >= minimum or value == float("inf"):
-            raise ConfigError(f"{name} must be a finite number >= {minimum} (got {raw!r})")
+        if not minimum <= value <= maximum or value == float("inf"):
+            bound = f"between {minimum:g} and {maximum:g}" if maximum != float("inf") else f">= {minimum:g}"
+            raise ConfigError(f"{name} must be a finite number {bound} (got {raw!r})")
         return value
 
     return parse
@@ -100,16 +111,23 @@ def _str(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _path(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not os.path.isabs(value):
+        raise ConfigError(f"{name} must be an absolute path (got {raw!r})")
+    return value
+
+
 def _url(name: str, raw: str) -> str:
     value = raw.strip().rstrip("/")
-    if value and not value.startswith(("http://", "https://")):
+    if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL (got {raw!r})")
     return value
 
 
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+    if not value.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL")
     return value
 
@@ -122,8 +140,6 @@ def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
     import json
 
     table = dict(DEFAULT_PRICES)
-    if not raw.strip():
-        return table
     try:
         extra = json.loads(raw)
         table.update({str(model): (float(p[0]), float(p[1])) for model, p in extra.items()})
@@ -134,8 +150,6 @@ def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
 
 def _rate_limit(name: str, raw: str) -> str:
     value = raw.strip()
-    if not value:
-        return ""
     from limits import parse_many  # local: only needed to validate the string
 
     try:
@@ -145,117 +159,90 @@ def _rate_limit(name: str, raw: str) -> str:
     return value
 
 
-# --- defaults per environment --------------------------------------------------------------------
+# --- the declarations ------------------------------------------------------------------------------
+
+_INVALID = object()  # `empty` marker: set-but-empty is an error for this variable
 
 
-class BaseConfig:
-    """Defaults shared by every environment; each subclass overrides what differs."""
+@dataclasses.dataclass(frozen=True)
+class Var:
+    """How one variable is read: its default when unset, its parser, and what empty means."""
 
-    APP_ENV = "production"
-    HOST = "0.0.0.0"
-    PORT = "3001"
-    WEB_CONCURRENCY = str(os.cpu_count() or 1)
-    WORKER_CONNECTIONS = "1000"
-    LLM_PROVIDER = ""  # empty: anthropic when ANTHROPIC_API_KEY is set, else template
-    ANTHROPIC_API_KEY = ""
-    ANTHROPIC_BASE_URL = "https://api.anthropic.com"
-    OPENAI_API_KEY = ""
-    OPENAI_BASE_URL = "https://api.openai.com/v1"
-    LLM_MODEL = ""
-    UPSTREAM_POOL_SIZE = ""  # empty: WORKER_CONNECTIONS, one kept-alive connection per greenlet
-    UPSTREAM_CONNECT_TIMEOUT = "5"
-    UPSTREAM_KEEPALIVE = "true"  # false: a new upstream connection per call (benchmark baseline)
-    UPSTREAM_MAX_RETRIES = "2"
-    UPSTREAM_TIMEOUT = ""  # empty: each mode's own deadline (video 90 s, others 30 s)
-    MAX_BODY_BYTES = str(1024 * 1024)
-    LOG_LEVEL = "INFO"
-    CACHE_MAX_BYTES = str(500 * 1024 * 1024)
-    CACHE_MAX_ENTRIES = "10000"
-    CACHE_DEFAULT_TTL = "3600"
-    CACHE_ENABLED = "true"
-    COALESCING_ENABLED = "true"
-    STALE_IF_ERROR_SECONDS = "86400"
-    REDIS_URL = ""
-    REDIS_PREFIX = "pb:"
-    REDIS_SOCKET_TIMEOUT = "0.25"
-    REDIS_LEASE_SECONDS = "15"
-    BREAKER_FAIL_MAX = "5"
-    BREAKER_RESET_TIMEOUT = "30"
-    RATE_LIMIT = "60/minute"  # on /api/*, per API key or client IP; empty disables
-    TRUSTED_PROXIES = "0"  # proxy hops whose X-Forwarded-For we believe (1 behind one nginx)
-    API_KEYS = ""  # comma-separated; when set, /api/* requires one
-    METRICS_TOKEN = ""  # when set, /metrics and /stats require it
-    CORS_ORIGINS = ""  # comma-separated origins, or *
-    LLM_PRICES = ""  # JSON {"model": [usd_per_M_input, usd_per_M_output]} over DEFAULT_PRICES
-    METRICS_ENABLED = "true"
+    default: str  # the raw text used when the variable is unset ("" = the empty meaning)
+    parse: Callable[[str, str], Any]
+    empty: Any = _INVALID  # the value when set to empty; _INVALID: empty is an error
+    otel: bool = False  # OpenTelemetry's rule: empty is the same as unset
 
 
-class DevelopmentConfig(BaseConfig):
-    APP_ENV = "development"
-    LOG_LEVEL = "DEBUG"
-    CACHE_MAX_BYTES = str(100 * 1024 * 1024)
-    CACHE_MAX_ENTRIES = "1000"
+def _var(default: str, parse: Callable[[str, str], Any], empty: Any = _INVALID, otel: bool = False) -> Any:
+    return dataclasses.field(metadata={"var": Var(default, parse, empty, otel)})
 
 
-class ProductionConfig(BaseConfig):
-    APP_ENV = "production"
-
-
-class TestingConfig(BaseConfig):
-    APP_ENV = "testing"
-    LOG_LEVEL = "WARNING"
-    WEB_CONCURRENCY = "1"
-    RATE_LIMIT = ""  # tests that need one set it
-
-
-ENVIRONMENTS: dict[str, type[BaseConfig]] = {
-    "development": DevelopmentConfig,
-    "production": ProductionConfig,
-    "testing": TestingConfig,
+# What differs from the declared defaults per APP_ENV (production uses the declarations as they are).
+ENVIRONMENT_DEFAULTS: dict[str, dict[str, str]] = {
+    "production": {},
+    "development": {"LOG_LEVEL": "DEBUG", "CACHE_MAX_BYTES": str(100 * 1024 * 1024), "CACHE_MAX_ENTRIES": "1000"},
+    "testing": {
+        "LOG_LEVEL": "WARNING",
+        "WEB_CONCURRENCY": "1",
+        "RATE_LIMIT": "",
+    },  # tests set a limit when they need one
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every setting the service reads, parsed and checked; built by `load_settings`."""
+    """Every setting the service reads; each field is one environment variable (its name in upper
+    case), declared here once with its default, its parser and what empty means."""
 
-    app_env: str
-    host: str
-    port: int
-    web_concurrency: int
-    worker_connections: int
-    llm_provider: str
-    anthropic_api_key: str
-    anthropic_base_url: str
-    openai_api_key: str
-    openai_base_url: str
-    llm_model: str
-    upstream_pool_size: int
-    upstream_connect_timeout: float
-    upstream_keepalive: bool
-    upstream_max_retries: int
-    upstream_timeout: float | None
-    max_body_bytes: int
-    log_level: str
-    cache_max_bytes: int
-    cache_max_entries: int
-    cache_default_ttl: int
-    cache_enabled: bool
-    coalescing_enabled: bool
-    stale_if_error_seconds: int
-    redis_url: str
-    redis_prefix: str
-    redis_socket_timeout: float
-    redis_lease_seconds: float
-    breaker_fail_max: int
-    breaker_reset_timeout: float
-    rate_limit: str
-    trusted_proxies: int
-    api_keys: tuple[str, ...]
-    metrics_token: str
-    cors_origins: tuple[str, ...]
-    llm_prices: dict[str, tuple[float, float]]
-    metrics_enabled: bool
+    app_env: str = _var("production", _choice(*ENVIRONMENTS))
+    host: str = _var("0.0.0.0", _str)
+    port: int = _var("3001", _int(1, 65535))
+    web_concurrency: int = _var(str(os.cpu_count() or 1), _int(1, 256))
+    worker_connections: int = _var("1000", _int(1, 100_000))
+    # empty: anthropic when ANTHROPIC_API_KEY is set, else template
+    llm_provider: str = _var("", _choice(*PROVIDERS), empty="")
+    anthropic_api_key: str = _var("", _str, empty="")
+    anthropic_base_url: str = _var("https://api.anthropic.com", _url)
+    openai_api_key: str = _var("", _str, empty="")  # local servers need none
+    openai_base_url: str = _var("https://api.openai.com/v1", _url, empty="")  # empty: required for openai
+    llm_model: str = _var("", _str, empty="")  # empty: the provider's default model
+    upstream_pool_size: int = _var("", _int(1, 10_000), empty=0)  # 0 here: WORKER_CONNECTIONS
+    upstream_connect_timeout: float = _var("5", _float(0.001))
+    upstream_keepalive: bool = _var("true", _bool)  # false: a new connection per call (baseline benchmarks)
+    upstream_max_retries: int = _var("2", _int(0, 10))
+    upstream_timeout: float | None = _var("", _float(0.01), empty=None)  # None: each mode's own deadline
+    max_body_bytes: int = _var(str(1024 * 1024), _int(1024, 100 * 1024 * 1024))
+    log_level: str = _var("INFO", _choice(*LOG_LEVELS, upper=True))
+    cache_max_bytes: int = _var(str(500 * 1024 * 1024), _int(0))
+    cache_max_entries: int = _var("10000", _int(0))
+    cache_default_ttl: int = _var("3600", _int(1))
+    cache_enabled: bool = _var("true", _bool)
+    coalescing_enabled: bool = _var("true", _bool)
+    stale_if_error_seconds: int = _var("86400", _int(0))
+    redis_url: str = _var("", _redis_url, empty="")  # empty: no Redis
+    redis_prefix: str = _var("pb:", _str, empty="")  # empty: keys without a prefix
+    redis_socket_timeout: float = _var("0.25", _float(0.001))
+    redis_lease_seconds: float = _var("15", _float(0.1))
+    breaker_fail_max: int = _var("5", _int(1, 10_000))
+    breaker_reset_timeout: float = _var("30", _float(0.01))
+    rate_limit: str = _var("60/minute", _rate_limit, empty="")  # empty: no rate limit
+    trusted_proxies: int = _var("0", _int(0, 10))  # proxy hops whose X-Forwarded-For is believed
+    api_keys: tuple[str, ...] = _var("", _csv, empty=())  # empty: /api/* open
+    metrics_token: str = _var("", _str, empty="")  # empty: /metrics and /stats open
+    cors_origins: tuple[str, ...] = _var("", _csv, empty=())  # empty: no CORS headers
+    llm_prices: dict[str, tuple[float, float]] = _var("", _prices, empty=DEFAULT_PRICES)
+    metrics_enabled: bool = _var("true", _bool)
+    # empty: gunicorn makes a fresh directory per server (and removes it on exit)
+    prometheus_multiproc_dir: str = _var("", _path, empty="")
+    otel_sdk_disabled: bool = _var("false", _bool, otel=True)
+    otel_exporter_otlp_endpoint: str = _var("", _url, empty="", otel=True)
+    otel_exporter_otlp_traces_endpoint: str = _var("", _url, empty="", otel=True)  # full URL, .../v1/traces
+    otel_exporter_otlp_timeout: int = _var("2000", _int(1, 600_000), otel=True)  # milliseconds
+    otel_service_name: str = _var("prompt-builder-api", _str, otel=True)
+    otel_traces_sampler: str = _var("parentbased_always_on", _choice(*SAMPLERS), otel=True)
+    otel_traces_sampler_arg: float = _var("1.0", _float(0.0, 1.0), otel=True)
+    otel_bsp_schedule_delay: int = _var("5000", _int(1, 600_000), otel=True)  # milliseconds between exports
 
     @property
     def api_key(self) -> str:
@@ -267,69 +254,55 @@ class Settings:
         """Return the base URL for the configured provider."""
         return {"anthropic": self.anthropic_base_url, "openai": self.openai_base_url}.get(self.llm_provider, "")
 
+    @property
+    def tracing_enabled(self) -> bool:
+        """Traces go somewhere: an OTLP endpoint, or the console in development; never when disabled."""
+        if self.otel_sdk_disabled:
+            return False
+        return bool(self.otel_traces_endpoint) or self.app_env == "development"
+
+    @property
+    def otel_traces_endpoint(self) -> str:
+        """The full OTLP/HTTP traces URL (the specific variable wins; the general one gets /v1/traces)."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        return self.otel_exporter_otlp_endpoint + "/v1/traces" if self.otel_exporter_otlp_endpoint else ""
+
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed (used by tests and benchmarks)."""
         return dataclasses.replace(self, **changes)
 
 
-_PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "APP_ENV": _choice(*ENVIRONMENTS),
-    "HOST": _str,
-    "PORT": _int(1, 65535),
-    "WEB_CONCURRENCY": _int(1, 256),
-    "WORKER_CONNECTIONS": _int(1, 100_000),
-    "LLM_PROVIDER": _choice("", *PROVIDERS),
-    "ANTHROPIC_API_KEY": _str,
-    "ANTHROPIC_BASE_URL": _url,
-    "OPENAI_API_KEY": _str,
-    "OPENAI_BASE_URL": _url,
-    "LLM_MODEL": _str,
-    "UPSTREAM_POOL_SIZE": _int(1, 10_000),
-    "UPSTREAM_CONNECT_TIMEOUT": _float(0.001),
-    "UPSTREAM_KEEPALIVE": _bool,
-    "UPSTREAM_MAX_RETRIES": _int(0, 10),
-    "UPSTREAM_TIMEOUT": _float(0.01),
-    "MAX_BODY_BYTES": _int(1024, 100 * 1024 * 1024),
-    "LOG_LEVEL": _choice(*LOG_LEVELS, upper=True),
-    "CACHE_MAX_BYTES": _int(0),
-    "CACHE_MAX_ENTRIES": _int(0),
-    "CACHE_DEFAULT_TTL": _int(1),
-    "CACHE_ENABLED": _bool,
-    "COALESCING_ENABLED": _bool,
-    "STALE_IF_ERROR_SECONDS": _int(0),
-    "REDIS_URL": _redis_url,
-    "REDIS_PREFIX": _str,
-    "REDIS_SOCKET_TIMEOUT": _float(0.001),
-    "REDIS_LEASE_SECONDS": _float(0.1),
-    "BREAKER_FAIL_MAX": _int(1, 10_000),
-    "BREAKER_RESET_TIMEOUT": _float(0.01),
-    "RATE_LIMIT": _rate_limit,
-    "TRUSTED_PROXIES": _int(0, 10),
-    "API_KEYS": _csv,
-    "METRICS_TOKEN": _str,
-    "CORS_ORIGINS": _csv,
-    "LLM_PRICES": _prices,
-    "METRICS_ENABLED": _bool,
-}
+def variables() -> dict[str, Var]:
+    """Return every variable the service reads, by name, with its declaration."""
+    return {field.name.upper(): field.metadata["var"] for field in dataclasses.fields(Settings)}
 
 
-def _raw(env: Mapping[str, str], defaults: type[BaseConfig], name: str) -> str:
-    value = env.get(name)
-    return getattr(defaults, name) if value is None or value == "" else value
+def _value(name: str, var: Var, env: Mapping[str, str], defaults: Mapping[str, str]) -> Any:
+    raw = env.get(name)
+    if raw is not None and not raw.strip():
+        if var.otel:
+            raw = None  # OpenTelemetry: empty is unset
+        elif var.empty is _INVALID:
+            raise ConfigError(
+                f"{name} must not be empty (unset it for the default, {defaults.get(name, var.default)!r})"
+            )
+        else:
+            return var.empty
+    if raw is None:
+        raw = defaults.get(name, var.default)
+        if not raw:
+            return var.empty
+    return var.parse(name, raw)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Parse settings from `environ` (default: os.environ); raise ConfigError naming the variable."""
     env = os.environ if environ is None else environ
-    app_env = _PARSERS["APP_ENV"]("APP_ENV", env.get("APP_ENV") or "production")
-    defaults = ENVIRONMENTS[app_env]
-    optional = ("UPSTREAM_POOL_SIZE", "UPSTREAM_TIMEOUT")  # empty means "derive it"
-    values = {
-        name: parse(name, _raw(env, defaults, name))
-        for name, parse in _PARSERS.items()
-        if name not in optional or _raw(env, defaults, name)
-    }
-    values.setdefault("UPSTREAM_TIMEOUT", None)
+    declared = variables()
+    app_env = _value("APP_ENV", declared["APP_ENV"], env, {})
+    defaults = ENVIRONMENT_DEFAULTS[app_env]
+    values = {name: _value(name, var, env, defaults) for name, var in declared.items()}
 
     provider = values["LLM_PROVIDER"] or ("anthropic" if values["ANTHROPIC_API_KEY"] else "template")
     if provider == "anthropic" and not values["ANTHROPIC_API_KEY"]:
@@ -338,5 +311,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("OPENAI_BASE_URL must be set when LLM_PROVIDER=openai")
     values["LLM_PROVIDER"] = provider
     values["LLM_MODEL"] = values["LLM_MODEL"] or DEFAULT_MODELS[provider]
-    values.setdefault("UPSTREAM_POOL_SIZE", values["WORKER_CONNECTIONS"])
+    values["UPSTREAM_POOL_SIZE"] = values["UPSTREAM_POOL_SIZE"] or values["WORKER_CONNECTIONS"]
     return Settings(**{name.lower(): value for name, value in values.items()})

@@ -18,7 +18,7 @@ from app.gateway.observer import Observer
 from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
 from config.settings import Settings
 
-__all__ = ["PrometheusObserver", "init_app", "init_endpoint_series", "multiprocess_dir"]
+__all__ = ["PrometheusObserver", "init_app", "init_endpoint_series"]
 
 # From sub-millisecond cache hits to minute-long video calls.
 LATENCY_BUCKETS = (
@@ -44,11 +44,6 @@ LATENCY_BUCKETS = (
     120,
 )
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
-
-
-def multiprocess_dir() -> str | None:
-    """Return PROMETHEUS_MULTIPROC_DIR when gunicorn set it up (see config/gunicorn.conf.py)."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class _Metrics:
@@ -258,7 +253,9 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
     """Install HTTP metrics and /metrics; return the observer the gateway reports to."""
     if not settings.metrics_enabled:
         return None
-    multiproc = multiprocess_dir() is not None
+    # Under gunicorn, on_starting sets PROMETHEUS_MULTIPROC_DIR before the workers fork and load
+    # their settings; a plain create_app (tests, benchmarks) has none and uses its own registry.
+    multiproc = bool(settings.prometheus_multiproc_dir)
     registry = None if multiproc else CollectorRegistry()
     # The exporter serves /metrics (aggregating the workers' files); the request metrics are ours,
     # recorded in one after_request hook: the exporter's defaults cost ~20 µs per request here and

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces, configured from the standard OTEL_* variables, set up per worker.
+"""OpenTelemetry traces, configured from the standard OTEL_* variables (parsed, like every
+other variable, in config/settings.py and passed to the SDK explicitly), set up per worker.
 
 On when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (OTLP over HTTP: gRPC misbehaves under gevent),
 or in development (console exporter); off when OTEL_SDK_DISABLED=true or nothing would receive the
@@ -7,7 +8,6 @@ spans. Off means no instrumentation at all: it costs ~40 % of cached-request thr
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -15,18 +15,22 @@ from flask import Flask, g
 
 from config.settings import Settings
 
-__all__ = ["OTelTracer", "init_app", "tracing_wanted"]
+__all__ = ["OTelTracer", "init_app", "sampler"]
 
 _instrumented_requests = False
 
 
-def tracing_wanted(settings: Settings, environ: dict[str, str] | None = None) -> bool:
-    """Return whether traces would go anywhere: an OTLP endpoint, or the console in development."""
-    env = os.environ if environ is None else environ
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return bool(endpoint) or settings.app_env == "development"
+def sampler(settings: Settings) -> Any:
+    """Build the sampler OTEL_TRACES_SAMPLER / _ARG name."""
+    from opentelemetry.sdk.trace import sampling
+
+    name, ratio = settings.otel_traces_sampler, settings.otel_traces_sampler_arg
+    root = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(ratio),
+    }[name.removeprefix("parentbased_")]
+    return sampling.ParentBased(root) if name.startswith("parentbased_") else root
 
 
 class OTelTracer:
@@ -42,7 +46,7 @@ class OTelTracer:
 def init_app(app: Flask, settings: Settings) -> OTelTracer | None:
     """Install the tracer provider, Flask and requests instrumentation; None when tracing is off."""
     global _instrumented_requests
-    if not tracing_wanted(settings):
+    if not settings.tracing_enabled:
         return None
     from opentelemetry import trace
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
@@ -51,18 +55,21 @@ def init_app(app: Flask, settings: Settings) -> OTelTracer | None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    service = os.environ.get("OTEL_SERVICE_NAME") or "prompt-builder-api"
-    resource = Resource.create({"service.name": service, "deployment.environment": settings.app_env})
-    provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER / _ARG
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if endpoint:
+    resource = Resource.create({"service.name": settings.otel_service_name, "deployment.environment": settings.app_env})
+    provider = TracerProvider(resource=resource, sampler=sampler(settings))
+    delay = settings.otel_bsp_schedule_delay
+    if settings.otel_traces_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # Short timeouts and a bounded queue: a dead collector drops spans, never slows requests.
-        exporter: Any = OTLPSpanExporter(timeout=float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", "2")))
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=4096, export_timeout_millis=2000))
+        timeout = settings.otel_exporter_otlp_timeout / 1000
+        exporter: Any = OTLPSpanExporter(endpoint=settings.otel_traces_endpoint, timeout=timeout)
+        processor = BatchSpanProcessor(
+            exporter, max_queue_size=4096, schedule_delay_millis=delay, export_timeout_millis=timeout * 1000
+        )
     else:
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        processor = BatchSpanProcessor(ConsoleSpanExporter(), schedule_delay_millis=delay)
+    provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     FlaskInstrumentor().instrument_app(app, tracer_provider=provider, excluded_urls="health,metrics")
     if not _instrumented_requests:  # patches requests.Session for the whole process, once

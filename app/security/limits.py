@@ -40,6 +40,9 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         in_memory_fallback_enabled=True,
     )
     limiter.init_app(app)
+    # Without shared storage each worker counts on its own: the policy header says so, since
+    # with N workers a client may get up to N times RateLimit-Limit (README, "Rate limits").
+    scope = "shared by all workers" if settings.redis_url else f"counted per worker, {settings.web_concurrency} workers"
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:
@@ -50,6 +53,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         response.headers["RateLimit-Limit"] = str(current.limit.amount)
         response.headers["RateLimit-Remaining"] = str(current.remaining)
         response.headers["RateLimit-Reset"] = str(reset_in)
+        window = current.limit.get_expiry()
+        response.headers["RateLimit-Policy"] = f'{current.limit.amount};w={window};comment="{scope}"'
         if response.status_code == 429:
             response.headers["Retry-After"] = str(max(1, reset_in))
         return response

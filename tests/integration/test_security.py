@@ -49,6 +49,7 @@ def test_rate_limit_in_memory_is_exact() -> None:
         assert 1 <= int(refused.headers["Retry-After"]) <= 61  # the window's end, rounded up
         assert refused.headers["RateLimit-Limit"] == str(limit)
         assert refused.headers["RateLimit-Remaining"] == "0"
+        assert refused.headers["RateLimit-Policy"] == f'{limit};w=60;comment="counted per worker, 1 workers"'
         assert responses[0].headers["RateLimit-Remaining"] == str(limit - 1)
         assert "Retry-After" not in responses[0].headers
         assert {requests.get(server.url + "/health", timeout=5).status_code for _ in range(20)} == {200}
@@ -67,6 +68,26 @@ def test_rate_limit_shared_through_redis_across_workers() -> None:
             statuses = Counter(pool.map(lambda _: _post(server.url).status_code, range(limit + extra)))
         assert statuses == {200: limit, 429: extra}
         assert total(scrape(server), "rate_limited_requests_total") == extra
+        assert _post(server.url).headers["RateLimit-Policy"] == f'{limit};w=60;comment="shared by all workers"'
+        assert "counted per worker" not in server.output()
+
+
+def test_per_worker_limits_are_announced_once() -> None:
+    with start_server({"RATE_LIMIT": "10/minute"}, workers=2) as server:
+        policy = _post(server.url).headers["RateLimit-Policy"]
+        assert policy == '10;w=60;comment="counted per worker, 2 workers"'
+        warnings = [line for line in server.output().splitlines() if "is counted per worker" in line]
+        assert warnings == [
+            "warning: RATE_LIMIT=10/minute is counted per worker without REDIS_URL; "
+            "with 2 workers a client may get up to 2x that"
+        ]
+
+
+def test_empty_rate_limit_turns_limiting_off_in_production() -> None:
+    with start_server({"APP_ENV": "production", "RATE_LIMIT": "", "LOG_LEVEL": "WARNING"}) as server:
+        responses = [_post(server.url) for _ in range(70)]  # over the 60/minute default
+        assert {r.status_code for r in responses} == {200}
+        assert "RateLimit-Limit" not in responses[-1].headers
 
 
 def test_limits_count_per_api_key() -> None:
