@@ -36,6 +36,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """
     from app import api, errors, middleware
     from app.gateway import build_gateway
+    from app.gateway.observer import Observers
     from app.observability import access, logs, metrics, tracing
     from app.security import auth, headers, limits
     from app.services import PromptService
@@ -51,20 +52,21 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app, settings)
     middleware.init_app(app)  # first: every later hook and error sees the request id
     errors.init_app(app)
-    observer = metrics.init_app(app, settings)  # before auth and limits: 401s and 429s are counted too
+    prometheus = metrics.init_app(app, settings)  # before auth and limits: 401s and 429s are counted too
     access.init_app(app, settings)
     headers.init_app(app, settings)
     auth.init_app(app, settings)  # before the limiter: limits count per API key
     limits.init_app(app, settings)  # Flask-Limiter registers itself in app.extensions["limiter"]
     tracer = tracing.init_app(app, settings)
+    facts = access.RequestFacts()
+    observer = Observers(facts, prometheus) if prometheus is not None else facts
     gateway = build_gateway(settings, observer, tracer)
     service = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)
     app.extensions["prompt_service"] = service
-    if observer is not None:
-        provider = gateway.upstream.provider
-        observer.known(provider.name, provider.model, *service.label_values())
-        if gateway.l1 is not None:
-            observer.m.cache_max_bytes.set(gateway.l1.max_bytes)
+    provider = gateway.upstream.provider
+    observer.known(provider.name, provider.model, *service.label_values())
+    if prometheus is not None and gateway.l1 is not None:
+        prometheus.m.cache_max_bytes.set(gateway.l1.max_bytes)
     api.init_app(app)
     metrics.init_endpoint_series(app)
     return app

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
 
 __all__ = [
     "MODES",
@@ -106,18 +106,28 @@ class CustomSuggestionsRequest(_Request):
     fullPrompt: Required50k  # type: ignore[valid-type]
 
 
-# Written out by hand: pydantic renders a key pattern as patternProperties, which lets keys that
-# miss the pattern through with any value; propertyNames + additionalProperties say what we mean.
-_AffectedFields = Annotated[  # type: ignore[valid-type]
-    dict[_text(200), Optional5k],  # type: ignore[valid-type, misc]
-    Field(max_length=50),
+AFFECTED_FIELDS_MAX_DEPTH = 16
+
+
+def _shallow_enough(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse nesting deeper than AFFECTED_FIELDS_MAX_DEPTH (the body size bounds the rest)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > AFFECTED_FIELDS_MAX_DEPTH:
+            raise ValueError(f"nested deeper than {AFFECTED_FIELDS_MAX_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+# Any JSON object, as the original service accepted: free-form keys and values, nested objects and
+# arrays included; bounded by MAX_BODY_BYTES and a nesting depth.
+_AffectedFields = Annotated[
+    dict[str, JsonValue],
+    AfterValidator(_shallow_enough),
     WithJsonSchema(
-        {
-            "type": "object",
-            "maxProperties": 50,
-            "propertyNames": {"type": "string", "maxLength": 200, "pattern": _NO_NUL},
-            "additionalProperties": {"type": "string", "maxLength": 5000, "pattern": _NO_NUL},
-        }
+        {"type": "object", "description": f"any JSON object, nested at most {AFFECTED_FIELDS_MAX_DEPTH} levels"}
     ),
 ]
 

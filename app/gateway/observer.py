@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NullObserver", "Observer"]
+__all__ = ["NullObserver", "Observer", "Observers"]
 
 
 class Observer:
@@ -55,3 +55,24 @@ class Observer:
 
 class NullObserver(Observer):
     """Observes nothing (tests, benchmarks, metrics off)."""
+
+
+class Observers(Observer):
+    """Tells every one of several observers (request facts, metrics) each event, in order."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.members = observers
+
+
+def _fan_out(name: str) -> Any:
+    def method(self: Observers, *args: Any, **kwargs: Any) -> None:
+        for observer in self.members:
+            getattr(observer, name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Observer, name).__doc__
+    return method
+
+
+for _name in [n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_")]:
+    setattr(Observers, _name, _fan_out(_name))

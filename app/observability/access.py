@@ -1,15 +1,19 @@
-"""Per request: one JSON access-log line on stdout and a Server-Timing header."""
+"""Per request: the facts of the request (tokens, cache and upstream time), one JSON access-log
+line on stdout and a Server-Timing header. The facts are recorded by RequestFacts whatever the
+metrics setting: they belong to the request, not to the metrics backend."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
+from app.gateway.observer import Observer
 from config.settings import Settings
 
-__all__ = ["init_app"]
+__all__ = ["RequestFacts", "init_app"]
 
 log = logging.getLogger("app.access")
 
@@ -19,6 +23,23 @@ def _trace_id() -> str | None:
 
     context = trace.get_current_span().get_span_context()
     return f"{context.trace_id:032x}" if context.is_valid else None
+
+
+class RequestFacts(Observer):
+    """Keeps what the gateway did for the current request on `g`, for the log and Server-Timing."""
+
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
+        if has_request_context():
+            g.cache_seconds = seconds
+
+    def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
+        if has_request_context() and hasattr(outcome, "input_tokens"):  # a ProviderResult: tokens spent
+            spent = g.get("tokens", (0, 0))
+            g.tokens = (spent[0] + outcome.input_tokens, spent[1] + outcome.output_tokens)
+
+    def upstream_wait(self, seconds: float) -> None:
+        if has_request_context():
+            g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
 
 
 def init_app(app: Flask, settings: Settings) -> None:

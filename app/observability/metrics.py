@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import psutil
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
@@ -147,7 +147,7 @@ class _Metrics:
 
 
 class PrometheusObserver(Observer):
-    """Turns gateway events into metrics, and keeps per-request timings for logs and headers."""
+    """Turns gateway events into metrics (request facts for logs are app.observability.access's)."""
 
     def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
         self.m = metrics
@@ -173,8 +173,6 @@ class PrometheusObserver(Observer):
             m.retries.labels(provider, str(reason))
 
     def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
-        if has_request_context():
-            g.cache_seconds = seconds
         if status == "HIT":
             self.m.hits.labels(namespace).inc()
         elif status == "MISS":
@@ -202,11 +200,6 @@ class PrometheusObserver(Observer):
         cost = (outcome.input_tokens * price_in + outcome.output_tokens * price_out) / 1e6
         if cost:
             self.m.cost.labels(*labels).inc(cost)
-        if has_request_context():
-            g.tokens = (
-                g.get("tokens", (0, 0))[0] + outcome.input_tokens,
-                g.get("tokens", (0, 0))[1] + outcome.output_tokens,
-            )
 
     def _price(self, model: str) -> tuple[float, float]:
         # Exact model, else the longest table entry the name starts with (dated model ids).
@@ -217,10 +210,6 @@ class PrometheusObserver(Observer):
 
     def upstream_retry(self, provider: str, request: Any, failure: Any, delay: float) -> None:
         self.m.retries.labels(provider, str(failure.status) if failure.status else failure.kind).inc()
-
-    def upstream_wait(self, seconds: float) -> None:
-        if has_request_context():
-            g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
 
     def breaker_state(self, name: str, code: int) -> None:
         self.m.breaker.labels(name).set(code)

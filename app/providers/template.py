@@ -103,8 +103,13 @@ def _scene(inputs: dict[str, Any]) -> dict[str, Any]:
             if changed
             else f"'{inputs['changedField']}' refines the current scene without replacing it."
         ),
-        "suggestedUpdates": {key: value for key, value in affected.items() if changed and value},
+        # Free-form values (objects, numbers) are suggested as their JSON text.
+        "suggestedUpdates": {key: _as_text(value) for key, value in affected.items() if changed and value},
     }
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 _ANGLES = ("vivid", "minimal", "unexpected", "classic", "cinematic", "intimate", "bold", "quiet")

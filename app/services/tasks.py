@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,14 @@ class Task:
 
 def _section(title: str, text: str | None) -> str:
     return f"<{title}>\n{text}\n</{title}>" if text else ""
+
+
+def _fields(fields: dict[str, Any]) -> str:
+    """One line per field; nested values as compact JSON."""
+    return "\n".join(
+        f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+        for key, value in fields.items()
+    )
 
 
 def _join(*parts: str) -> str:
@@ -107,7 +116,7 @@ TASKS: dict[str, Task] = {
             _section("old_value", i.get("oldValue")),
             _section("new_value", i["newValue"]),
             _section("full_prompt", i["fullPrompt"]),
-            _section("affected_fields", "\n".join(f"{k}: {v}" for k, v in (i.get("affectedFields") or {}).items())),
+            _section("affected_fields", _fields(i.get("affectedFields") or {})),
         ),
         answer=SceneChangeAnswer,
         temperature=0.2,

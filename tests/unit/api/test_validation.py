@@ -226,3 +226,44 @@ def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
     assert len(generated.headers["X-Request-ID"]) == 32
     error = client.post("/api/optimize", json={}, headers={"X-Request-ID": "req-9"})
     assert error.get_json()["requestId"] == "req-9" == error.headers["X-Request-ID"]
+
+
+SCENE = VALID["/api/detect-scene-change"]
+
+
+@pytest.mark.parametrize(
+    "affected",
+    [
+        {"time": "noon"},
+        {"lighting": {"key": "warm", "fill": ["soft", "low"]}, "count": 3, "ok": True, "none": None},
+        {"": "empty key", "with space": 1.5, "emoji 🎬": ["a", {"b": [1, 2]}]},
+        {"deep": {"a": {"b": {"c": {"d": {"e": "f"}}}}}},
+    ],
+)
+def test_affected_fields_take_any_json_object_like_the_original(client: FlaskClient, affected: dict) -> None:
+    response = client.post("/api/detect-scene-change", json={**SCENE, "affectedFields": affected})
+    assert response.status_code == 200, response.get_json()
+    assert isinstance(response.get_json()["suggestedUpdates"], dict)
+
+
+def test_affected_fields_nesting_is_bounded(client: FlaskClient) -> None:
+    from app.schemas import AFFECTED_FIELDS_MAX_DEPTH
+
+    def nested(depth: int) -> dict:
+        value: dict = {"leaf": "x"}
+        for _ in range(depth - 1):
+            value = {"k": value}
+        return value
+
+    ok = client.post("/api/detect-scene-change", json={**SCENE, "affectedFields": nested(AFFECTED_FIELDS_MAX_DEPTH)})
+    assert ok.status_code == 200
+    too_deep = nested(AFFECTED_FIELDS_MAX_DEPTH + 1)
+    deep = client.post("/api/detect-scene-change", json={**SCENE, "affectedFields": too_deep})
+    assert deep.status_code == 400
+    assert "nested deeper than 16 levels" in deep.get_json()["details"]
+
+
+@pytest.mark.parametrize("affected", [["a list"], "text", 3])
+def test_affected_fields_must_still_be_an_object(client: FlaskClient, affected: object) -> None:
+    response = client.post("/api/detect-scene-change", json={**SCENE, "affectedFields": affected})
+    assert response.status_code == 400

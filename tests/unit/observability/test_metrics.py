@@ -79,3 +79,33 @@ def test_a_fresh_server_exports_every_documented_series_at_zero() -> None:
     coalesced = {(lab["type"], lab["cache_type"]) for lab, _ in series["coalesced_requests_total"]}
     assert {("worker", "optimize"), ("cluster", "optimize"), ("worker", "scene")} <= coalesced
     assert {lab["endpoint"] for lab, _ in series["rate_limited_requests_total"]} >= {"optimize.optimize"}
+
+
+def test_request_facts_do_not_need_metrics(fake_upstream) -> None:  # type: ignore[no-untyped-def]
+    """Tokens and upstream time reach Server-Timing (and the log) with METRICS_ENABLED=false."""
+    app = create_app(
+        {
+            "APP_ENV": "testing",
+            "METRICS_ENABLED": "false",
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+            "ANTHROPIC_BASE_URL": fake_upstream.url,
+        }
+    )
+    seen: dict = {}
+
+    @app.after_request
+    def _capture(response):  # type: ignore[no-untyped-def]
+        from flask import g, request
+
+        if request.path == "/api/optimize":
+            seen.update(tokens=g.get("tokens"), upstream=g.get("upstream_seconds"), cache=g.get("cache_seconds"))
+        return response
+
+    response = app.test_client().post("/api/optimize", json={"prompt": "facts", "mode": "code"})
+    assert response.status_code == 200
+    assert app.test_client().get("/metrics").status_code == 404  # metrics really are off
+    upstream = fake_upstream.stats()["tokens"]
+    assert seen["tokens"] == (upstream["input"], upstream["output"]) and seen["tokens"][0] > 0
+    assert seen["upstream"] > 0 and seen["cache"] is not None
+    timing = response.headers["Server-Timing"]
+    assert "upstream;dur=" in timing and "cache;dur=" in timing
