@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from app.api._body import prompt_service
+
 __all__ = ["bp"]
 
 bp = Blueprint("health", __name__)
@@ -17,17 +19,8 @@ def _now() -> str:
 
 
 def _checks() -> dict[str, dict[str, object]]:
-    gateway = current_app.extensions["prompt_service"].gateway
-    breaker = gateway.upstream.breaker
-    checks: dict[str, dict[str, object]] = {
-        "provider": {"status": "ok", "name": gateway.upstream.provider.name},
-        # An open breaker still serves cached and stale answers: a warning, not "not ready".
-        "circuitBreaker": {"status": "ok" if breaker.state == "closed" else "warn", "state": breaker.state},
-        "draining": {"status": "fail" if current_app.extensions.get("draining") else "ok"},
-    }
-    if gateway.l2 is not None:
-        # Redis down degrades to L1 and upstream: reported, never fatal.
-        checks["redis"] = {"status": "ok" if gateway.l2.ping() else "warn"}
+    checks = prompt_service().readiness()
+    checks["draining"] = {"status": "fail" if current_app.extensions.get("draining") else "ok"}
     return checks
 
 

@@ -2,6 +2,7 @@
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from app.api._body import prompt_service
 from app.errors import error_response
 from app.observability.stats import server_stats
 
@@ -15,5 +16,4 @@ def stats() -> Response:
     registry = current_app.extensions.get("metrics_registry")
     if registry is None:
         return error_response(404, "Statistics are off", "METRICS_ENABLED is false on this server")
-    breaker = current_app.extensions["prompt_service"].gateway.upstream.breaker
-    return jsonify(server_stats(registry, breaker.state))
+    return jsonify(server_stats(registry, prompt_service().breaker_state))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 import redis
 
@@ -15,7 +14,6 @@ from app.cache.memory import CachedValue
 __all__ = ["RedisCache", "RedisHealth"]
 
 log = logging.getLogger(__name__)
-_HEADER = struct.Struct("!dd")  # stored_at, fresh_until
 
 
 class RedisHealth:
@@ -44,42 +42,33 @@ class RedisHealth:
 
 
 class RedisCache:
-    """Entries are the same serialized bytes as L1, prefixed with their timestamps."""
+    """Entries are CachedValue.encode() bytes, expiring when even a stale answer would be too old."""
 
     def __init__(self, client: redis.Redis, prefix: str, stale_seconds: float, health: RedisHealth) -> None:
         self._client = client
         self._prefix = f"{prefix}cache:"
         self._stale_seconds = stale_seconds
         self.health = health
-        self.hits = self.misses = self.errors = 0
 
     def get(self, key: str) -> CachedValue | None:
         try:
             raw = cast("bytes | None", self._client.get(self._prefix + key))
         except redis.RedisError as exc:
-            self.errors += 1
             self.health.failed("cache get", exc)
             return None
-        if raw is None or len(raw) < _HEADER.size:
-            self.misses += 1
-            return None
-        self.hits += 1
-        stored_at, fresh_until = _HEADER.unpack_from(raw)
-        return CachedValue(bytes(raw[_HEADER.size :]), stored_at, fresh_until)
+        return None if raw is None else CachedValue.decode(raw)
 
-    def set(self, key: str, value: CachedValue) -> None:
+    def set(self, key: str, value: CachedValue) -> bool:
+        """Store the entry; return False when it was not stored (already too old, or Redis failed)."""
         keep = value.fresh_until + self._stale_seconds - time.time()
         if keep <= 0:
-            return
+            return False
         try:
-            self._client.set(
-                self._prefix + key,
-                _HEADER.pack(value.stored_at, value.fresh_until) + value.data,
-                px=max(1, int(keep * 1000)),
-            )
+            self._client.set(self._prefix + key, value.encode(), px=max(1, int(keep * 1000)))
         except redis.RedisError as exc:
-            self.errors += 1
             self.health.failed("cache set", exc)
+            return False
+        return True
 
     def ping(self) -> bool:
         try:
@@ -87,6 +76,3 @@ class RedisCache:
         except redis.RedisError as exc:
             self.health.failed("ping", exc)
             return False
-
-    def stats(self) -> dict[str, Any]:
-        return {"hits": self.hits, "misses": self.misses, "errors": self.errors}

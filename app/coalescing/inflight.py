@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gevent import Timeout
 from gevent.event import AsyncResult
@@ -31,14 +31,11 @@ class InFlight:
     def __init__(self, on_wait: Callable[[int], None] | None = None) -> None:
         self._pending: dict[str, AsyncResult] = {}
         self._on_wait = on_wait or _ignore
-        self.leaders = 0
-        self.followers = 0
 
     def run(self, key: str, call: Callable[[], T], timeout: float) -> tuple[T, bool]:
         """Return (value, coalesced): coalesced is True when another caller did the work."""
         pending = self._pending.get(key)
         if pending is not None:
-            self.followers += 1
             self._on_wait(1)
             try:
                 return pending.get(timeout=timeout), True
@@ -48,7 +45,6 @@ class InFlight:
                 self._on_wait(-1)
         result: AsyncResult = AsyncResult()
         self._pending[key] = result
-        self.leaders += 1
         try:
             value = call()
         except Exception as exc:
@@ -66,12 +62,3 @@ class InFlight:
 
     def __len__(self) -> int:
         return len(self._pending)
-
-    def stats(self) -> dict[str, Any]:
-        total = self.leaders + self.followers
-        return {
-            "leaders": self.leaders,
-            "coalesced": self.followers,
-            "rate": round(self.followers / total, 4) if total else 0.0,
-            "inFlight": len(self._pending),
-        }

@@ -1,12 +1,12 @@
-"""Cross-process coalescing through Redis: a lease lock elects one leader per key across all
-workers and instances; followers learn the outcome by pub/sub, not by polling."""
+"""Cross-process coalescing through Redis: a lease lock (redis-py's Lock: SET NX PX with a token,
+token-checked release and extend) elects one leader per key across all workers and instances;
+the live leader renews its lease; followers learn the outcome by pub/sub, not by polling."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +14,7 @@ import gevent
 import redis
 from gevent import Timeout
 from gevent.event import AsyncResult
+from redis.lock import Lock
 
 from app.cache.memory import CachedValue
 from app.cache.redis import RedisCache, RedisHealth
@@ -23,21 +24,11 @@ __all__ = ["RedisCoalescer"]
 
 log = logging.getLogger(__name__)
 
-# Delete or extend the lock only while we still own it (its value is our token).
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-_EXTEND = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
 
-
-def _encode_ok(value: CachedValue) -> bytes:
-    meta = json.dumps([value.stored_at, value.fresh_until]).encode()
-    return b"1" + meta + b"\n" + value.data
-
-
-def _decode(message: bytes) -> CachedValue | APIError:
+def _decode(message: bytes) -> CachedValue | APIError | None:
+    """A leader's message: b"1" + the answer (CachedValue's one encoding), or b"0" + its error."""
     if message[:1] == b"1":
-        meta, _, data = message[1:].partition(b"\n")
-        stored_at, fresh_until = json.loads(meta)
-        return CachedValue(data, stored_at, fresh_until)
+        return CachedValue.decode(message[1:])
     return error_from_wire(json.loads(message[1:]))
 
 
@@ -59,69 +50,64 @@ class RedisCoalescer:
         self._listener_client = listener_client
         self._lock_prefix = f"{prefix}lock:"
         self._channel_prefix = f"{prefix}done:"
-        self._lease_ms = int(lease_seconds * 1000)
+        self._lease = lease_seconds
         self._l2 = l2
         self.health = health
         self._on_wait = on_wait or (lambda _delta: None)
         self._waiters: dict[str, list[AsyncResult]] = {}
         self._listener: gevent.Greenlet | None = None
-        self._release = client.register_script(_RELEASE)
-        self._extend = client.register_script(_EXTEND)
-        self.leaders = self.followers = 0
 
     # --- public --------------------------------------------------------------------------------
 
     def run(self, key: str, call: Callable[[], CachedValue], timeout: float) -> tuple[CachedValue, bool]:
         """Return (value, coalesced); raise the leader's error when another process led."""
         end = time.monotonic() + timeout
-        token = uuid.uuid4().hex
         while True:
+            # thread_local=False: the lease heartbeat, another greenlet, must see the token.
+            lock = self._client.lock(self._lock_prefix + key, timeout=self._lease, thread_local=False)
             try:
-                leader = bool(self._client.set(self._lock_prefix + key, token, nx=True, px=self._lease_ms))
+                leader = lock.acquire(blocking=False)
             except redis.RedisError as exc:
                 self.health.failed("coalescing lock", exc)
                 return call(), False
             if leader:
-                return self._lead(key, token, call), False
+                return self._lead(key, lock, call), False
             outcome = self._follow(key, end)
             if outcome is not None:
-                self.followers += 1
                 if isinstance(outcome, APIError):
                     raise outcome
                 return outcome, True
             # The lock vanished with no result (leader died or Redis hiccup): try to lead.
 
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.kill(block=False)
-
     # --- leader --------------------------------------------------------------------------------
 
-    def _lead(self, key: str, token: str, call: Callable[[], CachedValue]) -> CachedValue:
-        self.leaders += 1
-        lock = self._lock_prefix + key
-        heartbeat = gevent.spawn(self._keep_lease, lock, token)
+    def _lead(self, key: str, lock: Lock, call: Callable[[], CachedValue]) -> CachedValue:
+        heartbeat = gevent.spawn(self._keep_lease, lock)
         try:
             value = call()
         except Exception as exc:
             self._publish(key, b"0" + json.dumps(error_to_wire(exc)).encode())
             raise
         else:
-            self._publish(key, _encode_ok(value))
+            self._publish(key, b"1" + value.encode())
             return value
         finally:
             heartbeat.kill(block=False)
             try:
-                self._release(keys=[lock], args=[token])
+                lock.release()
+            except redis.exceptions.LockError:
+                pass  # the lease ran out (Redis was unreachable too long): another may lead now
             except redis.RedisError as exc:
                 self.health.failed("coalescing unlock", exc)
 
-    def _keep_lease(self, lock: str, token: str) -> None:
+    def _keep_lease(self, lock: Lock) -> None:
         # A live leader keeps its lease; a dead one loses it within one lease period.
         while True:
-            gevent.sleep(self._lease_ms / 3000)
+            gevent.sleep(self._lease / 3)
             try:
-                self._extend(keys=[lock], args=[token, self._lease_ms])
+                lock.reacquire()
+            except redis.exceptions.LockError:
+                return  # no longer ours: nothing left to keep
             except redis.RedisError as exc:
                 self.health.failed("coalescing lease", exc)
 
@@ -148,7 +134,7 @@ class RedisCoalescer:
             cached = self._l2.get(key)
             if cached is not None:
                 return cached
-            check_every = max(0.05, self._lease_ms / 3000)
+            check_every = max(0.05, self._lease / 3)
             while True:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -206,6 +192,3 @@ class RedisCoalescer:
             self.health.failed("coalescing listener", exc)
         finally:
             pubsub.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {"leaders": self.leaders, "coalesced": self.followers}

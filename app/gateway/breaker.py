@@ -103,11 +103,3 @@ class Breaker:
         log.log(level, "circuit breaker %s: %s -> %s", self.name, old, new)
         if self._on_change is not None:
             self._on_change(self.name, STATE_CODES.get(new, 0))
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "failures": self.failures,
-            "retryAfter": round(self.retry_after(), 3),
-        }

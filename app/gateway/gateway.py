@@ -77,6 +77,24 @@ class Gateway:
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
 
+    @property
+    def breaker_state(self) -> str:
+        """closed, open or half-open."""
+        return self.upstream.breaker.state
+
+    def readiness(self) -> dict[str, dict[str, object]]:
+        """Checks for /health/ready that never call the paid upstream: provider, breaker, Redis."""
+        state = self.breaker_state
+        checks: dict[str, dict[str, object]] = {
+            "provider": {"status": "ok", "name": self.upstream.provider.name},
+            # An open breaker still serves cached and stale answers: a warning, not "not ready".
+            "circuitBreaker": {"status": "ok" if state == "closed" else "warn", "state": state},
+        }
+        if self.l2 is not None:
+            # Redis down degrades to L1 and upstream: reported, never fatal.
+            checks["redis"] = {"status": "ok" if self.l2.ping() else "warn"}
+        return checks
+
     def key_for(self, request: LLMRequest) -> str:
         """Return the cache key: namespace plus a hash of provider, model and request identity."""
         provider = self.upstream.provider
@@ -194,13 +212,3 @@ class Gateway:
         if stored and new:
             self._observer.cache_stored()
         self._observer.cache_size(len(self.l1), self.l1.bytes)
-
-    def stats(self) -> dict[str, Any]:
-        """Return this worker's view of cache, coalescing and breaker."""
-        return {
-            "cache": self.l1.stats() if self.l1 is not None else None,
-            "l2": self.l2.stats() if self.l2 is not None else None,
-            "coalescing": self.inflight.stats() if self.inflight is not None else None,
-            "sharedCoalescing": self.shared.stats() if self.shared is not None else None,
-            "circuitBreaker": self.upstream.breaker.stats(),
-        }

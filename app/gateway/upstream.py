@@ -63,7 +63,6 @@ class UpstreamCaller:
         self._max_retries = max_retries
         self._sleep = sleep
         self._tracer = tracer or NullTracer()
-        self.attempts = 0
 
     def call(self, request: LLMRequest) -> ProviderResult:
         """Return the provider's answer, or raise the APIError its last failure maps to."""
@@ -107,7 +106,6 @@ class UpstreamCaller:
         if remaining <= 0:
             self.breaker.release(probe)
             return UpstreamFailure("timeout", "request deadline reached")
-        self.attempts += 1
         started = time.perf_counter()
         outcome: ProviderResult | UpstreamFailure
         try:

@@ -8,7 +8,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from app.providers.base import UpstreamFailure
+from app.http.failure import UpstreamFailure
 
 __all__ = ["make_session", "post_json"]
 

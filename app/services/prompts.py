@@ -41,6 +41,14 @@ class PromptService:
         self._default_ttl = default_ttl
         self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
 
+    def readiness(self) -> dict[str, dict[str, object]]:
+        """The gateway's readiness checks (provider, breaker, Redis)."""
+        return self.gateway.readiness()
+
+    @property
+    def breaker_state(self) -> str:
+        return self.gateway.breaker_state
+
     @staticmethod
     def label_values() -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Return (cache namespaces, modes) this service's requests carry, for metric labels."""
