@@ -42,7 +42,8 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
     limiter.init_app(app)
     # Without shared storage each worker counts on its own: the policy header says so, since
     # with N workers a client may get up to N times RateLimit-Limit (README, "Rate limits").
-    scope = "shared by all workers" if settings.redis_url else f"counted per worker, {settings.web_concurrency} workers"
+    workers = settings.web_concurrency
+    scope = "shared by all workers" if settings.redis_url else f"counted per worker, {workers} worker(s)"
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:

@@ -40,6 +40,7 @@ def test_breaker_opens_answers_fast_probes_and_closes(fake_upstream: FakeUpstrea
             assert response.status_code == 503
             assert 1 <= int(response.headers["Retry-After"]) <= reset
             assert "circuit" in response.json()["error"]
+            assert response.json()["details"] == "recent upstream calls failed; calls resume after Retry-After seconds"
         assert fake_upstream.calls() == 3  # nothing reached the upstream while open
         p50, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
         print(f"\nopen breaker: 50 answers, p50 {p50:.2f} ms, max {worst:.2f} ms (client-measured, keep-alive)")
@@ -109,7 +110,7 @@ def test_stale_answer_when_the_upstream_fails(fake_upstream: FakeUpstreamProcess
     with start_server(_env(fake_upstream, CACHE_DEFAULT_TTL="1", UPSTREAM_MAX_RETRIES="0")) as server:
         fresh = _optimize(server.url, "keep me around")
         assert fresh.headers["X-Cache"] == "MISS"
-        time.sleep(1.2)
+        time.sleep(1.2)  # CACHE_DEFAULT_TTL=1: waiting out the clock, the answer is now expired
         fake_upstream.control(sticky={"status": 503})
         stale = _optimize(server.url, "keep me around")
         assert stale.status_code == 200

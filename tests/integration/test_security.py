@@ -49,7 +49,7 @@ def test_rate_limit_in_memory_is_exact() -> None:
         assert 1 <= int(refused.headers["Retry-After"]) <= 61  # the window's end, rounded up
         assert refused.headers["RateLimit-Limit"] == str(limit)
         assert refused.headers["RateLimit-Remaining"] == "0"
-        assert refused.headers["RateLimit-Policy"] == f'{limit};w=60;comment="counted per worker, 1 workers"'
+        assert refused.headers["RateLimit-Policy"] == f'{limit};w=60;comment="counted per worker, 1 worker(s)"'
         assert responses[0].headers["RateLimit-Remaining"] == str(limit - 1)
         assert "Retry-After" not in responses[0].headers
         assert {requests.get(server.url + "/health", timeout=5).status_code for _ in range(20)} == {200}
@@ -75,7 +75,7 @@ def test_rate_limit_shared_through_redis_across_workers() -> None:
 def test_per_worker_limits_are_announced_once() -> None:
     with start_server({"RATE_LIMIT": "10/minute"}, workers=2) as server:
         policy = _post(server.url).headers["RateLimit-Policy"]
-        assert policy == '10;w=60;comment="counted per worker, 2 workers"'
+        assert policy == '10;w=60;comment="counted per worker, 2 worker(s)"'
         warnings = [line for line in server.output().splitlines() if "is counted per worker" in line]
         assert warnings == [
             "warning: RATE_LIMIT=10/minute is counted per worker without REDIS_URL; "
@@ -159,7 +159,7 @@ def test_cors(locked: str) -> None:
             "Access-Control-Request-Headers": "content-type,x-api-key",
         },
     )
-    assert preflight.status_code == 200
+    assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://ui.example"
     assert "X-API-Key" in preflight.headers["Access-Control-Allow-Headers"]
     allowed = requests.post(

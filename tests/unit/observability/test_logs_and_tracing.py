@@ -1,0 +1,89 @@
+"""The JSON access log (one line per request, never the prompt), request ids, and the tracing
+setup chosen from settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import sampling
+
+from app import create_app
+from app.observability.logs import JSONFormatter
+from app.observability.tracing import sampler
+from config.settings import load_settings
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict] = []
+        self.setFormatter(JSONFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+@pytest.fixture
+def access_lines() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("app.access")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_one_access_line_per_request_without_the_prompt(access_lines: Lines) -> None:
+    client = create_app({"APP_ENV": "testing", "LOG_LEVEL": "INFO"}).test_client()
+    secret = "a prompt that must not be logged 81c2"
+    response = client.post("/api/optimize", json={"prompt": secret, "mode": "code"}, headers={"X-Request-ID": "r-1"})
+    assert response.headers["X-Request-ID"] == "r-1"
+    assert len(access_lines.lines) == 1
+    line = access_lines.lines[0]
+    assert secret not in json.dumps(line)
+    assert {k: line[k] for k in ("message", "method", "endpoint", "status", "request_id", "cache", "provider")} == {
+        "message": "request",
+        "method": "POST",
+        "endpoint": "optimize.optimize",
+        "status": 200,
+        "request_id": "r-1",
+        "cache": "MISS",
+        "provider": "template",
+    }
+    assert line["duration_ms"] > 0 and line["trace_id"] is None and line["level"] == "info"
+
+
+def test_no_access_line_above_info(access_lines: Lines) -> None:
+    create_app({"APP_ENV": "testing", "LOG_LEVEL": "WARNING"}).test_client().get("/health")
+    assert access_lines.lines == []
+
+
+@pytest.mark.parametrize("incoming", ["", "has space", "x" * 129, "semi;colon", "ünï"])
+def test_unsafe_request_ids_are_replaced(incoming: str) -> None:
+    client = create_app({"APP_ENV": "testing"}).test_client()
+    echoed = client.get("/health", headers={"X-Request-ID": incoming}).headers["X-Request-ID"]
+    assert echoed != incoming and re.fullmatch(r"[0-9a-f]{32}", echoed)
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "kind", "ratio"),
+    [
+        ("always_on", "1", sampling.StaticSampler, None),
+        ("traceidratio", "0.1", sampling.TraceIdRatioBased, 0.1),
+        ("parentbased_traceidratio", "0.25", sampling.ParentBased, 0.25),
+        ("parentbased_always_off", "1", sampling.ParentBased, None),
+    ],
+)
+def test_sampler_from_settings(name: str, arg: str, kind: type, ratio: float | None) -> None:
+    built = sampler(load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg}))
+    assert isinstance(built, kind)
+    if ratio is not None:
+        root = built._root if isinstance(built, sampling.ParentBased) else built  # type: ignore[attr-defined]
+        assert root.rate == ratio
+
+
+def test_tracing_off_means_no_tracer_provider() -> None:
+    assert "tracer_provider" not in create_app({"APP_ENV": "testing"}).extensions

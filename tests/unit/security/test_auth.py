@@ -1,0 +1,67 @@
+"""API keys on /api/*, the metrics token on /metrics and /stats, key extraction and comparison."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.security.auth import _digest, _matches, presented_key
+
+OPTIMIZE = {"prompt": "x", "mode": "code"}
+
+
+@pytest.fixture(scope="module")
+def locked() -> Flask:
+    return create_app({"APP_ENV": "testing", "API_KEYS": "alpha, beta", "METRICS_TOKEN": "scrape"})
+
+
+@pytest.mark.parametrize(
+    ("headers", "found"),
+    [
+        ({"X-API-Key": " alpha "}, "alpha"),
+        ({"Authorization": "Bearer beta"}, "beta"),
+        ({"Authorization": "bearer  beta "}, "beta"),
+        ({"Authorization": "Basic YWxwaGE="}, None),
+        ({"Authorization": "Bearer"}, None),
+        ({}, None),
+        ({"X-API-Key": "alpha", "Authorization": "Bearer beta"}, "alpha"),  # X-API-Key first
+    ],
+)
+def test_presented_key(headers: dict[str, str], found: str | None) -> None:
+    with Flask(__name__).test_request_context(headers=headers):
+        assert presented_key() == found
+
+
+def test_matching_compares_digests_of_every_allowed_key() -> None:
+    allowed = (_digest("alpha"), _digest("beta"))
+    assert _matches("beta", allowed) and not _matches("gamma", allowed) and not _matches("", allowed)
+    assert _matches("\udcff", (_digest("\udcff"),))  # undecodable bytes never crash the check
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"X-API-Key": "wrong"}, 403), ({"X-API-Key": "alpha"}, 200), ({"Authorization": "Bearer beta"}, 200)],
+)
+def test_api_routes_need_a_key(locked: Flask, headers: dict[str, str], status: int) -> None:
+    response = locked.test_client().post("/api/optimize", json=OPTIMIZE, headers=headers)
+    assert response.status_code == status
+    if status == 200:
+        assert response.headers["Cache-Control"] == "no-store"  # an authenticated answer is private
+    else:
+        assert set(response.get_json()) == {"error", "details", "requestId"}
+
+
+def test_operator_routes_need_the_token_and_health_does_not(locked: Flask) -> None:
+    client = locked.test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"X-API-Key": "alpha"}).status_code == 403  # an API key is not the token
+    assert client.get("/metrics", headers={"Authorization": "Bearer scrape"}).status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.open("/api/optimize", method="OPTIONS").status_code == 204  # preflights carry no key
+
+
+def test_open_when_no_keys_are_configured() -> None:
+    client = create_app({"APP_ENV": "testing"}).test_client()
+    assert client.post("/api/optimize", json=OPTIMIZE).status_code == 200
+    assert client.get("/metrics").status_code == 200
