@@ -36,7 +36,7 @@ test: $(DEV) ## Run the whole test suite (~4 min on 2 cores; bounded fuzzing wit
 
 fuzz: $(DEV) ## Deep schemathesis campaign (EXAMPLES=500 per operation; SEED=<n> replays, else a fresh one)
 	FUZZ_EXAMPLES=$${EXAMPLES:-500} FUZZ_SEED=$${SEED:-random} \
-	  $(BIN)/pytest -s tests/integration/test_hostile_input.py::test_schemathesis_finds_no_failures
+	  $(BIN)/pytest -s --no-cov tests/integration/test_hostile_input.py::test_schemathesis_finds_no_failures
 
 lint: $(DEV) ## Check style and formatting with ruff
 	$(BIN)/ruff check .
