@@ -11,6 +11,14 @@ Control over HTTP: GET /_stats, POST /_reset, POST /_control with a JSON object:
      "sticky": {"status": 500},          # applied to every call until cleared with null
      "hold": true}                       # model calls wait at a gate until {"release": true}
 Queued faults are used one per call, in order; a fault with "times" repeats that many calls.
+Streams ("stream": true in the body) answer in the API's own event-stream format, the text in
+"stream_chunks" pieces (default 8) "stream_interval" seconds apart (default 0), e.g.
+    {"stream_chunks": 20, "stream_interval": 0.05,
+     "faults": [{"action": "stream_error", "after": 3},        # an error event after 3 deltas
+                {"action": "stream_reset", "after": 2},        # TCP reset after 2 deltas
+                {"action": "stream_stall", "after": 1, "seconds": 30}]}   # silence mid-stream
+GET /_stats counts streams started, completed and aborted by the client (with the time of the
+last abort), so a test can see the service close an upstream stream nobody follows.
 The gate lets a test make "every caller is in flight before the upstream answers" true by
 construction: hold, send, wait until the service says everyone waits (GET /_stats "held"
 counts calls at the gate), then release.
@@ -110,6 +118,10 @@ class FakeUpstream:
         self.max_in_flight = 0
         self.tokens = {"input": 0, "output": 0}
         self.held = 0
+        self.stream_chunks = 8
+        self.stream_interval = 0.0
+        self.streams = {"started": 0, "completed": 0, "aborted": 0, "open": 0}
+        self.last_abort: float | None = None
         self._release_gate()
 
     def _release_gate(self) -> None:
@@ -138,6 +150,10 @@ class FakeUpstream:
     def control(self, spec: dict[str, Any]) -> dict[str, Any]:
         if "latency" in spec:
             self.latency = float(spec["latency"])
+        if "stream_chunks" in spec:
+            self.stream_chunks = max(1, int(spec["stream_chunks"]))
+        if "stream_interval" in spec:
+            self.stream_interval = float(spec["stream_interval"])
         if "video_latency" in spec:
             self.video_latency = spec["video_latency"]
         for fault in spec.get("faults", []):
@@ -167,6 +183,8 @@ class FakeUpstream:
             "inFlight": self.in_flight,
             "maxInFlight": self.max_in_flight,
             "held": self.held,
+            "streams": dict(self.streams),
+            "lastStreamAbort": self.last_abort,
             "tokens": dict(self.tokens),
             "seen": list(self.seen),
         }
@@ -211,6 +229,9 @@ class FakeUpstream:
                 self.held -= 1
         fault = self.faults.popleft() if self.faults else self.sticky
         latency = self.video_latency if self.video_latency is not None and "text-to-video" in system else self.latency
+        stream_fault = fault if fault and str(fault.get("action", "")).startswith("stream_") else None
+        if stream_fault:
+            fault = None
         if fault and fault.get("action") == "delay":
             latency = float(fault["seconds"])
         if latency:
@@ -238,10 +259,58 @@ class FakeUpstream:
         fingerprint = hashlib.sha256(raw).hexdigest()[:16]
         text = answer_text(system, user, fingerprint)
         payload = _message(body, text, system, user) if anthropic else _chat(body, text, system, user)
+        if body.get("stream"):
+            start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
+            return self._stream(environ, payload, anthropic, stream_fault)
         usage = payload["usage"]
         self.tokens["input"] += usage["input_tokens"] if anthropic else usage["prompt_tokens"]
         self.tokens["output"] += usage["output_tokens"] if anthropic else usage["completion_tokens"]
         return self._json(start_response, 200, payload)
+
+    def _stream(
+        self, environ: dict[str, Any], payload: dict[str, Any], anthropic: bool, fault: dict[str, Any] | None
+    ) -> Any:
+        """Yield the answer as server-sent events in the wire format of the path."""
+        import gevent
+
+        text = payload["content"][0]["text"] if anthropic else payload["choices"][0]["message"]["content"]
+        size = max(1, math.ceil(len(text) / self.stream_chunks))
+        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        events = _anthropic_events(payload, pieces) if anthropic else _openai_events(payload, pieces)
+        after = int(fault.get("after", 0)) if fault else -1
+        self.streams["started"] += 1
+        self.streams["open"] += 1
+        finished = False
+        try:
+            deltas = 0
+            for kind, event in events:
+                if kind == "delta":
+                    if deltas == after:
+                        action = fault["action"]  # type: ignore[index]
+                        if action == "stream_error":
+                            yield _error_event(anthropic)
+                            finished = True
+                            return
+                        if action == "stream_reset":
+                            _reset_connection(environ)
+                            finished = True
+                            return
+                        if action == "stream_stall":
+                            gevent.sleep(float(fault.get("seconds", 3600)))  # type: ignore[union-attr]
+                    if deltas and self.stream_interval:
+                        gevent.sleep(self.stream_interval)
+                    deltas += 1
+                yield event
+            usage = payload["usage"]
+            self.tokens["input"] += usage["input_tokens"] if anthropic else usage["prompt_tokens"]
+            self.tokens["output"] += usage["output_tokens"] if anthropic else usage["completion_tokens"]
+            self.streams["completed"] += 1
+            finished = True
+        finally:
+            self.streams["open"] -= 1
+            if not finished:  # the client went away (the server closed this generator early)
+                self.streams["aborted"] += 1
+                self.last_abort = time.time()
 
     @staticmethod
     def _json(start_response: Any, status: int, data: Any, headers: dict[str, str] | None = None) -> list[bytes]:
@@ -284,6 +353,59 @@ def _chat(body: dict[str, Any], text: str, system: str, user: str) -> dict[str, 
         ],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
+
+
+def _sse(name: str | None, data: Any) -> bytes:
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+def _anthropic_events(message: dict[str, Any], pieces: list[str]) -> Any:
+    """The Messages API stream: start, a ping, text deltas, the stop with output usage."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield "meta", _sse("message_start", {"type": "message_start", "message": start})
+    yield (
+        "meta",
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
+    )
+    yield "meta", _sse("ping", {"type": "ping"})
+    for piece in pieces:
+        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        yield "delta", _sse("content_block_delta", delta)
+    yield "meta", _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    end = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": usage["output_tokens"]},
+    }
+    yield "meta", _sse("message_delta", end)
+    yield "meta", _sse("message_stop", {"type": "message_stop"})
+
+
+def _openai_events(completion: dict[str, Any], pieces: list[str]) -> Any:
+    """Chat Completions chunks, the usage chunk (stream_options.include_usage), then [DONE]."""
+    base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None, "logprobs": None}
+    yield "meta", _sse(None, {**base, "choices": [first]})
+    for piece in pieces:
+        choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None, "logprobs": None}
+        yield "delta", _sse(None, {**base, "choices": [choice]})
+    yield (
+        "meta",
+        _sse(None, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "logprobs": None}]}),
+    )
+    yield "meta", _sse(None, {**base, "choices": [], "usage": completion["usage"]})
+    yield "meta", _sse(None, "[DONE]")
+
+
+def _error_event(anthropic: bool) -> bytes:
+    if anthropic:
+        return _sse("error", {"type": "error", "error": {"type": "overloaded_error", "message": "injected mid-stream"}})
+    return _sse(None, {"error": {"message": "injected mid-stream", "type": "server_error"}})
 
 
 def _reset_connection(environ: dict[str, Any]) -> None:

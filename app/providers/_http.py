@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import requests
 
-from app.http import post_json
+from app.http import post_json, post_stream
 
 __all__ = ["HTTPProvider"]
 
@@ -38,6 +39,12 @@ class HTTPProvider:
     def post(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """POST one attempt and return the decoded JSON object (or raise UpstreamFailure)."""
         return post_json(
+            self._session, self._url, body, self._headers, connect_timeout=self._connect_timeout, timeout=timeout
+        )
+
+    def post_events(self, body: dict[str, Any], timeout: float) -> Iterator[tuple[str, str]]:
+        """POST one streaming attempt; yield its server-sent events as (event, data)."""
+        return post_stream(
             self._session, self._url, body, self._headers, connect_timeout=self._connect_timeout, timeout=timeout
         )
 

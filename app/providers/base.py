@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,5 +54,11 @@ class Provider(Protocol):
     model: str
 
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult: ...
+
+    def stream(self, request: LLMRequest, timeout: float, model: str | None = None) -> Iterator[str | ProviderResult]:
+        """Yield the answer's text as it is written (str pieces), then one ProviderResult with the
+        whole text and usage; raise UpstreamFailure before or between pieces. `model` overrides
+        the configured model (the draft stage); `timeout` bounds each wait for the upstream."""
+        ...
 
     def close(self) -> None: ...
