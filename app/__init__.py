@@ -61,7 +61,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     facts = access.RequestFacts()
     observer = Observers(facts, prometheus) if prometheus is not None else facts
     gateway = build_gateway(settings, observer, tracer)
-    service = PromptService(gateway, settings.upstream_timeout, settings.cache_default_ttl)
+    service = PromptService(
+        gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
+    )
     app.extensions["prompt_service"] = service
     provider = gateway.upstream.provider
     observer.known(provider.name, provider.model, *service.label_values())

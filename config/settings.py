@@ -207,6 +207,7 @@ class Settings:
     openai_api_key: str = _var("", _str, empty="")  # local servers need none
     openai_base_url: str = _var("https://api.openai.com/v1", _url, empty="")  # empty: required for openai
     llm_model: str = _var("", _str, empty="")  # empty: the provider's default model
+    llm_draft_model: str = _var("", _str, empty="")  # set: streams draft with it first; empty: no draft
     upstream_pool_size: int = _var("", _int(1, 10_000), empty=0)  # 0 here: WORKER_CONNECTIONS
     upstream_connect_timeout: float = _var("5", _float(0.001))
     upstream_keepalive: bool = _var("true", _bool)  # false: a new connection per call (baseline benchmarks)

@@ -102,6 +102,26 @@ def build_spec() -> dict[str, Any]:
                 "responses": responses,
             }
         }
+    paths["/api/optimize-stream"] = {
+        "post": {
+            "operationId": "optimizeStream",
+            "summary": "Optimize a prompt, streamed as server-sent events while the model writes it",
+            "description": (
+                "Events (data is one JSON object each): refined_delta {delta}, then refined {refined, status, "
+                "metadata}, then done {status}; on failure error {error, details, status, requestId}. With "
+                "LLM_DRAFT_MODEL set, draft_delta and draft come first. Bad input gets the JSON errors below."
+            ),
+            "requestBody": {"required": True, "content": _json(_ref(schemas.OptimizeRequest))},
+            "responses": {
+                "200": {
+                    "description": "The event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED"]}}},
+                },
+                **{code: {**error, "description": text} for code, text in _ERRORS.items()},
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {

@@ -60,5 +60,9 @@ class InFlight:
             if self._pending.get(key) is result:
                 del self._pending[key]
 
+    def pending(self, key: str) -> AsyncResult | None:
+        """The pending outcome of `key`'s call in flight, if any: (value, coalesced) or its error."""
+        return self._pending.get(key)
+
     def __len__(self) -> int:
         return len(self._pending)

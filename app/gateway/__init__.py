@@ -8,7 +8,7 @@ import redis
 from app.cache import MemoryCache, RedisCache, RedisHealth
 from app.coalescing import InFlight, RedisCoalescer
 from app.gateway.breaker import Breaker
-from app.gateway.gateway import Completion, Gateway
+from app.gateway.gateway import Completion, Gateway, Stream
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
@@ -16,7 +16,7 @@ from app.providers import LLMRequest, Provider
 from app.providers.factory import make_provider
 from config.settings import Settings
 
-__all__ = ["Completion", "Gateway", "LLMRequest", "build_gateway"]
+__all__ = ["Completion", "Gateway", "LLMRequest", "Stream", "build_gateway"]
 
 
 def build_gateway(

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
+
 from app.cache import CachedValue, MemoryCache, RedisCache
 from app.coalescing import InFlight, RedisCoalescer
-from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
+from app.gateway.streams import StreamRun, sse_event
 from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
-from app.providers.base import LLMRequest
+from app.providers.base import LLMRequest, ProviderResult
 
-__all__ = ["Completion", "Gateway"]
+__all__ = ["Completion", "Gateway", "Stream"]
+
+log = logging.getLogger(__name__)
+
+# Seconds of silence after which a stream's caller gets an SSE comment: keeps proxies from timing
+# out, and a caller who left is noticed within a beat or two, so an unfollowed stream stops soon.
+HEARTBEAT_SECONDS = 0.25
 
 # Errors for which an expired answer beats no answer (stale-if-error).
 _STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
@@ -34,6 +45,14 @@ class Completion:
     output_tokens: int
     cache_status: str  # HIT | MISS | COALESCED | STALE
     age: int  # seconds since the upstream produced it
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream as one caller gets it: where it came from, and its event bytes."""
+
+    cache_status: str  # HIT | MISS | COALESCED
+    events: Iterator[bytes]
 
 
 def _encode(payload: Any, provider: str, model: str, usage: tuple[int, int]) -> bytes:
@@ -76,6 +95,7 @@ class Gateway:
         self.shared = shared
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
+        self._streams: dict[str, StreamRun] = {}  # streams in flight in this worker, by key
 
     @property
     def breaker_state(self) -> str:
@@ -130,6 +150,12 @@ class Gateway:
             stale = cached
         else:
             self._observer.cache_lookup(request.task, "BYPASS")
+
+        run = self._streams.get(key) if write else None
+        if run is not None:  # the same answer is being streamed: wait for it
+            self._observer.coalesced(request.task, "worker")
+            value = self._wait_stream(run, request.timeout)
+            return _completion(value, "COALESCED", time.time())
 
         def produce() -> CachedValue:
             return self._produce(key, request, parse, write)
@@ -212,3 +238,192 @@ class Gateway:
         if stored and new:
             self._observer.cache_stored()
         self._observer.cache_size(len(self.l1), self.l1.bytes)
+
+    # --- streams -----------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        request: LLMRequest,
+        parse: Callable[[str], Any],
+        *,
+        read: bool = True,
+        write: bool = True,
+        draft_model: str | None = None,
+        origin: str = "",
+    ) -> Stream:
+        """Return the answer to `request` as server-sent events: replayed from the cache, joined
+        to an identical stream or JSON call in flight, or streamed from the upstream (one
+        upstream stream per key in this worker). `origin` names the request that starts a new
+        stream (in its error event)."""
+        key = self.key_for(request)
+        if read and write:
+            started = time.perf_counter()
+            cached = self._lookup(key)
+            fresh = cached is not None and cached.is_fresh(time.time())
+            self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started)
+            if fresh:
+                assert cached is not None
+                return Stream("HIT", self._counted(iter([_replay(cached, request.mode)])))
+        else:
+            self._observer.cache_lookup(request.task, "BYPASS")
+        if write:
+            run = self._streams.get(key)
+            if run is not None:
+                self._observer.coalesced(request.task, "worker")
+                self._observer.stream_follower("worker")
+                return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+            pending = self.inflight.pending(key) if self.inflight is not None else None
+            if pending is not None:  # the same answer is being made for a JSON caller
+                self._observer.coalesced(request.task, "worker")
+                self._observer.stream_follower("worker")
+                return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
+        run = StreamRun(on_idle=self._cancel)
+        if write:
+            self._streams[key] = run
+        run.producer = gevent.spawn(self._produce_stream, key, run, request, parse, write, draft_model, origin)
+        return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
+
+    def _counted(self, events: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            for chunk in events:
+                self._observer.stream_bytes(len(chunk))
+                yield chunk
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def _after(self, pending: Any, request: LLMRequest, origin: str) -> Iterator[bytes]:
+        """A JSON call's outcome, as a stream."""
+        try:
+            value, _ = pending.get(timeout=request.timeout)
+        except gevent.Timeout:
+            yield _error_event(GatewayTimeoutError(), origin)
+            return
+        except APIError as exc:
+            yield _error_event(exc, origin)
+            return
+        yield _replay(value, request.mode)
+
+    def _wait_stream(self, run: StreamRun, timeout: float) -> CachedValue:
+        try:
+            value: CachedValue = run.wait(timeout)
+        except gevent.Timeout:
+            raise GatewayTimeoutError("Timed out waiting for an identical stream in flight") from None
+        return value
+
+    def _cancel(self, run: StreamRun) -> None:
+        """Nobody follows `run` any more: stop its upstream stream (closing the connection)."""
+        for key, candidate in list(self._streams.items()):
+            if candidate is run:
+                del self._streams[key]  # a newcomer starts afresh, never joins a dying stream
+        if run.producer is not None and not run.done:
+            run.producer.kill(block=False)
+
+    def _produce_stream(
+        self,
+        key: str,
+        run: StreamRun,
+        request: LLMRequest,
+        parse: Callable[[str], Any],
+        store: bool,
+        draft_model: str | None,
+        origin: str,
+    ) -> None:
+        provider = self.upstream.provider
+        begun = time.perf_counter()
+        first: list[float] = []
+        outcome = "failed"
+        self._observer.stream_started(provider.name, provider.model)
+
+        def stage(name: str, model: str | None) -> tuple[ProviderResult, str]:
+            pieces: list[str] = []
+            result: ProviderResult | None = None
+            asked = time.perf_counter()
+            for item in self.upstream.stream(request, model=model):
+                if isinstance(item, ProviderResult):
+                    result = item
+                    continue
+                if not first:
+                    first.append(time.perf_counter())
+                    span.add_event("first_token")
+                    upstream_ttft = first[0] - asked
+                    total_ttft = first[0] - begun
+                    self._observer.stream_first_delta(
+                        provider.name, provider.model, total_ttft, max(0.0, total_ttft - upstream_ttft)
+                    )
+                pieces.append(item)
+                run.append(sse_event(f"{name}_delta", {"delta": item}))
+            assert result is not None  # providers end every stream with their result
+            return result, "".join(pieces)
+
+        try:
+            with (
+                gevent.Timeout(request.timeout, GatewayTimeoutError()),
+                self._tracer.span(f"stream {provider.model}", {"prompt_builder.mode": request.mode}) as span,
+            ):
+                if draft_model:
+                    _, draft = stage("draft", draft_model)
+                    run.append(sse_event("draft", {"draft": draft, "status": "complete"}))
+                result, text = stage("refined", None)
+                payload = parse(text)
+                now = time.time()
+                usage = (result.input_tokens, result.output_tokens)
+                value = CachedValue(
+                    _encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
+                )
+                run.append(sse_event("refined", _refined(text, request.mode, provider.name, result.model, usage)))
+                run.append(sse_event("done", {"status": "finished"}))
+                if store:
+                    self._store_l1(key, value, new=True)
+                    if self.l2 is not None:
+                        self.l2.set(key, value)
+                run.result.set(value)
+                outcome = "completed"
+        except gevent.GreenletExit:
+            outcome = "cancelled"  # nobody follows: the upstream connection is closed on the way out
+            run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
+            raise
+        except APIError as exc:
+            run.append(_error_event(exc, origin))
+            run.result.set_exception(exc)
+        except Exception as exc:
+            log.exception("stream failed", extra={"request_id": origin})
+            failure = APIError()
+            run.append(_error_event(failure, origin))
+            run.result.set_exception(failure)
+            del exc
+        finally:
+            run.finish()
+            if self._streams.get(key) is run:
+                del self._streams[key]
+            self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
+
+
+def _refined(text: str, mode: str, provider: str, model: str, usage: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "refined": text,
+        "status": "complete",
+        "metadata": {
+            "mode": mode,
+            "provider": provider,
+            "model": model,
+            "usage": {"inputTokens": usage[0], "outputTokens": usage[1]},
+        },
+    }
+
+
+def _replay(value: CachedValue, mode: str) -> bytes:
+    """A stored answer as the events a live stream of it sends: its text in pieces of about a
+    line (deltas), then refined and done, in one write."""
+    data = json.loads(value.data)
+    text = data["p"] if isinstance(data["p"], str) else json.dumps(data["p"], ensure_ascii=False)
+    pieces = re.findall(r"[^\n]*\n|[^\n]+$", text)
+    events = [sse_event("refined_delta", {"delta": piece}) for piece in pieces]
+    events.append(sse_event("refined", _refined(text, mode, data["v"], data["m"], tuple(data["u"]))))
+    events.append(sse_event("done", {"status": "finished"}))
+    return b"".join(events)
+
+
+def _error_event(exc: APIError, origin: str) -> bytes:
+    return sse_event("error", {"error": exc.message, "details": exc.details, "status": "failed", "requestId": origin})

@@ -49,6 +49,21 @@ class Observer:
     def in_flight(self, count: int) -> None:
         """This worker now has `count` distinct calls in flight."""
 
+    def stream_started(self, provider: str, model: str) -> None:
+        """An upstream stream began."""
+
+    def stream_first_delta(self, provider: str, model: str, seconds: float, overhead: float) -> None:
+        """A stream's first text arrived `seconds` after it began; `overhead` of that was ours."""
+
+    def stream_finished(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        """A stream ended: completed, failed or cancelled (nobody followed it any more)."""
+
+    def stream_follower(self, scope: str) -> None:
+        """A stream caller joined another's stream; scope: worker or cluster."""
+
+    def stream_bytes(self, count: int) -> None:
+        """`count` bytes of events went to a stream's caller."""
+
     def redis_error(self) -> None:
         """A Redis operation failed; the request went on without Redis."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import gevent
 
@@ -99,6 +99,61 @@ class UpstreamCaller:
             )
             self._observer.upstream_retry(self.provider.name, request, failure, delay)
             self._sleep(delay)
+
+    def stream(self, request: LLMRequest, model: str | None = None) -> Generator[str | ProviderResult, None, None]:
+        """Yield the provider's text pieces, then its ProviderResult. Retries and the breaker act
+        until the first piece arrives; after that a failure ends the stream (raised as its
+        APIError) and counts against the breaker. Closing the generator closes the upstream."""
+        deadline = time.monotonic() + request.timeout
+        model = model or self.provider.model
+        attempt = 0
+        while True:
+            probe = self.breaker.admit()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.breaker.release(probe)
+                raise to_api_error(UpstreamFailure("timeout", "request deadline reached"), self.provider.name)
+            started = time.perf_counter()
+            pieces = self.provider.stream(request, timeout=remaining, model=model)
+            try:
+                first = next(pieces)
+            except UpstreamFailure as failure:
+                self._finish(request, probe, failure, started, model)
+                delay = self._retry_delay(failure, attempt, deadline)
+                if delay is None:
+                    raise to_api_error(failure, self.provider.name) from None
+                attempt += 1
+                self._observer.upstream_retry(self.provider.name, request, failure, delay)
+                self._sleep(delay)
+                continue
+            except BaseException:
+                self.breaker.release(probe)
+                pieces.close()
+                raise
+            break
+        item: str | ProviderResult = first
+        try:
+            yield first
+            for item in pieces:
+                yield item
+        except UpstreamFailure as failure:
+            self._finish(request, probe, failure, started, model)
+            raise to_api_error(failure, self.provider.name) from None
+        except BaseException:  # the caller stopped reading (cancelled) or the deadline hit
+            self.breaker.release(probe)
+            raise
+        finally:
+            pieces.close()
+        if isinstance(item, ProviderResult):
+            self._finish(request, probe, item, started, model)
+
+    def _finish(
+        self, request: LLMRequest, probe: bool, outcome: ProviderResult | UpstreamFailure, started: float, model: str
+    ) -> None:
+        """Feed one streamed attempt's outcome to the breaker and the observer."""
+        self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
+        self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
+        self._observer.upstream_call(self.provider.name, model, request, outcome, time.perf_counter() - started)
 
     def _attempt(self, request: LLMRequest, deadline: float) -> ProviderResult | UpstreamFailure:
         probe = self.breaker.admit()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Flask, Response, g, has_request_context, request
@@ -42,6 +43,26 @@ class RequestFacts(Observer):
             g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
 
 
+def _timed(events: Iterable[Any], started: float, fields: dict[str, Any]) -> Iterator[Any]:
+    first: float | None = None
+    sent = 0
+    try:
+        for chunk in events:
+            if first is None:
+                first = time.perf_counter()
+            sent += len(chunk)
+            yield chunk
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+        end = time.perf_counter()
+        fields["duration_ms"] = round((end - started) * 1000, 2)
+        fields["ttft_ms"] = round((first - started) * 1000, 2) if first is not None else None
+        fields["bytes"] = sent
+        log.info("request", extra=fields)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Log every request (never prompts or keys) and tell the caller where the time went."""
 
@@ -57,21 +78,23 @@ def init_app(app: Flask, settings: Settings) -> None:
         response.headers["Server-Timing"] = ", ".join(timing)
         if log.isEnabledFor(logging.INFO):
             tokens = g.get("tokens")
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "endpoint": request.endpoint or "none",
-                    "status": response.status_code,
-                    "duration_ms": round(total * 1000, 2),
-                    "request_id": g.get("request_id"),
-                    "trace_id": _trace_id(),
-                    "cache": response.headers.get("X-Cache"),
-                    "upstream_ms": round(upstream * 1000, 2),
-                    "provider": settings.llm_provider,
-                    "model": settings.llm_model,
-                    "input_tokens": tokens[0] if tokens else 0,
-                    "output_tokens": tokens[1] if tokens else 0,
-                },
-            )
+            fields = {
+                "method": request.method,
+                "endpoint": request.endpoint or "none",
+                "status": response.status_code,
+                "duration_ms": round(total * 1000, 2),
+                "request_id": g.get("request_id"),
+                "trace_id": _trace_id(),
+                "cache": response.headers.get("X-Cache"),
+                "upstream_ms": round(upstream * 1000, 2),
+                "provider": settings.llm_provider,
+                "model": settings.llm_model,
+                "input_tokens": tokens[0] if tokens else 0,
+                "output_tokens": tokens[1] if tokens else 0,
+            }
+            if response.is_streamed and response.mimetype == "text/event-stream":
+                # A stream's line is written when it ends, with its time to first event and total.
+                response.response = _timed(response.response, g.started, fields)
+            else:
+                log.info("request", extra=fields)
         return response

@@ -132,6 +132,35 @@ class _Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        stream = ("provider", "model")
+        self.stream_ttft = Histogram(
+            "stream_ttft_seconds",
+            "Time from a stream's start to its first text",
+            stream,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_overhead = Histogram(
+            "stream_ttft_overhead_seconds",
+            "Time to first text added by the service (its TTFT minus the upstream's own)",
+            stream,
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.streams_started = Counter("streams_started_total", "Upstream streams started", stream, registry=r)
+        self.streams_finished = Counter(
+            "streams_finished_total",
+            "Upstream streams ended, by outcome: completed, failed, cancelled",
+            (*stream, "outcome"),
+            registry=r,
+        )
+        self.streams_active = Gauge(
+            "streams_active", "Upstream streams in progress", multiprocess_mode="livesum", registry=r
+        )
+        self.stream_followers = Counter(
+            "stream_followers_total", "Stream callers that joined another's stream", ("scope",), registry=r
+        )
+        self.stream_bytes = Counter("stream_bytes_total", "Event bytes sent to stream callers", registry=r)
         self.redis_errors = Counter(
             "redis_errors_total", "Redis operations that failed (served without Redis)", registry=r
         )
@@ -171,6 +200,13 @@ class PrometheusObserver(Observer):
                 m.tokens.labels(*labels, kind)
         for reason in (*RETRYABLE_STATUSES, "connection"):
             m.retries.labels(provider, str(reason))
+        m.streams_started.labels(provider, model)
+        m.stream_ttft.labels(provider, model)
+        m.stream_overhead.labels(provider, model)
+        for outcome in ("completed", "failed", "cancelled"):
+            m.streams_finished.labels(provider, model, outcome)
+        for scope in ("worker", "cluster"):
+            m.stream_followers.labels(scope)
 
     def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
         if status == "HIT":
@@ -222,6 +258,24 @@ class PrometheusObserver(Observer):
 
     def cache_evicted(self, count: int) -> None:
         self.m.evictions.inc(count)
+
+    def stream_started(self, provider: str, model: str) -> None:
+        self.m.streams_started.labels(provider, model).inc()
+        self.m.streams_active.inc()
+
+    def stream_first_delta(self, provider: str, model: str, seconds: float, overhead: float) -> None:
+        self.m.stream_ttft.labels(provider, model).observe(seconds)
+        self.m.stream_overhead.labels(provider, model).observe(overhead)
+
+    def stream_finished(self, provider: str, model: str, outcome: str, seconds: float) -> None:
+        self.m.streams_finished.labels(provider, model, outcome).inc()
+        self.m.streams_active.dec()
+
+    def stream_follower(self, scope: str) -> None:
+        self.m.stream_followers.labels(scope).inc()
+
+    def stream_bytes(self, count: int) -> None:
+        self.m.stream_bytes.inc(count)
 
     def cache_stored(self) -> None:
         self.m.sets.inc()

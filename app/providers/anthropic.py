@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from app.providers._http import HTTPProvider
@@ -35,7 +35,9 @@ class AnthropicProvider(HTTPProvider):
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
         return _parse(self.post(self._body(request, self.model), timeout), self.model)
 
-    def stream(self, request: LLMRequest, timeout: float, model: str | None = None) -> Iterator[str | ProviderResult]:
+    def stream(
+        self, request: LLMRequest, timeout: float, model: str | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
         """The Messages API's event stream: message_start (model, input tokens), content_block_delta
         (text), message_delta (output tokens), message_stop; ping is ignored, error fails."""
         model = model or self.model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,7 +55,9 @@ class Provider(Protocol):
 
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult: ...
 
-    def stream(self, request: LLMRequest, timeout: float, model: str | None = None) -> Iterator[str | ProviderResult]:
+    def stream(
+        self, request: LLMRequest, timeout: float, model: str | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
         """Yield the answer's text as it is written (str pieces), then one ProviderResult with the
         whole text and usage; raise UpstreamFailure before or between pieces. `model` overrides
         the configured model (the draft stage); `timeout` bounds each wait for the upstream."""

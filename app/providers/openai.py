@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from app.providers._http import HTTPProvider
@@ -34,7 +34,9 @@ class OpenAIProvider(HTTPProvider):
     def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
         return _parse(self.post(self._body(request, self.model), timeout), self.model)
 
-    def stream(self, request: LLMRequest, timeout: float, model: str | None = None) -> Iterator[str | ProviderResult]:
+    def stream(
+        self, request: LLMRequest, timeout: float, model: str | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
         """Chat Completions chunks (choices[0].delta.content), usage in the last chunk
         (stream_options.include_usage), then `data: [DONE]`."""
         model = model or self.model

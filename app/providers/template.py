@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from app.providers.base import LLMRequest, ProviderResult
@@ -149,7 +149,9 @@ class TemplateProvider:
     def __init__(self, model: str = "template-v1") -> None:
         self.model = model
 
-    def stream(self, request: LLMRequest, timeout: float, model: str | None = None) -> Iterator[str | ProviderResult]:
+    def stream(
+        self, request: LLMRequest, timeout: float, model: str | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
         """The offline answer in pieces of about a line, so a stream shows without a key."""
         result = self.complete(request, timeout)
         yield from re.findall(r"[^\n]*\n|[^\n]+$", result.text)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.gateway import Completion, Gateway, LLMRequest
+from app.gateway import Completion, Gateway, LLMRequest, Stream
 from app.schemas import OptimizeRequest
 from app.services.answers import json_answer, text_answer
 from app.services.modes import MODE_REGISTRY, context_appendix
@@ -35,8 +35,11 @@ def _meta(completion: Completion) -> dict[str, Any]:
 class PromptService:
     """One method per endpoint; each builds an LLMRequest and shapes the answer."""
 
-    def __init__(self, gateway: Gateway, timeout: float | None = None, default_ttl: int = 3600) -> None:
+    def __init__(
+        self, gateway: Gateway, timeout: float | None = None, default_ttl: int = 3600, draft_model: str = ""
+    ) -> None:
         self.gateway = gateway
+        self._draft_model = draft_model or None
         self._timeout = timeout  # when set, replaces every mode's own deadline
         self._default_ttl = default_ttl
         self._parsers = {name: json_answer(task.answer) for name, task in TASKS.items()}
@@ -56,6 +59,23 @@ class PromptService:
 
     def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
         """Return the optimized prompt for the body's prompt, mode and context."""
+        request = self._optimize_request(body)
+        completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
+        return {"optimizedPrompt": completion.payload, "mode": request.mode, **_meta(completion)}, completion
+
+    def optimize_stream(self, body: OptimizeRequest, policy: CachePolicy, request_id: str) -> Stream:
+        """The same answer as `optimize`, as server-sent events (same key, same cache)."""
+        request = self._optimize_request(body)
+        return self.gateway.stream(
+            request,
+            text_answer,
+            read=policy.read,
+            write=policy.write,
+            draft_model=self._draft_model,
+            origin=request_id,
+        )
+
+    def _optimize_request(self, body: OptimizeRequest) -> LLMRequest:
         mode = MODE_REGISTRY[body.mode]
         context = body.context.model_dump() if body.context else None
         request = LLMRequest(
@@ -74,8 +94,7 @@ class PromptService:
                 "context_at": mode.context_at,
             },
         )
-        completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
-        return {"optimizedPrompt": completion.payload, "mode": mode.name, **_meta(completion)}, completion
+        return request
 
     def answer(self, task_name: str, body: BaseModel, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
         """Return the JSON answer of one of the other endpoints (questions, suggestions, scene)."""

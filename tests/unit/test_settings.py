@@ -30,6 +30,7 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "OPENAI_API_KEY": ("sk-x", "sk-x", ANY_TEXT, ""),
     "OPENAI_BASE_URL": ("http://localhost:11434/v1/", "http://localhost:11434/v1", "localhost:11434", ""),
     "LLM_MODEL": ("my-model", "my-model", ANY_TEXT, "template-v1"),  # empty: the provider's default
+    "LLM_DRAFT_MODEL": ("claude-haiku-4-5", "claude-haiku-4-5", ANY_TEXT, ""),  # empty: no draft stage
     "UPSTREAM_POOL_SIZE": ("20", 20, "0", 1000),  # empty: WORKER_CONNECTIONS
     "UPSTREAM_CONNECT_TIMEOUT": ("1.5", 1.5, "-1", ERROR),
     "UPSTREAM_KEEPALIVE": ("false", False, "maybe", ERROR),
