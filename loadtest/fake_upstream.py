@@ -16,7 +16,8 @@ Streams ("stream": true in the body) answer in the API's own event-stream format
     {"stream_chunks": 20, "stream_interval": 0.05,
      "faults": [{"action": "stream_error", "after": 3},        # an error event after 3 deltas
                 {"action": "stream_reset", "after": 2},        # TCP reset after 2 deltas
-                {"action": "stream_stall", "after": 1, "seconds": 30}]}   # silence mid-stream
+                {"action": "stream_stall", "after": 1, "seconds": 30},    # silence mid-stream
+                {"action": "stream_pause", "after": 50}]}    # wait mid-stream until {"resume": true}
 GET /_stats counts streams started, completed and aborted by the client (with the time of the
 last abort), so a test can see the service close an upstream stream nobody follows.
 The gate lets a test make "every caller is in flight before the upstream answers" true by
@@ -118,6 +119,10 @@ class FakeUpstream:
         self.max_in_flight = 0
         self.tokens = {"input": 0, "output": 0}
         self.held = 0
+        self.paused = 0
+        if getattr(self, "_pause", None) is not None:
+            self._pause.set()  # nobody stays paused across a reset
+        self._pause: Any = None
         self.stream_chunks = 8
         self.stream_interval = 0.0
         self.streams = {"started": 0, "completed": 0, "aborted": 0, "open": 0}
@@ -161,6 +166,9 @@ class FakeUpstream:
                 self.faults.append(fault)
         if "sticky" in spec:
             self.sticky = spec["sticky"]
+        if spec.get("resume") and self._pause is not None:
+            self._pause.set()
+            self._pause = None
         if spec.get("release") or spec.get("hold") is False:
             self._release_gate()
         if spec.get("hold"):
@@ -183,6 +191,7 @@ class FakeUpstream:
             "inFlight": self.in_flight,
             "maxInFlight": self.max_in_flight,
             "held": self.held,
+            "paused": self.paused,
             "streams": dict(self.streams),
             "lastStreamAbort": self.last_abort,
             "tokens": dict(self.tokens),
@@ -274,8 +283,9 @@ class FakeUpstream:
         import gevent
 
         text = payload["content"][0]["text"] if anthropic else payload["choices"][0]["message"]["content"]
-        size = max(1, math.ceil(len(text) / self.stream_chunks))
-        pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+        count = max(1, min(self.stream_chunks, len(text)))  # exactly stream_chunks pieces, text allowing
+        bounds = [round(i * len(text) / count) for i in range(count + 1)]
+        pieces = [text[bounds[i] : bounds[i + 1]] for i in range(count)]
         events = _anthropic_events(payload, pieces) if anthropic else _openai_events(payload, pieces)
         after = int(fault.get("after", 0)) if fault else -1
         self.streams["started"] += 1
@@ -297,6 +307,15 @@ class FakeUpstream:
                             return
                         if action == "stream_stall":
                             gevent.sleep(float(fault.get("seconds", 3600)))  # type: ignore[union-attr]
+                        if action == "stream_pause":
+                            from gevent.event import Event
+
+                            self._pause = self._pause or Event()
+                            self.paused += 1
+                            try:
+                                self._pause.wait()
+                            finally:
+                                self.paused -= 1
                     if deltas and self.stream_interval:
                         gevent.sleep(self.stream_interval)
                     deltas += 1

@@ -26,6 +26,7 @@ __all__ = [
     "Server",
     "free_port",
     "held_burst",
+    "metric_total",
     "need_binary",
     "provider_env",
     "provider_server",
@@ -171,13 +172,28 @@ def waiting_requests(urls: Sequence[str]) -> int:
     return int(waiting)
 
 
+def metric_total(urls: Sequence[str], name: str) -> float:
+    """A metric summed over every sample (all labels, all workers) of the servers at `urls`."""
+    total = 0.0
+    for url in urls:
+        for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
+            total += sum(sample.value for sample in family.samples if sample.name == name)
+    return total
+
+
 def held_burst(
-    upstream: FakeUpstreamProcess, urls: Sequence[str], send: Callable[[int], requests.Response], n: int
-) -> tuple[list[requests.Response], int]:
+    upstream: FakeUpstreamProcess,
+    urls: Sequence[str],
+    send: Callable[[int], Any],
+    n: int,
+    waiting: Callable[[], int] | None = None,
+) -> tuple[list[Any], int]:
     """Send `n` requests at once while the upstream holds its answers; release it only when each
     request is either parked at the upstream or waiting on an identical call in flight, so the
-    burst is concurrent by construction, whatever the machine's speed. Return (responses, the
-    number of upstream calls that were parked)."""
+    burst is concurrent by construction, whatever the machine's speed. `waiting` counts the
+    requests waiting on another's call (default: the coalescing_waiting_requests gauge). Return
+    (responses, the number of upstream calls that were parked)."""
+    count_waiting = waiting or (lambda: waiting_requests(urls))
     # The gate opens before the pool waits for its threads, also when an assertion fails.
     with ThreadPoolExecutor(max_workers=n) as pool, upstream.hold():
         futures = [pool.submit(send, i) for i in range(n)]
@@ -187,7 +203,7 @@ def held_burst(
             if done:  # an answer before the release: report it rather than wait for the deadline
                 raise AssertionError(f"{len(done)} request(s) answered while the upstream was held: {done[0].result()}")
             held = upstream.held()
-            return held if held + waiting_requests(urls) == n else 0
+            return held if held + count_waiting() == n else 0
 
         parked = wait_until(everyone_waits, what=f"{n} requests parked or waiting")
         upstream.release()

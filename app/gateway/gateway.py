@@ -332,6 +332,7 @@ class Gateway:
     ) -> None:
         provider = self.upstream.provider
         begun = time.perf_counter()
+        deadline = time.monotonic() + request.timeout  # the whole stream, draft stage included
         first: list[float] = []
         outcome = "failed"
         self._observer.stream_started(provider.name, provider.model)
@@ -340,7 +341,7 @@ class Gateway:
             pieces: list[str] = []
             result: ProviderResult | None = None
             asked = time.perf_counter()
-            for item in self.upstream.stream(request, model=model):
+            for item in self.upstream.stream(request, model=model, deadline=deadline):
                 if isinstance(item, ProviderResult):
                     result = item
                     continue
@@ -359,7 +360,7 @@ class Gateway:
 
         try:
             with (
-                gevent.Timeout(request.timeout, GatewayTimeoutError()),
+                gevent.Timeout(request.timeout + 1, GatewayTimeoutError()),  # a backstop: the caller times out first
                 self._tracer.span(f"stream {provider.model}", {"prompt_builder.mode": request.mode}) as span,
             ):
                 if draft_model:

@@ -44,6 +44,20 @@ def to_api_error(failure: UpstreamFailure, provider: str) -> APIError:
     return UpstreamError(details=str(failure))
 
 
+def _next(pieces: Generator[str | ProviderResult, None, None], deadline: float) -> str | ProviderResult:
+    """The stream's next item, or a timeout failure when the deadline passes first (the read is
+    interrupted, which closes the upstream response)."""
+    remaining = deadline - time.monotonic()
+    failure = UpstreamFailure("timeout", "stream deadline reached")
+    if remaining <= 0:
+        raise failure
+    try:
+        with gevent.Timeout(remaining, failure):
+            return next(pieces)
+    except StopIteration:
+        raise UpstreamFailure("invalid", "upstream stream ended without a result") from None
+
+
 class UpstreamCaller:
     """Call the provider through the breaker, retrying transient failures with full-jitter
     exponential backoff (or the server's retry-after), never past the request's deadline."""
@@ -100,11 +114,15 @@ class UpstreamCaller:
             self._observer.upstream_retry(self.provider.name, request, failure, delay)
             self._sleep(delay)
 
-    def stream(self, request: LLMRequest, model: str | None = None) -> Generator[str | ProviderResult, None, None]:
+    def stream(
+        self, request: LLMRequest, model: str | None = None, deadline: float | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
         """Yield the provider's text pieces, then its ProviderResult. Retries and the breaker act
         until the first piece arrives; after that a failure ends the stream (raised as its
-        APIError) and counts against the breaker. Closing the generator closes the upstream."""
-        deadline = time.monotonic() + request.timeout
+        APIError) and counts against the breaker. `deadline` (monotonic; default: the request's
+        timeout from now) bounds the whole stream: a stall past it is a timeout failure.
+        Closing the generator closes the upstream connection."""
+        deadline = deadline if deadline is not None else time.monotonic() + request.timeout
         model = model or self.provider.model
         attempt = 0
         while True:
@@ -116,7 +134,7 @@ class UpstreamCaller:
             started = time.perf_counter()
             pieces = self.provider.stream(request, timeout=remaining, model=model)
             try:
-                first = next(pieces)
+                first = _next(pieces, deadline)
             except UpstreamFailure as failure:
                 self._finish(request, probe, failure, started, model)
                 delay = self._retry_delay(failure, attempt, deadline)
@@ -134,7 +152,8 @@ class UpstreamCaller:
         item: str | ProviderResult = first
         try:
             yield first
-            for item in pieces:
+            while not isinstance(item, ProviderResult):
+                item = _next(pieces, deadline)
                 yield item
         except UpstreamFailure as failure:
             self._finish(request, probe, failure, started, model)
