@@ -2,5 +2,6 @@
 
 from app.coalescing.inflight import InFlight
 from app.coalescing.redis import RedisCoalescer
+from app.coalescing.redis_streams import SharedStreams
 
-__all__ = ["InFlight", "RedisCoalescer"]
+__all__ = ["InFlight", "RedisCoalescer", "SharedStreams"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from app.cache import MemoryCache, RedisCache, RedisHealth
-from app.coalescing import InFlight, RedisCoalescer
+from app.coalescing import InFlight, RedisCoalescer, SharedStreams
 from app.gateway.breaker import Breaker
 from app.gateway.gateway import Completion, Gateway, Stream
 from app.gateway.observer import NullObserver, Observer
@@ -37,7 +37,7 @@ def build_gateway(
         if settings.cache_enabled
         else None
     )
-    l2 = shared = None
+    l2 = shared = shared_streams = None
     if settings.redis_url and settings.cache_enabled:
         client = redis.Redis.from_url(
             settings.redis_url,
@@ -61,7 +61,19 @@ def build_gateway(
                 health,
                 on_wait=lambda delta: observer.waiting("cluster", delta),
             )
+            shared_streams = SharedStreams(
+                client, listener, settings.redis_prefix, settings.redis_lease_seconds, health
+            )
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )
-    return Gateway(upstream, l1=l1, l2=l2, inflight=inflight, shared=shared, observer=observer, tracer=tracer)
+    return Gateway(
+        upstream,
+        l1=l1,
+        l2=l2,
+        inflight=inflight,
+        shared=shared,
+        shared_streams=shared_streams,
+        observer=observer,
+        tracer=tracer,
+    )

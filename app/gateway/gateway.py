@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import redis
+from redis.lock import Lock
 
 from app.cache import CachedValue, MemoryCache, RedisCache
-from app.coalescing import InFlight, RedisCoalescer
+from app.coalescing import InFlight, RedisCoalescer, SharedStreams
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
@@ -85,6 +87,7 @@ class Gateway:
         l2: RedisCache | None = None,
         inflight: InFlight | None = None,
         shared: RedisCoalescer | None = None,
+        shared_streams: SharedStreams | None = None,
         observer: Observer | None = None,
         tracer: Tracer | None = None,
     ) -> None:
@@ -93,6 +96,7 @@ class Gateway:
         self.l2 = l2
         self.inflight = inflight
         self.shared = shared
+        self.shared_streams = shared_streams
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
         self._streams: dict[str, StreamRun] = {}  # streams in flight in this worker, by key
@@ -280,7 +284,20 @@ class Gateway:
         run = StreamRun(on_idle=self._cancel)
         if write:
             self._streams[key] = run
-        run.producer = gevent.spawn(self._produce_stream, key, run, request, parse, write, draft_model, origin)
+        lock = None
+        if write and self.shared_streams is not None:
+            try:
+                lock = self.shared_streams.claim(key)
+            except redis.RedisError as exc:
+                self.shared_streams.health.failed("stream claim", exc)  # stream on our own
+            else:
+                if lock is None:  # another process streams this key: follow it through Redis
+                    self._observer.coalesced(request.task, "cluster")
+                    self._observer.stream_follower("cluster")
+                    args = (key, run, request, parse, write, draft_model, origin)
+                    run.producer = gevent.spawn(self._follow_stream, *args)
+                    return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+        run.producer = gevent.spawn(self._produce_stream, key, run, request, parse, write, draft_model, origin, lock)
         return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
 
     def _counted(self, events: Iterator[bytes]) -> Iterator[bytes]:
@@ -313,7 +330,13 @@ class Gateway:
         return value
 
     def _cancel(self, run: StreamRun) -> None:
-        """Nobody follows `run` any more: stop its upstream stream (closing the connection)."""
+        """Nobody follows `run` any more: stop its upstream stream (closing the connection),
+        unless followers in other processes still read it (the producer checks again later)."""
+        if run.shared and self.shared_streams is not None:
+            key = next((k for k, candidate in self._streams.items() if candidate is run), None)
+            if key is not None and self.shared_streams.followers(key) > 0:
+                run.orphaned = True  # the producer stops once those have gone too
+                return
         for key, candidate in list(self._streams.items()):
             if candidate is run:
                 del self._streams[key]  # a newcomer starts afresh, never joins a dying stream
@@ -329,8 +352,15 @@ class Gateway:
         store: bool,
         draft_model: str | None,
         origin: str,
+        lock: Lock | None = None,
     ) -> None:
         provider = self.upstream.provider
+        shared = self.shared_streams if lock is not None else None
+        heartbeat = None
+        if shared is not None and lock is not None:
+            run.shared = True
+            run.tee = lambda event: shared.publish(key, lock, event)
+            heartbeat = shared.keep(lock)
         begun = time.perf_counter()
         deadline = time.monotonic() + request.timeout  # the whole stream, draft stage included
         first: list[float] = []
@@ -355,6 +385,8 @@ class Gateway:
                     )
                 pieces.append(item)
                 run.append(sse_event(f"{name}_delta", {"delta": item}))
+                if run.orphaned and run.followers == 0 and shared is not None and not shared.followers(key):
+                    raise gevent.GreenletExit  # the last follower elsewhere has gone too
             assert result is not None  # providers end every stream with their result
             return result, "".join(pieces)
 
@@ -395,10 +427,67 @@ class Gateway:
             run.result.set_exception(failure)
             del exc
         finally:
+            if heartbeat is not None:
+                heartbeat.kill(block=False)
+            if shared is not None and lock is not None:
+                run.tee = None
+                shared.end(key, lock, ok=outcome == "completed")
             run.finish()
             if self._streams.get(key) is run:
                 del self._streams[key]
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
+
+    def _follow_stream(
+        self,
+        key: str,
+        run: StreamRun,
+        request: LLMRequest,
+        parse: Callable[[str], Any],
+        store: bool,
+        draft_model: str | None,
+        origin: str,
+    ) -> None:
+        """Relay another process's stream of `key` into `run`; lead it ourselves when that
+        stream has just ended without an answer to show."""
+        assert self.shared_streams is not None
+        deadline = time.monotonic() + request.timeout
+        handed_over = False
+
+        def lost(reason: str) -> bytes:
+            return _error_event(ServiceUnavailableError(reason), origin)
+
+        try:
+            for _ in range(3):
+                ended = self.shared_streams.relay(key, run.append, deadline, lost)
+                cached = self.l2.get(key) if self.l2 is not None and ended is not False else None
+                if ended is None and cached is None:  # between two streams: try to lead the next
+                    try:
+                        lock = self.shared_streams.claim(key)
+                    except redis.RedisError:
+                        lock = None
+                    if lock is not None:
+                        handed_over = True
+                        self._produce_stream(key, run, request, parse, store, draft_model, origin, lock)
+                        return
+                    continue
+                if ended is None and cached is not None:
+                    run.append(_replay(cached, request.mode))
+                if cached is not None:
+                    self._store_l1(key, cached)
+                    run.result.set(cached)
+                else:
+                    run.result.set_exception(ServiceUnavailableError("The identical stream failed"))
+                return
+            run.append(lost("Could not follow the identical stream in another process"))
+            run.result.set_exception(ServiceUnavailableError("The identical stream could not be followed"))
+        except gevent.GreenletExit:
+            run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
+            raise
+        finally:
+            if not handed_over:
+                run.finish()
+                if self._streams.get(key) is run:
+                    del self._streams[key]
 
 
 def _refined(text: str, mode: str, provider: str, model: str, usage: tuple[int, int]) -> dict[str, Any]:

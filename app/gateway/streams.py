@@ -37,10 +37,15 @@ class StreamRun:
         self.followers = 0
         self.result: AsyncResult = AsyncResult()
         self.producer: gevent.Greenlet | None = None  # the greenlet reading the upstream
+        self.tee: Callable[[bytes], None] | None = None  # also send each event here (Redis)
+        self.shared = False  # led for followers in other processes too
+        self.orphaned = False  # its own callers left while followers elsewhere still read
         self._changed = Event()
         self._on_idle = on_idle
 
     def append(self, event: bytes) -> None:
+        if self.tee is not None:
+            self.tee(event)
         self.events.append(event)
         self.size += len(event)
         self._wake()

@@ -122,13 +122,22 @@ def _comparable(raw: bytes) -> bytes:
     return b"".join(block + b"\n\n" for block in raw.split(b"\n\n") if block and not block.startswith(b":"))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_identical_concurrent_streams_share_one_upstream_stream_per_worker(
-    workers: int, fake_upstream: FakeUpstreamProcess
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+@pytest.mark.parametrize(("workers", "shared"), [(1, False), (2, False), (2, True)])
+def test_identical_concurrent_streams_share_one_upstream_stream(
+    workers: int, shared: bool, fake_upstream: FakeUpstreamProcess, request: pytest.FixtureRequest
 ) -> None:
     n = 100
     fake_upstream.control(stream_chunks=20)
-    with start_server(provider_env("anthropic", fake_upstream), workers=workers) as server:
+    env = provider_env("anthropic", fake_upstream)
+    if shared:
+        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+    with start_server(env, workers=workers) as server:
 
         def send(_: int) -> tuple[str, bytes]:
             with _open(server.url) as response:
@@ -138,14 +147,33 @@ def test_identical_concurrent_streams_share_one_upstream_stream_per_worker(
         results, parked = held_burst(fake_upstream, [server.url], send, n, waiting=followers)
         bodies = {_comparable(raw) for _, raw in results}
         statuses = [status for status, _ in results]
-        print(f"\n{n} identical streams, {workers} worker(s): {fake_upstream.calls()} upstream stream(s)")
-        assert fake_upstream.calls() == parked and 1 <= parked <= workers
+        label = f"{workers} worker(s){' + Redis' if shared else ''}"
+        print(f"\n{n} identical streams, {label}: {fake_upstream.calls()} upstream stream(s)")
+        assert fake_upstream.calls() == parked and 1 <= parked <= (1 if shared else workers)
         assert statuses.count("MISS") == parked and statuses.count("COALESCED") == n - parked
-        if workers == 1:
-            assert len(bodies) == 1  # byte-identical event sequences
+        if parked == 1:
+            assert len(bodies) == 1  # byte-identical event sequences, whichever worker served them
         for raw in bodies:
-            events = [(e.event, json.loads(e.data)) for e in sseclient.SSEClient(iter([raw])).events()]
-            _text(events)
+            _text([(e.event, json.loads(e.data)) for e in sseclient.SSEClient(iter([raw])).events()])
+
+
+def test_two_instances_share_one_stream_through_redis(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
+    env = {**provider_env("anthropic", fake_upstream), "REDIS_URL": redis_url}
+    fake_upstream.control(stream_chunks=30, faults=[{"action": "stream_pause", "after": 10}])
+    body = {"prompt": "shared across instances", "mode": "video"}
+    with start_server(env) as a, start_server(env) as b:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_read, a.url, body)
+            wait_until(lambda: fake_upstream.stats()["paused"] == 1, what="the stream paused at 10 of 30")
+            second = pool.submit(_read, b.url, body)  # joins mid-stream, from the other instance
+            wait_until(lambda: metric_total([b.url], "stream_followers_total") == 1, what="the follower on b")
+            fake_upstream.control(resume=True)
+            (status_a, events_a), (status_b, events_b) = first.result(), second.result()
+        assert (status_a, status_b) == ("MISS", "COALESCED")
+        assert events_a == events_b and _text(events_b)
+        assert fake_upstream.calls() == 1
+        again = requests.post(b.url + "/api/optimize", json=body, timeout=10)
+        assert again.headers["X-Cache"] == "HIT"  # b kept the answer it relayed
 
 
 @pytest.mark.parametrize("join_after", [0, 50, 99])

@@ -1,0 +1,173 @@
+"""Streams shared across workers and instances through Redis Streams.
+
+The leader of a key (holding its redis-py Lock, renewed while it streams) appends every event to
+a Redis stream named after the lock's token, so one stream's events never mix with another's.
+A follower in another process reads that stream from its first entry and then
+blocks for the rest (XREAD from the last id it saw), so it gets the whole stream and can never
+miss an event published between its replay and its wait. An end marker closes the stream, which
+is kept a short while for late joiners and then expires. Followers are counted in Redis, so a
+leader whose own callers have all left goes on while followers elsewhere still read.
+
+Every key of one stream shares a hash tag, so they live in one slot of a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import redis
+from redis.lock import Lock
+
+from app.cache.redis import RedisHealth
+
+__all__ = ["SharedStreams"]
+
+END_OK, END_FAILED = b"ok", b"failed"
+
+
+class SharedStreams:
+    def __init__(
+        self,
+        client: redis.Redis,
+        reader: redis.Redis,
+        prefix: str,
+        lease_seconds: float,
+        health: RedisHealth,
+        retention_seconds: float = 60.0,
+    ) -> None:
+        self._client = client
+        self._reader = reader  # no read timeout: XREAD BLOCK waits on it
+        self._prefix = prefix
+        self._lease = lease_seconds
+        self._retention_ms = int(retention_seconds * 1000)
+        self.health = health
+
+    def _tag(self, key: str) -> str:
+        return f"{self._prefix}sse:{{{key}}}"
+
+    def _events(self, key: str, token: bytes) -> str:
+        return f"{self._tag(key)}:events:{token.decode()}"
+
+    # --- leader ----------------------------------------------------------------------------------
+
+    def claim(self, key: str) -> Lock | None:
+        """Return the key's lock when this process now leads its stream, None when another does;
+        raise RedisError when Redis cannot tell (the caller then streams on its own)."""
+        lock = self._client.lock(self._tag(key) + ":lock", timeout=self._lease, thread_local=False)
+        return lock if lock.acquire(blocking=False) else None
+
+    def keep(self, lock: Lock) -> gevent.Greenlet:
+        """Renew the lease while the leader streams; kill the greenlet when done."""
+
+        def renew() -> None:
+            while True:
+                gevent.sleep(self._lease / 3)
+                try:
+                    lock.reacquire()
+                except redis.exceptions.LockError:
+                    return
+                except redis.RedisError as exc:
+                    self.health.failed("stream lease", exc)
+
+        return gevent.spawn(renew)
+
+    def publish(self, key: str, lock: Lock, event: bytes) -> None:
+        try:
+            self._client.xadd(self._events(key, lock.local.token), {"e": event})
+        except redis.RedisError as exc:
+            self.health.failed("stream publish", exc)
+
+    def end(self, key: str, lock: Lock, ok: bool) -> None:
+        """Close the stream for its followers, keep it a while for late joiners, let go the lead."""
+        events = self._events(key, lock.local.token)
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.xadd(events, {"end": END_OK if ok else END_FAILED})
+            pipe.pexpire(events, self._retention_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.health.failed("stream end", exc)
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass  # the lease had run out already
+        except redis.RedisError as exc:
+            self.health.failed("stream unlock", exc)
+
+    def followers(self, key: str) -> int:
+        """Followers of the key's stream in other processes (0 when Redis cannot tell)."""
+        try:
+            return int(self._client.get(self._tag(key) + ":followers") or 0)  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            self.health.failed("stream followers", exc)
+            return 0
+
+    # --- follower --------------------------------------------------------------------------------
+
+    def relay(
+        self,
+        key: str,
+        append: Callable[[bytes], None],
+        deadline: float,
+        lost: Callable[[str], bytes],
+    ) -> bool | None:
+        """Copy the key's stream, from its first event, into `append` until its end marker;
+        return whether it ended well, or None when no stream leads the key any more (it just
+        ended: its answer is in the cache). When the leader is gone without an end, or the
+        deadline passes, `lost(reason)` is the last event."""
+        lock_key, counter = self._tag(key) + ":lock", self._tag(key) + ":followers"
+        try:
+            token: Any = self._client.get(lock_key)
+        except redis.RedisError as exc:
+            self.health.failed("stream follow", exc)
+            append(lost("Lost the identical stream in another process (Redis unavailable)"))
+            return False
+        if token is None:
+            return None
+        events = self._events(key, token)
+        self._count(counter, +1)
+        try:
+            last = "0-0"
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    append(lost("Timed out following an identical stream in another process"))
+                    return False
+                block = max(1, int(min(remaining, self._lease / 3) * 1000))
+                try:
+                    batches: Any = self._reader.xread({events: last}, block=block, count=512)
+                except redis.RedisError as exc:
+                    self.health.failed("stream read", exc)
+                    append(lost("Lost the identical stream in another process (Redis unavailable)"))
+                    return False
+                if not batches:
+                    if self._client_token(lock_key) != token:
+                        append(lost("The identical stream in another process ended without finishing"))
+                        return False
+                    continue
+                for entry_id, fields in batches[0][1]:
+                    last = entry_id
+                    if b"end" in fields:
+                        return bool(fields[b"end"] == END_OK)
+                    append(fields[b"e"])
+        finally:
+            self._count(counter, -1)
+
+    def _client_token(self, lock_key: str) -> Any:
+        try:
+            return self._client.get(lock_key)
+        except redis.RedisError as exc:
+            self.health.failed("stream lock check", exc)
+            return None
+
+    def _count(self, counter: str, delta: int) -> None:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.incrby(counter, delta)
+            pipe.pexpire(counter, self._retention_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            self.health.failed("stream follower count", exc)
