@@ -3,6 +3,7 @@ cannot be spoofed, JSON errors from nginx itself, and keep-alive to the upstream
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -10,17 +11,28 @@ from pathlib import Path
 
 import pytest
 import requests
+import sseclient
 
-from tests.support import ROOT, Server, free_port, need_binary, start_server, stop, wait_http
+from tests.support import (
+    ROOT,
+    FakeUpstreamProcess,
+    Server,
+    free_port,
+    need_binary,
+    provider_env,
+    start_server,
+    stop,
+    wait_http,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def proxied() -> Iterator[tuple[str, Server]]:
+@contextlib.contextmanager
+def nginx_in_front(server: Server) -> Iterator[str]:
+    """Run the repository's nginx.conf, pointed at `server`, on a free port; yield its URL."""
     nginx = need_binary("nginx")
-    env = {"TRUSTED_PROXIES": "1", "RATE_LIMIT": "3/minute"}
-    with start_server(env, workers=1) as server, tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir:
         port = free_port()
         conf = (ROOT / "config" / "nginx.conf").read_text()
         conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
@@ -45,9 +57,32 @@ def proxied() -> Iterator[tuple[str, Server]]:
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/health/live", proc=proc)
-            yield f"http://127.0.0.1:{port}", server
+            yield f"http://127.0.0.1:{port}"
         finally:
             stop(proc)
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[tuple[str, Server]]:
+    env = {"TRUSTED_PROXIES": "1", "RATE_LIMIT": "3/minute"}
+    with start_server(env, workers=1) as server, nginx_in_front(server) as url:
+        yield url, server
+
+
+def test_streams_pass_through_unbuffered(fake_upstream: FakeUpstreamProcess) -> None:
+    """The first event reaches the client while the upstream is still paused mid-stream."""
+    fake_upstream.control(stream_chunks=20, faults=[{"action": "stream_pause", "after": 5}])
+    with start_server(provider_env("anthropic", fake_upstream)) as server, nginx_in_front(server) as url:
+        with requests.post(
+            url + "/api/optimize-stream", json={"prompt": "through nginx", "mode": "code"}, stream=True, timeout=60
+        ) as response:
+            events = sseclient.SSEClient(response.iter_content(chunk_size=None)).events()
+            first = next(events)
+            assert first.event == "refined_delta"
+            assert fake_upstream.stats()["paused"] == 1  # the upstream has not finished: nothing was held back
+            fake_upstream.control(resume=True)
+            names = [event.event for event in events]
+        assert names[-2:] == ["refined", "done"]
 
 
 def test_request_id_flows_through(proxied: tuple[str, Server]) -> None:
