@@ -82,6 +82,16 @@ SCENARIOS: dict[str, tuple[dict[str, str], str, str, dict[str, str]]] = {
         "25m",
         {},
     ),
+    "StreamFirstTextSlow": (
+        {
+            'stream_ttft_seconds_bucket{le="5"}': "0+10x10 100x30",
+            'stream_ttft_seconds_bucket{le="20"}': "0+10x40",
+            'stream_ttft_seconds_bucket{le="+Inf"}': "0+10x40",
+        },
+        "5m",
+        "25m",
+        {},
+    ),
     "LowCacheHitRate": (
         {
             "cache_hits_total": "0+50x10 500+20x40",

@@ -27,6 +27,7 @@ from tests.support import (
     start_server,
     stop,
     wait_http,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -176,8 +177,25 @@ def _traffic(server: Server, upstream: FakeUpstreamProcess) -> None:
     upstream.control(sticky={"status": 500})
     assert post("going stale", "198.51.100.101").headers["X-Cache"] == "STALE"
     upstream.control(sticky=None)
+    _stream_traffic(server, upstream)
     burst, _ = held_burst(upstream, [server.url], lambda i: post("burst together", f"198.51.100.{150 + i}"), 10)
     assert sorted(r.headers["X-Cache"] for r in burst) == ["COALESCED"] * 9 + ["MISS"]  # Redis: one call
+
+
+def _stream_traffic(server: Server, upstream: FakeUpstreamProcess) -> None:
+    """One stream read to its end, and one its only caller leaves (cancelled upstream)."""
+    body = {"prompt": "a streamed dashboard prompt", "mode": "code"}
+    headers = {"X-Forwarded-For": "198.51.100.200"}
+    with requests.post(server.url + "/api/optimize-stream", json=body, headers=headers, stream=True, timeout=30) as r:
+        assert r.status_code == 200 and b"event: done" in r.content
+    upstream.control(stream_chunks=400, stream_interval=0.05)
+    aborted = upstream.stats()["streams"]["aborted"]
+    body = {"prompt": "a stream nobody finishes", "mode": "code"}
+    response = requests.post(server.url + "/api/optimize-stream", json=body, headers=headers, stream=True, timeout=30)
+    next(response.iter_content(chunk_size=None))
+    response.close()
+    wait_until(lambda: upstream.stats()["streams"]["aborted"] > aborted, what="the cancelled stream")
+    upstream.control(stream_chunks=8, stream_interval=0)
 
 
 def _query(prometheus: str, expr: str) -> list[Any]:
