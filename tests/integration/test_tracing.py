@@ -170,3 +170,23 @@ def test_retries_are_span_events(traced: tuple[str, Receiver], fake_upstream: Fa
     chat = next(s for s in spans if s["name"].startswith("chat"))
     assert chat["events"] == ["retry"]
     assert chat["attrs"]["circuit_breaker.state"] == "closed"
+
+
+def test_a_stream_span_ends_with_the_stream_and_marks_the_first_token(
+    traced: tuple[str, Receiver], fake_upstream: FakeUpstreamProcess
+) -> None:
+    url, receiver = traced
+    fake_upstream.control(stream_chunks=5)
+    with requests.post(
+        url + "/api/optimize-stream",
+        json={"prompt": "trace a stream", "mode": "code"},
+        headers={"X-Request-ID": "trace-stream"},
+        stream=True,
+        timeout=30,
+    ) as response:
+        assert b"event: done" in response.content
+    span = receiver.wait_for(lambda s: s["name"] == "stream claude-test")[0]
+    assert span["events"] == ["first_token"]
+    assert span["attrs"]["prompt_builder.mode"] == "code"
+    chats = receiver.tree(span["trace"], lambda found: any(s["name"].startswith("POST") for s in found))
+    assert any(s["name"].startswith("POST") for s in chats)  # the upstream request inside the stream's trace
