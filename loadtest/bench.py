@@ -7,6 +7,9 @@
 3. Cached-request throughput through gunicorn versus a bare Flask endpoint returning the same
    bytes on the same server settings (wrk, keep-alive), alternated over several rounds; the
    ratio is the figure that matters.
+4. Streams: time to the first delta through /api/optimize-stream minus time to the first delta
+   straight from the fake upstream (paired request by request, interleaved), next to the
+   /api/optimize miss overhead measured the same way in the same run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from typing import Any
 
 import requests
 
-from loadtest._procs import gunicorn
+import sseclient
+
+from loadtest._procs import fake_upstream, gunicorn
 
 __all__ = ["main"]
 
@@ -218,6 +223,69 @@ class _SpanSink:
         self._server.server_close()
 
 
+def _first_delta(session: requests.Session, url: str, body: dict[str, Any], name: str) -> float:
+    """Seconds from sending `body` to the first event named `name` (the stream is then read out)."""
+    started = time.perf_counter()
+    with session.post(url, json=body, stream=True, timeout=30) as response:
+        events = sseclient.SSEClient(response.iter_content(chunk_size=None)).events()
+        first = next(e for e in events if e.event == name)
+        elapsed = time.perf_counter() - started
+        assert first.data
+        for _ in events:
+            pass
+    return elapsed
+
+
+def _whole(session: requests.Session, url: str, body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    response = session.post(url, json=body, timeout=30)
+    response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def bench_streams(samples: int) -> dict[str, float]:
+    """Stream TTFT overhead and JSON miss overhead, each paired with a direct call to the fake."""
+    print(f"\n== Stream time to first delta vs /api/optimize miss, {samples} pairs each, interleaved ==", flush=True)
+    overheads: dict[str, list[float]] = {"stream": [], "json": []}
+    with fake_upstream(latency=0.02) as upstream:
+        env = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": upstream, "LOG_LEVEL": "WARNING"}
+        with gunicorn(env, workers=1) as (url, _, _), requests.Session() as direct, requests.Session() as service:
+            message = {"model": "claude-sonnet-4-5", "max_tokens": 100, "system": "s"}
+            for i in range(samples):
+                user = [{"role": "user", "content": f"bench prompt {i}"}]
+                body = {"prompt": f"bench prompt {i}", "mode": "code"}
+                through = _first_delta(service, url + "/api/optimize-stream", body, "refined_delta")
+                straight = _first_delta(
+                    direct,
+                    upstream + "/v1/messages",
+                    {**message, "messages": user, "stream": True},
+                    "content_block_delta",
+                )
+                overheads["stream"].append(through - straight)
+                through = _whole(service, url + "/api/optimize", {**body, "prompt": f"json {body['prompt']}"})
+                straight = _whole(direct, upstream + "/v1/messages", {**message, "messages": user})
+                overheads["json"].append(through - straight)
+                if (i + 1) % max(1, samples // 4) == 0:
+                    print(f"  {i + 1}/{samples} pairs", flush=True)
+    figures = {}
+    for lane, values in overheads.items():
+        values.sort()
+        figures[f"{lane}_p50"] = statistics.median(values)
+        figures[f"{lane}_p99"] = values[min(len(values) - 1, int(len(values) * 0.99))]
+    print(f"{'':44} {'p50':>9} {'p99':>9}")
+    print(f"{'stream: TTFT through the service - direct':44} {_ms(figures['stream_p50'])} {_ms(figures['stream_p99'])}")
+    print(f"{'/api/optimize miss: service - direct':44} {_ms(figures['json_p50'])} {_ms(figures['json_p99'])}")
+    print(
+        f"ratio stream TTFT overhead / JSON miss overhead: p50 {figures['stream_p50'] / figures['json_p50']:.2f}, "
+        f"p99 {figures['stream_p99'] / figures['json_p99']:.2f} (<= 1.00: a stream adds no more than a miss)"
+    )
+    return figures
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f}ms"
+
+
 def _variants(sink: str) -> dict[str, dict[str, str]]:
     traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
     return {
@@ -235,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--stream-pairs", type=int, default=200)
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     bench_keys()
@@ -242,6 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_throughput:
         with _SpanSink() as sink:
             bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink))
+    if args.stream_pairs:
+        bench_streams(args.stream_pairs)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class AnthropicProvider(HTTPProvider):
         pieces: list[str] = []
         answered_model, input_tokens, output_tokens, stopped = model, 0, 0, False
         for name, data in self.post_events(body, timeout):
+            if stopped:
+                continue  # read to the end, so the connection goes back to the pool
             if name == "ping":
                 continue
             event = _event(data)
@@ -64,7 +66,6 @@ class AnthropicProvider(HTTPProvider):
                 output_tokens = int((event.get("usage") or {}).get("output_tokens", output_tokens))
             elif kind == "message_stop":
                 stopped = True
-                break
         if not stopped:
             raise UpstreamFailure("connection", "upstream stream ended before message_stop")
         text = "".join(pieces)

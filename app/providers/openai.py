@@ -45,9 +45,11 @@ class OpenAIProvider(HTTPProvider):
         answered_model, done = model, False
         usage: dict[str, Any] = {}
         for _name, data in self.post_events(body, timeout):
+            if done:
+                continue  # read to the end, so the connection goes back to the pool
             if data.strip() == "[DONE]":
                 done = True
-                break
+                continue
             try:
                 chunk = json.loads(data)
                 if "error" in chunk:

@@ -288,3 +288,49 @@ def test_when_one_of_two_leaves_the_other_gets_everything(fake_upstream: FakeUps
         assert status == "COALESCED" and _text(events)
         stats = fake_upstream.stats()["streams"]
         assert (stats["completed"], stats["aborted"]) == (1, 0)
+
+
+def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
+    """Callers who leave mid-stream, 200 of them, 20 at a time, over 2 workers sharing Redis:
+    afterwards no stream is active, every upstream stream was closed (its connection with it),
+    Redis holds no lock or follower count, and the workers' sockets do not grow with the count."""
+    import psutil
+    import redis
+
+    n, at_once = 200, 20
+    fake_upstream.control(stream_chunks=400, stream_interval=0.05)
+    env = {**provider_env("anthropic", fake_upstream), "REDIS_URL": redis_url, "REDIS_PREFIX": "leak:"}
+    with start_server(env, workers=2) as server:
+        workers = [psutil.Process(p.pid) for p in psutil.Process(server.proc.pid).children()]
+
+        def leave(i: int) -> None:
+            response = _open(server.url, {"prompt": f"cancel me {i}", "mode": "code"})
+            assert response.status_code == 200
+            next(response.iter_content(chunk_size=None))
+            response.close()
+
+        with ThreadPoolExecutor(at_once) as pool:
+            list(pool.map(leave, range(-at_once, 0)))  # warm-up: pools grow to this concurrency once
+            wait_until(lambda: fake_upstream.stats()["streams"]["aborted"] == at_once, what="the warm-up closed")
+            wait_until(lambda: metric_total([server.url], "streams_active") == 0, what="no active stream")
+            fds_before = sum(w.num_fds() for w in workers)
+            list(pool.map(leave, range(n)))
+        n += at_once
+        wait_until(lambda: fake_upstream.stats()["streams"]["aborted"] == n, what="every upstream stream closed")
+        wait_until(lambda: metric_total([server.url], "streams_active") == 0, what="no active stream")
+        assert fake_upstream.stats()["streams"]["open"] == 0
+        assert metric_total([server.url], "streams_finished_total") == n
+        client = redis.Redis.from_url(redis_url)
+        locks = list(client.scan_iter("leak:sse:*:lock"))
+        counts = [int(client.get(k) or 0) for k in client.scan_iter("leak:sse:*:followers")]
+        assert locks == [] and set(counts) <= {0}, (locks, counts)
+        # Pools (upstream, Redis) may grow to the concurrency a worker happened to get; a leak
+        # would grow with the number of streams (200).
+        fds_after = wait_until(
+            lambda: (fds := sum(w.num_fds() for w in workers)) <= fds_before + 2 * at_once and fds or None,
+            what="the workers' sockets within their pools",
+        )
+        print(
+            f"\n{n} cancelled streams: {n} upstream streams closed, 0 active, no Redis lock or follower left; "
+            f"worker fds {fds_before} -> {fds_after}"
+        )
