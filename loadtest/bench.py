@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-
 import sseclient
 
 from loadtest._procs import fake_upstream, gunicorn

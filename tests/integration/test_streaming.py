@@ -327,7 +327,7 @@ def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstream
         # Pools (upstream, Redis) may grow to the concurrency a worker happened to get; a leak
         # would grow with the number of streams (200).
         fds_after = wait_until(
-            lambda: (fds := sum(w.num_fds() for w in workers)) <= fds_before + 2 * at_once and fds or None,
+            lambda: ((fds := sum(w.num_fds() for w in workers)) <= fds_before + 2 * at_once and fds) or None,
             what="the workers' sockets within their pools",
         )
         print(
