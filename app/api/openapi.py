@@ -68,6 +68,16 @@ _ERRORS = {
 }
 
 
+_STREAM_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["draft_delta", "draft", "refined_delta", "refined", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+    "required": ["event", "data"],
+}
+
+
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -115,7 +125,8 @@ def build_spec() -> dict[str, Any]:
             "responses": {
                 "200": {
                     "description": "The event stream",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    # The schema of one event (as OpenAPI 3.2's itemSchema; fuzzers check each).
+                    "content": {"text/event-stream": {"schema": _STREAM_EVENT}},
                     "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED"]}}},
                 },
                 **{code: {**error, "description": text} for code, text in _ERRORS.items()},

@@ -1,0 +1,205 @@
+"""Gateway streams in one process: events, the cache shared with complete(), followers of one
+stream, JSON and stream callers joining each other, faults, deadlines, cancellation, the draft
+stage. (Sharing through Redis needs a gevent-patched process: tests/integration/test_streaming.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator, Iterator
+
+import gevent
+from gevent.event import Event
+
+from app.cache import MemoryCache
+from app.coalescing import InFlight
+from app.gateway import Gateway
+from app.gateway.breaker import Breaker
+from app.gateway.gateway import HEARTBEAT_SECONDS
+from app.gateway.observer import NullObserver
+from app.gateway.streams import HEARTBEAT
+from app.gateway.upstream import UpstreamCaller
+from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
+from app.services.answers import text_answer
+
+
+class StreamingProvider:
+    """Streams "piece 0 piece 1 ..." for the user message; gates, faults and closes on demand."""
+
+    name = "echo"
+    model = "echo-1"
+
+    def __init__(self, pieces: int = 4) -> None:
+        self.pieces = pieces
+        self.calls = 0
+        self.closed = 0
+        self.models: list[str] = []
+        self.gate: Event | None = None  # the first piece waits here
+        self.fail_after: int | None = None
+        self.stall_after: int | None = None
+
+    def complete(self, request: LLMRequest, timeout: float) -> ProviderResult:
+        *_, result = self.stream(request, timeout)
+        assert isinstance(result, ProviderResult)
+        return result
+
+    def stream(
+        self, request: LLMRequest, timeout: float, model: str | None = None
+    ) -> Generator[str | ProviderResult, None, None]:
+        self.calls += 1
+        self.models.append(model or self.model)
+        try:
+            if self.gate is not None:
+                self.gate.wait()
+            text = [f"{request.messages[-1][1]} piece {i}\n" for i in range(self.pieces)]
+            for i, piece in enumerate(text):
+                if i == self.fail_after:
+                    raise UpstreamFailure("status", "overloaded", status=529)
+                if i == self.stall_after:
+                    gevent.sleep(60)
+                yield piece
+                gevent.sleep(0.001)
+            yield ProviderResult("".join(text), 10, 5, model or self.model)
+        finally:
+            self.closed += 1
+
+    def close(self) -> None:
+        pass
+
+
+def _gateway(provider: StreamingProvider, **shared: object) -> Gateway:
+    upstream = UpstreamCaller(provider, Breaker("echo", 100, 30), NullObserver(), max_retries=0)
+    return Gateway(upstream, l1=MemoryCache(10**7, 100, 0), inflight=InFlight(), **shared)  # type: ignore[arg-type]
+
+
+def _request(prompt: str = "hello", timeout: float = 5) -> LLMRequest:
+    return LLMRequest("optimize", "code", "system", (("user", prompt),), 100, timeout=timeout)
+
+
+def _read(events: Iterator[bytes]) -> tuple[bytes, list[tuple[str, dict]]]:
+    raw = b"".join(chunk for chunk in events if chunk != HEARTBEAT)
+    parsed = []
+    for block in raw.decode().split("\n\n"):
+        if block:
+            name, data = block.split("\n", 1)
+            parsed.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    return raw, parsed
+
+
+def _text(events: list[tuple[str, dict]]) -> str:
+    deltas = "".join(d["delta"] for n, d in events if n == "refined_delta")
+    assert [n for n, _ in events][-2:] == ["refined", "done"] and events[-2][1]["refined"] == deltas
+    return deltas
+
+
+def test_a_miss_streams_then_both_paths_hit_the_cache() -> None:
+    provider = StreamingProvider()
+    gateway = _gateway(provider)
+    stream = gateway.stream(_request(), text_answer)
+    assert stream.cache_status == "MISS"
+    _, events = _read(stream.events)
+    assert _text(events) == "hello piece 0\nhello piece 1\nhello piece 2\nhello piece 3\n"
+    assert events[-2][1]["metadata"] == {
+        "mode": "code",
+        "provider": "echo",
+        "model": "echo-1",
+        "usage": {"inputTokens": 10, "outputTokens": 5},
+    }
+    completion = gateway.complete(_request(), text_answer)
+    assert completion.cache_status == "HIT" and completion.payload == _text(events).strip()
+    replay = gateway.stream(_request(), text_answer)
+    assert replay.cache_status == "HIT" and _text(_read(replay.events)[1]) == completion.payload
+    assert provider.calls == 1
+
+
+def test_followers_share_one_stream_and_get_the_same_bytes() -> None:
+    provider = StreamingProvider()
+    provider.gate = Event()
+    gateway = _gateway(provider)
+    streams = [gateway.stream(_request(), text_answer) for _ in range(5)]
+    assert [s.cache_status for s in streams] == ["MISS"] + ["COALESCED"] * 4
+    readers = [gevent.spawn(_read, s.events) for s in streams]
+    gevent.sleep(0.01)
+    provider.gate.set()
+    gevent.joinall(readers, raise_error=True)
+    assert len({reader.value[0] for reader in readers}) == 1
+    assert provider.calls == 1
+
+
+def test_a_json_call_joins_a_stream_and_a_stream_joins_a_json_call() -> None:
+    provider = StreamingProvider()
+    provider.gate = Event()
+    gateway = _gateway(provider)
+    stream = gateway.stream(_request("one"), text_answer)
+    reader = gevent.spawn(_read, stream.events)
+    as_json = gevent.spawn(gateway.complete, _request("one"), text_answer)
+    gevent.sleep(0.01)
+    provider.gate.set()
+    assert as_json.get(timeout=5).cache_status == "COALESCED"
+    assert as_json.value.payload == _text(reader.get(timeout=5)[1]).strip()
+
+    provider.gate = Event()
+    first = gevent.spawn(gateway.complete, _request("two"), text_answer)
+    gevent.sleep(0.01)
+    joined = gateway.stream(_request("two"), text_answer)
+    assert joined.cache_status == "COALESCED"
+    reader = gevent.spawn(_read, joined.events)
+    provider.gate.set()
+    assert _text(reader.get(timeout=5)[1]) == first.get(timeout=5).payload
+    assert provider.calls == 2
+
+
+def test_a_failure_mid_stream_is_an_error_event_and_nothing_is_stored() -> None:
+    provider = StreamingProvider()
+    provider.fail_after = 2
+    gateway = _gateway(provider)
+    _, events = _read(gateway.stream(_request(), text_answer, origin="req-1").events)
+    assert [n for n, _ in events] == ["refined_delta", "refined_delta", "error"]
+    assert events[-1][1]["status"] == "failed" and events[-1][1]["requestId"] == "req-1"
+    assert gateway.l1 is not None and len(gateway.l1) == 0
+    assert gateway.upstream.breaker.failures == 1
+
+
+def test_a_stall_past_the_deadline_is_a_timeout_error_event() -> None:
+    provider = StreamingProvider()
+    provider.stall_after = 1
+    gateway = _gateway(provider)
+    started = time.monotonic()
+    _, events = _read(gateway.stream(_request(timeout=0.3), text_answer).events)
+    assert [n for n, _ in events] == ["refined_delta", "error"]
+    assert "timed out" in events[-1][1]["error"] and time.monotonic() - started < 5
+    assert provider.closed == 1
+
+
+def test_a_stream_nobody_follows_is_cancelled_and_its_upstream_closed() -> None:
+    provider = StreamingProvider(pieces=1000)
+    gateway = _gateway(provider)
+    events = gateway.stream(_request(), text_answer).events
+    next(events)
+    events.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while provider.closed == 0:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.01)
+    assert gateway.l1 is not None and len(gateway.l1) == 0
+    assert gateway.stream(_request(), text_answer).cache_status == "MISS"  # a newcomer starts afresh
+
+
+def test_heartbeats_while_the_upstream_is_silent() -> None:
+    provider = StreamingProvider()
+    provider.gate = Event()
+    gateway = _gateway(provider)
+    events = gateway.stream(_request(), text_answer).events
+    assert next(events) == HEARTBEAT  # after HEARTBEAT_SECONDS of silence
+    provider.gate.set()
+    assert HEARTBEAT_SECONDS <= 0.25
+
+
+def test_the_draft_stage_streams_first_with_the_draft_model() -> None:
+    provider = StreamingProvider(pieces=2)
+    gateway = _gateway(provider)
+    _, events = _read(gateway.stream(_request(), text_answer, draft_model="fast-1").events)
+    names = [n for n, _ in events]
+    assert names == ["draft_delta", "draft_delta", "draft", "refined_delta", "refined_delta", "refined", "done"]
+    assert provider.models == ["fast-1", "echo-1"]
+    assert events[2][1]["draft"] == "hello piece 0\nhello piece 1\n"
