@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 # `make test` runs a bounded campaign with a fixed seed; `make fuzz` the deep one (FUZZ_EXAMPLES=500,
 # FUZZ_SEED=random prints a fresh seed to replay with `make fuzz SEED=<seed>`).
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 40)  # per operation
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 25)  # per operation
 _SEED = os.environ.get("FUZZ_SEED") or "20261126"
 SEED = secrets.randbelow(2**31) if _SEED == "random" else int(_SEED)
 OPERATIONS = 6

@@ -90,6 +90,25 @@ def test_offline_stream_headers_and_event_sequence(template_server: Server) -> N
     }
 
 
+def test_the_access_line_of_a_stream_has_its_ttft_and_total(fake_upstream: FakeUpstreamProcess) -> None:
+    fake_upstream.control(stream_chunks=10, stream_interval=0.02)
+    env = {**provider_env("anthropic", fake_upstream), "LOG_LEVEL": "INFO"}
+    with start_server(env) as server:
+        with _open(server.url, None, **{"X-Request-ID": "stream-log-1"}) as response:
+            _text(_events(response))
+
+        def line() -> dict | None:
+            for text in server.output().splitlines():
+                if text.startswith("{") and "stream-log-1" in text:
+                    return json.loads(text)  # type: ignore[no-any-return]
+            return None
+
+        entry = wait_until(line, what="the stream's access line")
+        assert entry["endpoint"] == "optimize.optimize_stream" and entry["cache"] == "MISS"
+        assert 0 < entry["ttft_ms"] < entry["duration_ms"] and entry["bytes"] > 0
+        assert entry["duration_ms"] >= 9 * 20  # written at the end: it spans the paced deltas
+
+
 def test_bad_input_is_a_json_error_before_any_stream(template_server: Server) -> None:
     response = requests.post(
         template_server.url + "/api/optimize-stream", json={"prompt": "", "mode": "code"}, timeout=10
@@ -291,13 +310,13 @@ def test_when_one_of_two_leaves_the_other_gets_everything(fake_upstream: FakeUps
 
 
 def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
-    """Callers who leave mid-stream, 200 of them, 20 at a time, over 2 workers sharing Redis:
+    """Callers who leave mid-stream, 1000 of them, 50 at a time, over 2 workers sharing Redis:
     afterwards no stream is active, every upstream stream was closed (its connection with it),
     Redis holds no lock or follower count, and the workers' sockets do not grow with the count."""
     import psutil
     import redis
 
-    n, at_once = 200, 20
+    n, at_once = 1000, 50
     fake_upstream.control(stream_chunks=400, stream_interval=0.05)
     env = {**provider_env("anthropic", fake_upstream), "REDIS_URL": redis_url, "REDIS_PREFIX": "leak:"}
     with start_server(env, workers=2) as server:
@@ -325,7 +344,7 @@ def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstream
         counts = [int(client.get(k) or 0) for k in client.scan_iter("leak:sse:*:followers")]
         assert locks == [] and set(counts) <= {0}, (locks, counts)
         # Pools (upstream, Redis) may grow to the concurrency a worker happened to get; a leak
-        # would grow with the number of streams (200).
+        # would grow with the number of streams (1000).
         fds_after = wait_until(
             lambda: ((fds := sum(w.num_fds() for w in workers)) <= fds_before + 2 * at_once and fds) or None,
             what="the workers' sockets within their pools",

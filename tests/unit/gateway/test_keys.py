@@ -33,7 +33,7 @@ def _key(request: LLMRequest, provider: str = "anthropic", model: str = "m") -> 
     return request_key(request.task, {"provider": provider, "model": model, **request.identity()})
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(requests_, requests_)
 def test_distinct_requests_never_share_a_key(a: LLMRequest, b: LLMRequest) -> None:
     assert (_key(a) == _key(b)) == (a.identity() == b.identity())
@@ -46,7 +46,7 @@ def test_provider_and_model_are_part_of_the_key(request: LLMRequest) -> None:
     assert len(keys) == 3
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(st.dictionaries(text, json_values, max_size=8), st.randoms())
 def test_key_ignores_json_key_order(shape: dict, random: object) -> None:
     items = list(shape.items())
