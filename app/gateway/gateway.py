@@ -50,6 +50,17 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class _StreamJob:
+    """What a stream's producer needs besides its run: the request and how to answer it."""
+
+    request: LLMRequest
+    parse: Callable[[str], Any]
+    store: bool
+    draft_model: str | None
+    origin: str  # the request id that started the stream, for its error event
+
+
+@dataclass(frozen=True)
 class Stream:
     """A stream as one caller gets it: where it came from, and its event bytes."""
 
@@ -138,22 +149,9 @@ class Gateway:
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
         coalescing (no-store)."""
         key = self.key_for(request)
-        stale: CachedValue | None = None
-        if read and write:
-            started = time.perf_counter()
-            with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
-                cached = self._lookup(key)
-                now = time.time()
-                status = "MISS" if cached is None else "HIT" if cached.is_fresh(now) else "STALE"
-                span.set_attribute("cache.status", status.lower())
-            self._observer.cache_lookup(
-                request.task, "HIT" if status == "HIT" else "MISS", time.perf_counter() - started
-            )
-            if cached is not None and status == "HIT":
-                return _completion(cached, "HIT", now)
-            stale = cached
-        else:
-            self._observer.cache_lookup(request.task, "BYPASS")
+        stale, fresh = self._read(key, request, read and write)
+        if stale is not None and fresh:
+            return _completion(stale, "HIT", time.time())
 
         run = self._streams.get(key) if write else None
         if run is not None:  # the same answer is being streamed: wait for it
@@ -186,6 +184,20 @@ class Gateway:
         finally:
             self._observer.upstream_wait(time.perf_counter() - waiting)
         return _completion(value, status, time.time())
+
+    def _read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
+        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh)."""
+        if not read:
+            self._observer.cache_lookup(request.task, "BYPASS")
+            return None, False
+        started = time.perf_counter()
+        with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
+            cached = self._lookup(key)
+            fresh = cached is not None and cached.is_fresh(time.time())
+            status = "MISS" if cached is None else "HIT" if fresh else "STALE"
+            span.set_attribute("cache.status", status.lower())
+        self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started)
+        return cached, fresh
 
     def _lookup(self, key: str) -> CachedValue | None:
         cached = self.l1.get(key) if self.l1 is not None else None
@@ -260,16 +272,9 @@ class Gateway:
         upstream stream per key in this worker). `origin` names the request that starts a new
         stream (in its error event)."""
         key = self.key_for(request)
-        if read and write:
-            started = time.perf_counter()
-            cached = self._lookup(key)
-            fresh = cached is not None and cached.is_fresh(time.time())
-            self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started)
-            if fresh:
-                assert cached is not None
-                return Stream("HIT", self._counted(iter([_replay(cached, request.mode)])))
-        else:
-            self._observer.cache_lookup(request.task, "BYPASS")
+        cached, fresh = self._read(key, request, read and write)
+        if cached is not None and fresh:
+            return Stream("HIT", self._counted(iter([_replay(cached, request.mode)])))
         if write:
             run = self._streams.get(key)
             if run is not None:
@@ -281,7 +286,8 @@ class Gateway:
                 self._observer.coalesced(request.task, "worker")
                 self._observer.stream_follower("worker")
                 return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
-        run = StreamRun(on_idle=self._cancel)
+        job = _StreamJob(request, parse, write, draft_model, origin)
+        run = StreamRun(key, on_idle=self._cancel)
         if write:
             self._streams[key] = run
         lock = None
@@ -294,10 +300,9 @@ class Gateway:
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    args = (key, run, request, parse, write, draft_model, origin)
-                    run.producer = gevent.spawn(self._follow_stream, *args)
+                    run.producer = gevent.spawn(self._follow_stream, job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = gevent.spawn(self._produce_stream, key, run, request, parse, write, draft_model, origin, lock)
+        run.producer = gevent.spawn(self._produce_stream, job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (measured: ~0.5 ms off TTFT).
         gevent.sleep(0)
@@ -335,28 +340,19 @@ class Gateway:
     def _cancel(self, run: StreamRun) -> None:
         """Nobody follows `run` any more: stop its upstream stream (closing the connection),
         unless followers in other processes still read it (the producer checks again later)."""
-        if run.shared and self.shared_streams is not None:
-            key = next((k for k, candidate in self._streams.items() if candidate is run), None)
-            if key is not None and self.shared_streams.followers(key) > 0:
-                run.orphaned = True  # the producer stops once those have gone too
-                return
-        for key, candidate in list(self._streams.items()):
-            if candidate is run:
-                del self._streams[key]  # a newcomer starts afresh, never joins a dying stream
+        if run.shared and self.shared_streams is not None and self.shared_streams.followers(run.key) > 0:
+            run.orphaned = True  # the producer stops once those have gone too
+            return
+        self._forget(run)  # a newcomer starts afresh, never joins a dying stream
         if run.producer is not None and not run.done:
             run.producer.kill(block=False)
 
-    def _produce_stream(
-        self,
-        key: str,
-        run: StreamRun,
-        request: LLMRequest,
-        parse: Callable[[str], Any],
-        store: bool,
-        draft_model: str | None,
-        origin: str,
-        lock: Lock | None = None,
-    ) -> None:
+    def _forget(self, run: StreamRun) -> None:
+        if self._streams.get(run.key) is run:
+            del self._streams[run.key]
+
+    def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lock | None = None) -> None:
+        key, request, origin = run.key, job.request, job.origin
         provider = self.upstream.provider
         shared = self.shared_streams if lock is not None else None
         heartbeat = None
@@ -402,11 +398,11 @@ class Gateway:
                 gevent.Timeout(request.timeout + 1, GatewayTimeoutError()),  # a backstop: the caller times out first
                 self._tracer.span(f"stream {provider.model}", {"prompt_builder.mode": request.mode}) as span,
             ):
-                if draft_model:
-                    _, draft = stage("draft", draft_model)
+                if job.draft_model:
+                    _, draft = stage("draft", job.draft_model)
                     run.append(sse_event("draft", {"draft": draft, "status": "complete"}))
                 result, text = stage("refined", None)
-                payload = parse(text)
+                payload = job.parse(text)
                 now = time.time()
                 usage = (result.input_tokens, result.output_tokens)
                 value = CachedValue(
@@ -414,7 +410,7 @@ class Gateway:
                 )
                 run.append(sse_event("refined", _refined(text, request.mode, provider.name, result.model, usage)))
                 run.append(sse_event("done", {"status": "finished"}))
-                if store:
+                if job.store:
                     self._store_l1(key, value, new=True)
                     if self.l2 is not None:
                         self.l2.set(key, value)
@@ -440,23 +436,14 @@ class Gateway:
                 run.tee = None
                 shared.end(key, lock, ok=outcome == "completed")
             run.finish()
-            if self._streams.get(key) is run:
-                del self._streams[key]
+            self._forget(run)
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
 
-    def _follow_stream(
-        self,
-        key: str,
-        run: StreamRun,
-        request: LLMRequest,
-        parse: Callable[[str], Any],
-        store: bool,
-        draft_model: str | None,
-        origin: str,
-    ) -> None:
-        """Relay another process's stream of `key` into `run`; lead it ourselves when that
-        stream has just ended without an answer to show."""
+    def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:
+        """Relay another process's stream of the run's key into `run`; lead it ourselves when
+        that stream has just ended without an answer to show."""
         assert self.shared_streams is not None
+        key, request, origin = run.key, job.request, job.origin
         deadline = time.monotonic() + request.timeout
         handed_over = False
 
@@ -474,7 +461,7 @@ class Gateway:
                         lock = None
                     if lock is not None:
                         handed_over = True
-                        self._produce_stream(key, run, request, parse, store, draft_model, origin, lock)
+                        self._produce_stream(job, run, lock)
                         return
                     continue
                 if ended is None and cached is not None:
@@ -493,8 +480,7 @@ class Gateway:
         finally:
             if not handed_over:
                 run.finish()
-                if self._streams.get(key) is run:
-                    del self._streams[key]
+                self._forget(run)
 
 
 def _refined(text: str, mode: str, provider: str, model: str, usage: tuple[int, int]) -> dict[str, Any]:

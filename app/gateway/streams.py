@@ -30,7 +30,8 @@ class StreamRun:
     a JSON request for the same key waits on it. `on_idle` is called when the last follower
     leaves before the end (the producer is then cancelled)."""
 
-    def __init__(self, on_idle: Callable[[StreamRun], None]) -> None:
+    def __init__(self, key: str, on_idle: Callable[[StreamRun], None]) -> None:
+        self.key = key
         self.events: list[bytes] = []
         self.size = 0  # bytes held: the one buffer per in-flight key
         self.done = False
@@ -80,12 +81,11 @@ class StreamRun:
                 self._on_idle(self)
 
     def wait(self, timeout: float) -> Any:
-        """For a JSON caller: count as a follower (the stream goes on for it), return the result."""
+        """For a JSON caller: count as a follower (the stream goes on for it), return the result
+        (raise its error, or gevent.Timeout after `timeout`)."""
         self.followers += 1
         try:
             return self.result.get(timeout=timeout)
-        except gevent.Timeout:
-            return None
         finally:
             self.followers -= 1
             if self.followers == 0 and not self.done:

@@ -169,7 +169,7 @@ class UpstreamCaller:
     def _finish(
         self, request: LLMRequest, probe: bool, outcome: ProviderResult | UpstreamFailure, started: float, model: str
     ) -> None:
-        """Feed one streamed attempt's outcome to the breaker and the observer."""
+        """Feed one attempt's outcome to the breaker and the observer."""
         self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
         self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
         self._observer.upstream_call(self.provider.name, model, request, outcome, time.perf_counter() - started)
@@ -190,11 +190,7 @@ class UpstreamCaller:
         except BaseException:
             self.breaker.release(probe)
             raise
-        self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
-        self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
-        self._observer.upstream_call(
-            self.provider.name, self.provider.model, request, outcome, time.perf_counter() - started
-        )
+        self._finish(request, probe, outcome, started, self.provider.model)
         return outcome
 
     def _retry_delay(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Generator, Iterator
 
 import gevent
+import pytest
 from gevent.event import Event
 
 from app.cache import MemoryCache
@@ -203,3 +204,17 @@ def test_the_draft_stage_streams_first_with_the_draft_model() -> None:
     assert names == ["draft_delta", "draft_delta", "draft", "refined_delta", "refined_delta", "refined", "done"]
     assert provider.models == ["fast-1", "echo-1"]
     assert events[2][1]["draft"] == "hello piece 0\nhello piece 1\n"
+
+
+def test_a_json_call_waiting_on_a_stream_times_out_with_504() -> None:
+    from app.errors import GatewayTimeoutError
+
+    provider = StreamingProvider()
+    provider.gate = Event()
+    gateway = _gateway(provider)
+    reader = gevent.spawn(_read, gateway.stream(_request("slow"), text_answer).events)
+    gevent.sleep(0.01)
+    with pytest.raises(GatewayTimeoutError):
+        gateway.complete(_request("slow", timeout=0.05), text_answer)
+    provider.gate.set()
+    assert _text(reader.get(timeout=5)[1])  # the stream itself goes on for its own caller
