@@ -243,10 +243,36 @@ def _whole(session: requests.Session, url: str, body: dict[str, Any]) -> float:
 
 
 def bench_streams(samples: int) -> dict[str, float]:
-    """Stream TTFT overhead and JSON miss overhead, each paired with a direct call to the fake."""
-    print(f"\n== Stream time to first delta vs /api/optimize miss, {samples} pairs each, interleaved ==", flush=True)
+    """Stream TTFT overhead and JSON miss overhead, each paired with a direct call to the fake;
+    once with deltas paced as a model writes them (10 ms apart), once all in one burst."""
+    figures: dict[str, float] = {}
+    for pace, label in ((0.01, "paced: deltas 10 ms apart, as a model writes"), (0.0, "burst: all deltas at once")):
+        print(f"\n== Stream time to first delta vs /api/optimize miss ({label}), {samples} pairs each ==", flush=True)
+        lanes = _stream_overheads(samples, pace)
+        tag = "paced" if pace else "burst"
+        for lane, values in lanes.items():
+            values.sort()
+            figures[f"{tag}_{lane}_p50"] = statistics.median(values)
+            figures[f"{tag}_{lane}_p99"] = values[min(len(values) - 1, int(len(values) * 0.99))]
+        stream50, stream99, json50, json99 = (
+            figures[f"{tag}_{name}"] for name in ("stream_p50", "stream_p99", "json_p50", "json_p99")
+        )
+        print(f"{'':44} {'p50':>9} {'p99':>9}")
+        print(f"{'stream: TTFT through the service - direct':44} {_ms(stream50)} {_ms(stream99)}")
+        print(f"{'/api/optimize miss: service - direct':44} {_ms(json50)} {_ms(json99)}")
+        print(
+            f"ratio stream TTFT overhead / JSON miss overhead: p50 {stream50 / json50:.2f}, "
+            f"p99 {stream99 / json99:.2f} (<= 1.00: a stream adds no more than a miss)"
+        )
+    return figures
+
+
+def _stream_overheads(samples: int, pace: float) -> dict[str, list[float]]:
+    """Per pair: (through the service - straight from the fake) for a stream's first delta and
+    for a whole /api/optimize miss, interleaved request by request."""
     overheads: dict[str, list[float]] = {"stream": [], "json": []}
     with fake_upstream(latency=0.02) as upstream:
+        requests.post(upstream + "/_control", json={"stream_interval": pace}, timeout=5).raise_for_status()
         env = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": upstream, "LOG_LEVEL": "WARNING"}
         with gunicorn(env, workers=1) as (url, _, _), requests.Session() as direct, requests.Session() as service:
             message = {"model": "claude-sonnet-4-5", "max_tokens": 100, "system": "s"}
@@ -266,19 +292,7 @@ def bench_streams(samples: int) -> dict[str, float]:
                 overheads["json"].append(through - straight)
                 if (i + 1) % max(1, samples // 4) == 0:
                     print(f"  {i + 1}/{samples} pairs", flush=True)
-    figures = {}
-    for lane, values in overheads.items():
-        values.sort()
-        figures[f"{lane}_p50"] = statistics.median(values)
-        figures[f"{lane}_p99"] = values[min(len(values) - 1, int(len(values) * 0.99))]
-    print(f"{'':44} {'p50':>9} {'p99':>9}")
-    print(f"{'stream: TTFT through the service - direct':44} {_ms(figures['stream_p50'])} {_ms(figures['stream_p99'])}")
-    print(f"{'/api/optimize miss: service - direct':44} {_ms(figures['json_p50'])} {_ms(figures['json_p99'])}")
-    print(
-        f"ratio stream TTFT overhead / JSON miss overhead: p50 {figures['stream_p50'] / figures['json_p50']:.2f}, "
-        f"p99 {figures['stream_p99'] / figures['json_p99']:.2f} (<= 1.00: a stream adds no more than a miss)"
-    )
-    return figures
+    return overheads
 
 
 def _ms(seconds: float) -> str:

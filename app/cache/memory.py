@@ -59,6 +59,7 @@ class _BoundedTLRU(TLRUCache):
         )
         self.max_entries = max_entries
         self.evictions = 0
+        self.reserved = 0  # bytes held outside the entries (in-flight stream buffers)
 
     def popitem(self) -> tuple[Any, Any]:
         item = super().popitem()
@@ -69,7 +70,15 @@ class _BoundedTLRU(TLRUCache):
         if key not in self:
             while len(self) >= self.max_entries:
                 self.popitem()
+        if self.reserved and self.getsizeof(value) + self.reserved > self.maxsize:
+            raise ValueError("value too large beside the reserved bytes")
         super().__setitem__(key, value)
+        self.make_room()  # the new entry is the most recently used: older ones leave first
+
+    def make_room(self) -> None:
+        """Evict least recently used entries until entries and reservations fit the bound."""
+        while self.currsize and self.currsize + self.reserved > self.maxsize:
+            self.popitem()
 
 
 class MemoryCache:
@@ -94,6 +103,20 @@ class MemoryCache:
         except ValueError:  # larger than max_bytes on its own: simply not cached
             return False
         return True
+
+    def reserve(self, size: int) -> None:
+        """Count `size` bytes held elsewhere against the bound (an in-flight stream's buffer):
+        least recently used entries make room for them."""
+        self._data.reserved += size
+        self._data.make_room()
+
+    def release(self, size: int) -> None:
+        """Those bytes are gone again."""
+        self._data.reserved = max(0, self._data.reserved - size)
+
+    @property
+    def reserved(self) -> int:
+        return self._data.reserved
 
     @property
     def evictions(self) -> int:

@@ -111,6 +111,7 @@ class Gateway:
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
         self._streams: dict[str, StreamRun] = {}  # streams in flight in this worker, by key
+        self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
 
     @property
     def breaker_state(self) -> str:
@@ -287,7 +288,7 @@ class Gateway:
                 self._observer.stream_follower("worker")
                 return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
         job = _StreamJob(request, parse, write, draft_model, origin)
-        run = StreamRun(key, on_idle=self._cancel)
+        run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         if write:
             self._streams[key] = run
         lock = None
@@ -307,6 +308,21 @@ class Gateway:
         # run: the upstream's wait then overlaps our own work (measured: ~0.5 ms off TTFT).
         gevent.sleep(0)
         return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
+
+    def _buffer_changed(self, change: int) -> None:
+        """Stream buffers hold `change` more (or fewer) bytes: they take room from L1 while the
+        streams last, so one byte bound covers cached answers and answers being written."""
+        self._buffered += change
+        if self.l1 is not None:
+            if change > 0:
+                evicted = self.l1.evictions
+                self.l1.reserve(change)
+                if self.l1.evictions != evicted:
+                    self._observer.cache_evicted(self.l1.evictions - evicted)
+                    self._observer.cache_size(len(self.l1), self.l1.bytes)
+            else:
+                self.l1.release(-change)
+        self._observer.stream_buffers(self._buffered)
 
     def _counted(self, events: Iterator[bytes]) -> Iterator[bytes]:
         try:
@@ -374,20 +390,18 @@ class Gateway:
                 if isinstance(item, ProviderResult):
                     result = item
                     continue
-                if not first:
-                    first.append(time.perf_counter())
-                    span.add_event("first_token")
-                    upstream_ttft = first[0] - asked
-                    total_ttft = first[0] - begun
-                    self._observer.stream_first_delta(
-                        provider.name, provider.model, total_ttft, max(0.0, total_ttft - upstream_ttft)
-                    )
                 pieces.append(item)
                 run.append(sse_event(f"{name}_delta", {"delta": item}))
-                if len(pieces) == 1:
-                    # Let the followers send the first delta now, before this greenlet parses
-                    # whatever else the upstream already sent (measured: ~0.4 ms off TTFT).
+                if not first:
+                    first.append(time.perf_counter())
+                    # Let the followers send the first delta now, before this greenlet records
+                    # it and parses whatever else the upstream already sent (~0.4 ms off TTFT).
                     gevent.sleep(0)
+                    span.add_event("first_token")
+                    total_ttft = first[0] - begun
+                    self._observer.stream_first_delta(
+                        provider.name, provider.model, total_ttft, max(0.0, total_ttft - (first[0] - asked))
+                    )
                 if run.orphaned and run.followers == 0 and shared is not None and not shared.followers(key):
                     raise gevent.GreenletExit  # the last follower elsewhere has gone too
             assert result is not None  # providers end every stream with their result

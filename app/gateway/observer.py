@@ -64,6 +64,9 @@ class Observer:
     def stream_bytes(self, count: int) -> None:
         """`count` bytes of events went to a stream's caller."""
 
+    def stream_buffers(self, size: int) -> None:
+        """The buffers of this worker's streams in flight now hold `size` bytes."""
+
     def redis_error(self) -> None:
         """A Redis operation failed; the request went on without Redis."""
 

@@ -28,9 +28,12 @@ class StreamRun:
 
     `result` settles when the stream ends: the stored value on success, the error otherwise;
     a JSON request for the same key waits on it. `on_idle` is called when the last follower
-    leaves before the end (the producer is then cancelled)."""
+    leaves before the end (the producer is then cancelled). `on_size` is told each change of
+    the bytes held, so they count against the cache's byte bound until the stream ends."""
 
-    def __init__(self, key: str, on_idle: Callable[[StreamRun], None]) -> None:
+    def __init__(
+        self, key: str, on_idle: Callable[[StreamRun], None], on_size: Callable[[int], None] | None = None
+    ) -> None:
         self.key = key
         self.events: list[bytes] = []
         self.size = 0  # bytes held: the one buffer per in-flight key
@@ -43,15 +46,22 @@ class StreamRun:
         self.orphaned = False  # its own callers left while followers elsewhere still read
         self._changed = Event()
         self._on_idle = on_idle
+        self._on_size = on_size
 
     def append(self, event: bytes) -> None:
         if self.tee is not None:
             self.tee(event)
         self.events.append(event)
         self.size += len(event)
+        if self._on_size is not None:
+            self._on_size(len(event))
         self._wake()
 
     def finish(self) -> None:
+        """The stream has ended: wake the followers; its bytes no longer count (the buffer lives
+        on only while followers send its last events)."""
+        if self._on_size is not None and not self.done:
+            self._on_size(-self.size)
         self.done = True
         self._wake()
 
@@ -64,6 +74,10 @@ class StreamRun:
         seconds of silence. Closing the iterator (the caller left) releases the follower."""
         self.followers += 1
         try:
+            if not self.events:
+                # Nothing to send yet: an empty write makes the server send the response headers
+                # now, while the upstream thinks, instead of with the first delta.
+                yield b""
             sent = 0
             while True:
                 changed = self._changed

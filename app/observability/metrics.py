@@ -161,6 +161,12 @@ class _Metrics:
             "stream_followers_total", "Stream callers that joined another's stream", ("scope",), registry=r
         )
         self.stream_bytes = Counter("stream_bytes_total", "Event bytes sent to stream callers", registry=r)
+        self.stream_buffers = Gauge(
+            "stream_buffer_bytes",
+            "Bytes held by the buffers of streams in flight (counted against the L1 byte limit)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.redis_errors = Counter(
             "redis_errors_total", "Redis operations that failed (served without Redis)", registry=r
         )
@@ -276,6 +282,9 @@ class PrometheusObserver(Observer):
 
     def stream_bytes(self, count: int) -> None:
         self.m.stream_bytes.inc(count)
+
+    def stream_buffers(self, size: int) -> None:
+        self.m.stream_buffers.set(size)
 
     def cache_stored(self) -> None:
         self.m.sets.inc()

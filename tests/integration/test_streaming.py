@@ -339,6 +339,7 @@ def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstream
         wait_until(lambda: metric_total([server.url], "streams_active") == 0, what="no active stream")
         assert fake_upstream.stats()["streams"]["open"] == 0
         assert metric_total([server.url], "streams_finished_total") == n
+        assert metric_total([server.url], "stream_buffer_bytes") == 0  # every buffer released
         client = redis.Redis.from_url(redis_url)
         locks = list(client.scan_iter("leak:sse:*:lock"))
         counts = [int(client.get(k) or 0) for k in client.scan_iter("leak:sse:*:followers")]

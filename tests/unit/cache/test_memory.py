@@ -114,3 +114,30 @@ def test_entry_bound(entries: int) -> None:
         cache.set(str(i), _fresh())
     assert len(cache) == entries
     assert cache.evictions == entries * 2
+
+
+def test_reserved_bytes_take_room_from_entries_until_released() -> None:
+    size = 1000
+    cache = MemoryCache(max_bytes=4 * (size + ENTRY_OVERHEAD), max_entries=100)
+    for key in "abcd":
+        cache.set(key, _fresh(size=size))
+    cache.get("a")  # b is now the least recently used
+    cache.reserve(size)  # an in-flight buffer: one entry must go, the least recently used
+    assert cache.get("b") is None and len(cache) == 3 and cache.evictions == 1
+    assert cache.bytes + cache.reserved <= cache.max_bytes
+    cache.reserve(2 * (size + ENTRY_OVERHEAD))
+    assert len(cache) == 1 and cache.bytes + cache.reserved <= cache.max_bytes
+    assert not cache.set("e", _fresh(size=2 * size))  # does not fit beside the reservation
+    cache.release(3 * size + 2 * ENTRY_OVERHEAD)
+    assert cache.reserved == 0
+    assert cache.set("e", _fresh(size=2 * size)) and cache.get("e") is not None
+
+
+def test_an_entry_stored_beside_a_reservation_evicts_older_ones_not_itself() -> None:
+    size = 1000
+    cache = MemoryCache(max_bytes=3 * (size + ENTRY_OVERHEAD), max_entries=100)
+    cache.set("old", _fresh(size=size))
+    cache.set("older", _fresh(size=size))
+    cache.reserve(size)
+    assert cache.set("new", _fresh(size=size)) and cache.get("new") is not None
+    assert cache.bytes + cache.reserved <= cache.max_bytes

@@ -191,6 +191,7 @@ def test_heartbeats_while_the_upstream_is_silent() -> None:
     provider.gate = Event()
     gateway = _gateway(provider)
     events = gateway.stream(_request(), text_answer).events
+    assert next(events) == b""  # at once: the server sends the response headers on it
     assert next(events) == HEARTBEAT  # after HEARTBEAT_SECONDS of silence
     provider.gate.set()
     assert HEARTBEAT_SECONDS <= 0.25
@@ -218,3 +219,30 @@ def test_a_json_call_waiting_on_a_stream_times_out_with_504() -> None:
         gateway.complete(_request("slow", timeout=0.05), text_answer)
     provider.gate.set()
     assert _text(reader.get(timeout=5)[1])  # the stream itself goes on for its own caller
+
+
+def test_buffers_in_flight_count_against_the_cache_bound_until_the_stream_ends() -> None:
+    provider = StreamingProvider(pieces=4)
+    provider.gate = Event()
+    buffered: list[int] = []
+
+    class Buffers(NullObserver):
+        def stream_buffers(self, size: int) -> None:
+            buffered.append(size)
+
+    upstream = UpstreamCaller(provider, Breaker("echo", 100, 30), NullObserver(), max_retries=0)
+    l1 = MemoryCache(10**7, 100, 0)
+    gateway = Gateway(upstream, l1=l1, inflight=InFlight(), observer=Buffers())
+    streams = [gateway.stream(_request(), text_answer) for _ in range(3)]
+    readers = [gevent.spawn(_read, s.events) for s in streams]
+    gevent.sleep(0.01)
+    provider.gate.set()
+    reserved_while_streaming: list[int] = []
+    while not all(r.ready() for r in readers):
+        reserved_while_streaming.append(l1.reserved)
+        gevent.sleep(0.0005)
+    raw = readers[0].value[0]
+    assert max(buffered) == len(raw)  # one buffer for three callers: its bytes, not three times
+    assert max(reserved_while_streaming) > 0
+    assert l1.reserved == 0 and buffered[-1] == 0  # released when the stream ended
+    assert gateway.complete(_request(), text_answer).cache_status == "HIT"  # stored beside it
