@@ -25,6 +25,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import requests
@@ -279,17 +280,27 @@ def _stream_overheads(samples: int, pace: float) -> dict[str, list[float]]:
             for i in range(samples):
                 user = [{"role": "user", "content": f"bench prompt {i}"}]
                 body = {"prompt": f"bench prompt {i}", "mode": "code"}
-                through = _first_delta(service, url + "/api/optimize-stream", body, "refined_delta")
-                straight = _first_delta(
-                    direct,
-                    upstream + "/v1/messages",
-                    {**message, "messages": user, "stream": True},
-                    "content_block_delta",
-                )
-                overheads["stream"].append(through - straight)
-                through = _whole(service, url + "/api/optimize", {**body, "prompt": f"json {body['prompt']}"})
-                straight = _whole(direct, upstream + "/v1/messages", {**message, "messages": user})
-                overheads["json"].append(through - straight)
+                stream_body = {**message, "messages": user, "stream": True}
+                json_body = {**body, "prompt": f"json {body['prompt']}"}
+                timings = {
+                    ("stream", "through"): partial(
+                        _first_delta, service, url + "/api/optimize-stream", body, "refined_delta"
+                    ),
+                    ("stream", "straight"): partial(
+                        _first_delta, direct, upstream + "/v1/messages", stream_body, "content_block_delta"
+                    ),
+                    ("json", "through"): partial(_whole, service, url + "/api/optimize", json_body),
+                    ("json", "straight"): partial(
+                        _whole, direct, upstream + "/v1/messages", {**message, "messages": user}
+                    ),
+                }
+                # Each call's cost depends on what ran just before it (a process woken from idle is
+                # slower): rotate the order every pair, so no lane always follows the same call.
+                order = list(timings)
+                order = order[i % 4 :] + order[: i % 4]
+                took = {name: timings[name]() for name in order}
+                for lane in overheads:
+                    overheads[lane].append(took[lane, "through"] - took[lane, "straight"])
                 if (i + 1) % max(1, samples // 4) == 0:
                     print(f"  {i + 1}/{samples} pairs", flush=True)
     return overheads
