@@ -3,18 +3,34 @@
 Gunicorn's gevent worker waits, on SIGTERM, until every connection handler has returned; a
 connection idling between keep-alive requests (nginx keeps a pool of them) only returns when
 its keep-alive timeout ends, so every deploy waited `keepalive` seconds. Here, on SIGTERM,
-connections that have served a request and are waiting for the next one are closed at once;
-requests in progress still finish (up to graceful_timeout).
+connections that have served a request and are still waiting for the next one IDLE_GRACE
+seconds later are closed; requests in progress still finish (up to graceful_timeout).
+
+Why not at once: closing an idle keep-alive connection races with nginx sending a request on
+it, and nginx never re-sends a POST that may have reached us (it answers 502). During the grace
+a request arriving on such a connection is served and answered with `Connection: close`, so
+nginx drops the connection itself; under load every pooled connection is used (and so closed
+cleanly) within the grace, and only connections nobody used for that long are closed by us.
+
+And the listening socket: closing it resets every connection the kernel has queued but no worker
+has accepted yet — nginx has usually sent a POST on it already, so the caller gets a 502. Before
+closing, each worker accepts and serves whatever is queued (`_drain_and_close`).
 """
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from typing import Any
 
 import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
 from gunicorn.workers.ggevent import GeventWorker
 
-__all__ = ["GracefulGeventWorker"]
+__all__ = ["IDLE_GRACE", "GracefulGeventWorker"]
+
+IDLE_GRACE = 2.0  # seconds an idle keep-alive connection may still bring a request after SIGTERM
 
 
 class _Closing(Exception):
@@ -59,6 +75,35 @@ class GracefulGeventWorker(GeventWorker):
         self.served.add(gevent.getcurrent())
         return super().handle_request(listener_name, req, sock, addr)
 
+    def run(self) -> None:
+        """gunicorn's gevent loop, without TLS (nginx terminates it), closing each listener only
+        after accepting what the kernel had queued on it."""
+        if self.cfg.is_ssl:
+            super().run()
+            return
+        servers = []
+        for sock in self.sockets:
+            sock.setblocking(1)
+            server = StreamServer(sock, handle=partial(self.handle, sock), spawn=Pool(self.worker_connections))
+            if self.cfg.workers > 1:
+                server.max_accept = 1  # as gunicorn: share new connections among the workers
+            server.start()
+            servers.append(server)
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+        for server in servers:
+            _drain_and_close(server)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline:
+            if all(server.pool.free_count() == server.pool.size for server in servers):
+                return
+            self.notify()
+            gevent.sleep(0.2)
+        self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+        for server in servers:
+            server.stop(timeout=1)
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         # A worker still booting has no app yet: SIGTERM must not raise into its imports.
@@ -68,5 +113,21 @@ class GracefulGeventWorker(GeventWorker):
         gevent.spawn(self._close_idle)  # not inside the signal handler
 
     def _close_idle(self) -> None:
+        gevent.sleep(IDLE_GRACE)
         for greenlet in list(self.idle):
             greenlet.kill(_Closing, block=False)
+
+
+def _drain_and_close(server: StreamServer) -> None:
+    """Stop accepting, serve every connection already queued on the listener, then close it."""
+    server.stop_accepting()
+    drained = True
+    while drained:
+        drained = False
+        while accepted := server.do_read():  # None once the queue is empty (it never blocks)
+            server.do_handle(*accepted)
+            drained = True
+        # The handlers just spawned start now, and each first asks the listener for its address:
+        # it must still be open then (a handler that cannot ask drops its request).
+        gevent.sleep(0)
+    server.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +18,19 @@ from typing import Any
 
 import requests
 
-__all__ = ["BIN", "ROOT", "fake_upstream", "free_port", "gunicorn", "redis", "stop", "wait_http"]
+__all__ = [
+    "BIN",
+    "ROOT",
+    "fake_upstream",
+    "find_binary",
+    "free_port",
+    "gunicorn",
+    "nginx",
+    "redis",
+    "render_nginx_conf",
+    "stop",
+    "wait_http",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -138,6 +152,7 @@ def redis(binary: str) -> Iterator[str]:
                 "warning",
             ],
             stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the caller does not cut it short
         )
         client = redis_py.Redis(port=port)
         deadline = time.monotonic() + 10
@@ -154,3 +169,65 @@ def redis(binary: str) -> Iterator[str]:
         finally:
             client.close()
             stop(proc)
+
+
+_UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:\d+( [^;]*)?;\n", re.MULTILINE)
+
+
+def render_nginx_conf(listen: str, servers: list[str], workdir: str, conf: str | None = None) -> str:
+    """The repository's config/nginx.conf, listening on `listen` (host:port), balancing over
+    `servers` (host:port each, with the file's own max_fails/fail_timeout), its temporary files
+    in `workdir`: the one file, whether a test or `make cluster` runs it."""
+    text = conf if conf is not None else (ROOT / "config" / "nginx.conf").read_text()
+    found = list(_UPSTREAM_SERVER.finditer(text))
+    if not found:
+        raise ValueError("config/nginx.conf has no 'server 127.0.0.1:PORT ...;' line in its upstream block")
+    indent, params = found[0].group(1), found[0].group(2) or ""
+    lines = "".join(f"{indent}server {address}{params};\n" for address in servers)
+    text = text[: found[0].start()] + lines + _UPSTREAM_SERVER.sub("", text[found[0].end() :])
+    text = text.replace("listen 8080;", f"listen {listen};")
+    temp = f"http {{\n    client_body_temp_path {workdir}/body;\n    proxy_temp_path {workdir}/proxy;"
+    return text.replace("http {", temp, 1)
+
+
+def find_binary(name: str) -> str | None:
+    """A system binary on PATH, or where Debian puts daemons (/usr/sbin is not on every PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    return next((str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if os.access(p, os.X_OK)), None)
+
+
+@contextlib.contextmanager
+def nginx(servers: list[str], binary: str, port: int | None = None) -> Iterator[str]:
+    """Run the repository's nginx.conf in front of `servers` on a free port (or `port`);
+    yield its URL."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        path = Path(workdir) / "nginx.conf"
+        path.write_text(render_nginx_conf(f"127.0.0.1:{port}", servers, workdir))
+        proc = subprocess.Popen(
+            [
+                binary,
+                "-c",
+                str(path),
+                "-p",
+                workdir,
+                "-g",
+                f"daemon off; pid {workdir}/nginx.pid; error_log {workdir}/error.log;"
+                + (" user root;" if os.geteuid() == 0 else ""),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the caller does not cut it short
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/health/live", proc=proc)
+            yield url
+        except RuntimeError as exc:
+            log = Path(workdir) / "error.log"
+            detail = log.read_text(errors="replace") if log.exists() else ""
+            raise RuntimeError(f"{exc}\n--- nginx error log ---\n{detail}") from None
+        finally:
+            stop(proc, signal.SIGQUIT, timeout=35)  # graceful: requests in flight finish

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest._procs import BIN, ROOT, free_port, gunicorn, redis, service_env, stop, wait_http
+from loadtest._procs import BIN, ROOT, find_binary, free_port, gunicorn, redis, service_env, stop, wait_http
 
 __all__ = [
     "BIN",
@@ -57,9 +56,7 @@ def wait_until(condition: Callable[[], T], timeout: float = 60, what: str = "con
 def need_binary(name: str) -> str:
     """Return the binary's path; skip the test when missing, or fail when REQUIRE_SERVICES is set
     (CI installs every binary first, so a skip there would hide a gap)."""
-    path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
-    )
+    path = find_binary(name)
     if path:
         return path
     message = f"{name} is not installed (needed for this test)"
@@ -71,8 +68,8 @@ def need_binary(name: str) -> str:
 class FakeUpstreamProcess:
     """`python -m loadtest.fake_upstream` in a subprocess, driven over its HTTP control API."""
 
-    def __init__(self, latency: float = 0.0) -> None:
-        self.port = free_port()
+    def __init__(self, latency: float = 0.0, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "loadtest.fake_upstream", "--port", str(self.port), "--latency", str(latency)],

@@ -45,7 +45,9 @@ def live() -> Response:
 @bp.get("/health/ready")
 def ready() -> Response:
     checks = _checks()
-    ok = all(check["status"] != "fail" for check in checks.values())
-    response = jsonify(status="ready" if ok else "not ready", timestamp=_now(), checks=checks)
-    response.status_code = 200 if ok else 503
+    statuses = {check["status"] for check in checks.values()}
+    # A warning (Redis unreachable, breaker open) still serves: degraded, but in the pool.
+    status = "not ready" if "fail" in statuses else "degraded" if "warn" in statuses else "ready"
+    response = jsonify(status=status, timestamp=_now(), checks=checks)
+    response.status_code = 503 if status == "not ready" else 200
     return response

@@ -122,5 +122,5 @@ def test_redis_down_still_serves(fake_upstream: FakeUpstreamProcess) -> None:
         assert (first.status_code, second.status_code) == (200, 200)
         assert second.headers["X-Cache"] == "HIT"  # L1 still works
         ready = requests.get(server.url + "/health/ready", timeout=5).json()
-        assert ready["status"] == "ready" and ready["checks"]["redis"]["status"] == "warn"
+        assert ready["status"] == "degraded" and ready["checks"]["redis"]["status"] == "warn"
         assert "redis unavailable" in server.output()

@@ -5,61 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 import sseclient
 
-from tests.support import (
-    ROOT,
-    FakeUpstreamProcess,
-    Server,
-    free_port,
-    need_binary,
-    provider_env,
-    start_server,
-    stop,
-    wait_http,
-)
+from loadtest._procs import nginx
+from tests.support import FakeUpstreamProcess, Server, need_binary, provider_env, start_server
 
 pytestmark = pytest.mark.integration
 
 
 @contextlib.contextmanager
-def nginx_in_front(server: Server) -> Iterator[str]:
-    """Run the repository's nginx.conf, pointed at `server`, on a free port; yield its URL."""
-    nginx = need_binary("nginx")
-    with tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
-        conf = (ROOT / "config" / "nginx.conf").read_text()
-        conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
-        conf = conf.replace("server 127.0.0.1:3001;", f"server {server.url.removeprefix('http://')};")
-        conf = conf.replace(
-            "http {", f"http {{\n    client_body_temp_path {workdir}/body;\n    proxy_temp_path {workdir}/proxy;", 1
-        )
-        path = Path(workdir) / "nginx.conf"
-        path.write_text(conf)
-        proc = subprocess.Popen(
-            [
-                nginx,
-                "-c",
-                str(path),
-                "-p",
-                workdir,
-                "-g",
-                f"daemon off; user root; pid {workdir}/nginx.pid; error_log {workdir}/error.log;",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health/live", proc=proc)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop(proc)
+def nginx_in_front(*servers: Server) -> Iterator[str]:
+    """Run the repository's nginx.conf, pointed at `servers`, on a free port; yield its URL."""
+    with nginx([s.url.removeprefix("http://") for s in servers], need_binary("nginx")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
