@@ -58,6 +58,9 @@ loadtest: $(DEV) ## Locust against the service and a fake upstream (PROFILE=basi
 bench-seed: $(DEV) ## The seed document's before/after table, measured (optimizations off vs on)
 	$(BIN)/python -m loadtest.bench_seed
 
+soak: $(DEV) ## The fleet under steady mixed load for SECONDS=600 (RATE=40/s): RSS slope, fds, greenlets, errors
+	$(BIN)/python -m loadtest.soak --seconds $${SECONDS:-600} --rate $${RATE:-40}
+
 cluster: $(RUNTIME) ## A fleet in the foreground: Redis + INSTANCES=2 instances x WORKERS=2 + nginx on CLUSTER_PORT=8080 (needs nginx)
 	$(BIN)/python -m loadtest.cluster --instances $${INSTANCES:-2} --workers $${WORKERS:-2} \
 	  --port $${CLUSTER_PORT:-8080} --first-port $${FIRST_PORT:-3001}
@@ -68,4 +71,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run test fuzz lint format typecheck bench bench-seed loadtest cluster fake-upstream clean
+.PHONY: help install run test fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean

@@ -4,10 +4,12 @@ gateway; multiprocess mode under gunicorn, so /metrics sums every worker."""
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import time
 from typing import Any
 
+import gevent
 import psutil
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -173,6 +175,15 @@ class _Metrics:
         self.worker_rss = Gauge(
             "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", registry=r
         )
+        self.worker_fds = Gauge(
+            "process_worker_open_fds", "Open file descriptors per worker", multiprocess_mode="liveall", registry=r
+        )
+        self.worker_greenlets = Gauge(
+            "process_worker_greenlets",
+            "Greenlets alive per worker (counted every 10 s)",
+            multiprocess_mode="liveall",
+            registry=r,
+        )
         self.started = Gauge(
             "process_worker_start_time_seconds", "Worker start time", multiprocess_mode="liveall", registry=r
         )
@@ -326,17 +337,22 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
     for scope in ("worker", "cluster"):
         metrics.waiting.labels(scope).set(0)  # a series from the start: 0, not "no data"
 
-    sampled = {"at": 0.0, "cpu": 0.0}
+    sampled = {"at": 0.0, "cpu": 0.0, "greenlets_at": 0.0}
 
     def sample_process() -> None:
-        # Multiprocess mode has no process collector: sample RSS and CPU here, at most every 5 s.
+        # Multiprocess mode has no process collector: sample RSS, CPU and descriptors here, at
+        # most every 5 s; greenlets every 10 s (counting them walks the heap: ~20 ms).
         now = time.monotonic()
         if now - sampled["at"] > 5:
             sampled["at"] = now
             metrics.worker_rss.set(process.memory_info().rss)
+            metrics.worker_fds.set(process.num_fds())
             cpu = process.cpu_times()
             metrics.cpu.inc(max(0.0, cpu.user + cpu.system - sampled["cpu"]))
             sampled["cpu"] = cpu.user + cpu.system
+        if now - sampled["greenlets_at"] > 10:
+            sampled["greenlets_at"] = now
+            metrics.worker_greenlets.set(sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet)))
 
     # One hook of each kind (Flask checks every hook for a coroutine on every request), and
     # labelled children memoised: label validation costs more than the increment itself.
