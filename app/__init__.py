@@ -35,6 +35,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     Everything that holds a lock, a pool or a socket is created here, after gevent patching.
     """
     from app import api, errors, middleware
+    from app.cache import RedisHealth
     from app.gateway import build_gateway
     from app.gateway.observer import Observers
     from app.observability import access, logs, metrics, tracing
@@ -56,11 +57,14 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     access.init_app(app, settings)
     headers.init_app(app, settings)
     auth.init_app(app, settings)  # before the limiter: limits count per API key
-    limits.init_app(app, settings)  # Flask-Limiter registers itself in app.extensions["limiter"]
+    # One view of Redis's health for the limiter, the cache and coalescing: after a failure all
+    # three leave it alone for a moment, so a request never waits on it twice.
+    redis_health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
+    limits.init_app(app, settings, redis_health)  # Flask-Limiter registers itself in app.extensions["limiter"]
     tracer = tracing.init_app(app, settings)
     facts = access.RequestFacts()
     observer = Observers(facts, prometheus) if prometheus is not None else facts
-    gateway = build_gateway(settings, observer, tracer)
+    gateway = build_gateway(settings, observer, tracer, redis_health=redis_health)
     service = PromptService(
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
     )

@@ -228,6 +228,8 @@ class Settings:
     breaker_fail_max: int = _var("5", _int(1, 10_000))
     breaker_reset_timeout: float = _var("30", _float(0.01))
     rate_limit: str = _var("60/minute", _rate_limit, empty="")  # empty: no rate limit
+    # While Redis cannot be reached: "open" counts in each worker's memory, "closed" answers 503.
+    rate_limit_on_redis_error: str = _var("open", _choice("open", "closed"))
     trusted_proxies: int = _var("0", _int(0, 10))  # proxy hops whose X-Forwarded-For is believed
     api_keys: tuple[str, ...] = _var("", _csv, empty=())  # empty: /api/* open
     metrics_token: str = _var("", _str, empty="")  # empty: /metrics and /stats open

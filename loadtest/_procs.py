@@ -150,6 +150,8 @@ def redis(binary: str) -> Iterator[str]:
                 workdir,
                 "--loglevel",
                 "warning",
+                "--enable-debug-command",
+                "local",  # chaos tests stall it with DEBUG SLEEP
             ],
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for the caller does not cut it short

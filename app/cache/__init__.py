@@ -1,6 +1,6 @@
 """Response caches: L1 in the worker's memory, L2 in Redis when configured."""
 
 from app.cache.memory import CachedValue, MemoryCache
-from app.cache.redis import RedisCache, RedisHealth
+from app.cache.redis import PausingRedis, RedisCache, RedisHealth, RedisPaused
 
-__all__ = ["CachedValue", "MemoryCache", "RedisCache", "RedisHealth"]
+__all__ = ["CachedValue", "MemoryCache", "PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]

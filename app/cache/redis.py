@@ -5,32 +5,69 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
+import gevent
 import redis
 
 from app.cache.memory import CachedValue
 
-__all__ = ["RedisCache", "RedisHealth"]
+__all__ = ["PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]
 
 log = logging.getLogger(__name__)
 
 
 class RedisHealth:
-    """Counts Redis failures and logs them at most once per interval, so an outage is visible
-    without flooding the logs."""
+    """Counts Redis failures, logs them at most once per interval (an outage is visible without
+    flooding the logs), and after a failure tells callers to leave Redis alone for `pause`
+    seconds: a slow or absent Redis then costs a request at most one REDIS_SOCKET_TIMEOUT, not
+    one per operation, and the first call after the pause finds out whether it is back."""
 
-    def __init__(self, log_interval: float = 30.0, on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        log_interval: float = 30.0,
+        on_failure: Callable[[], None] | None = None,
+        pause: float = 1.0,
+    ) -> None:
         self.failures = 0
-        self._on_failure = on_failure
+        self.on_failure = on_failure
+        self.call_timeout: float | None = None  # a whole call's bound (see guard)
         self._interval = log_interval
         self._last_log = 0.0
+        self._pause = pause
+        self._skip_until = 0.0
+
+    @classmethod
+    def for_timeout(cls, socket_timeout: float) -> RedisHealth:
+        """The service's view of one Redis reached with REDIS_SOCKET_TIMEOUT: a whole call
+        (connecting and the handshake included) takes at most that long."""
+        health = cls()
+        health.call_timeout = socket_timeout
+        return health
+
+    def available(self) -> bool:
+        """False within `pause` seconds of the last failure: serve without Redis meanwhile."""
+        return time.monotonic() >= self._skip_until
+
+    def guard(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Make one Redis call: not at all while paused (RedisPaused), and never for longer than
+        `call_timeout` in all — connecting, the handshake of a new connection and a script's
+        reload included, which the socket timeout bounds only one read at a time."""
+        if not self.available():
+            raise RedisPaused("not tried: Redis failed a moment ago")
+        if self.call_timeout is None:
+            return call(*args, **kwargs)
+        with gevent.Timeout(self.call_timeout, redis.TimeoutError("Redis call timed out")):
+            return call(*args, **kwargs)
 
     def failed(self, operation: str, exc: Exception) -> None:
+        if isinstance(exc, RedisPaused):
+            return  # not tried: the pause is already running, and must end on time
         self.failures += 1
-        if self._on_failure is not None:
-            self._on_failure()
         now = time.monotonic()
+        self._skip_until = now + self._pause
+        if self.on_failure is not None:
+            self.on_failure()
         if now - self._last_log >= self._interval:
             self._last_log = now
             log.warning(
@@ -39,6 +76,31 @@ class RedisHealth:
                 type(exc).__name__,
                 self.failures,
             )
+
+
+class RedisPaused(redis.ConnectionError):
+    """Raised instead of calling Redis while its health says to leave it alone."""
+
+
+class PausingRedis(redis.Redis):
+    """A Redis client whose every command goes through `health.guard`: bounded in time, and not
+    made while Redis is paused after a failure — so every caller's fallback for a Redis error
+    applies, without the wait. (Callers report failures, naming the operation.) `plain` shares
+    its connections without the pause: for locks, whose renewal and release must be tried
+    whatever the last request saw."""
+
+    health: RedisHealth
+    plain: redis.Redis
+
+    @classmethod
+    def connect(cls, url: str, health: RedisHealth, **options: Any) -> PausingRedis:
+        client = cast("PausingRedis", cls.from_url(url, **options))
+        client.health = health
+        client.plain = redis.Redis(connection_pool=client.connection_pool)
+        return client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        return self.health.guard(super().execute_command, *args, **options)
 
 
 class RedisCache:
@@ -51,6 +113,8 @@ class RedisCache:
         self.health = health
 
     def get(self, key: str) -> CachedValue | None:
+        if not self.health.available():
+            return None
         try:
             raw = cast("bytes | None", self._client.get(self._prefix + key))
         except redis.RedisError as exc:
@@ -61,7 +125,7 @@ class RedisCache:
     def set(self, key: str, value: CachedValue) -> bool:
         """Store the entry; return False when it was not stored (already too old, or Redis failed)."""
         keep = value.fresh_until + self._stale_seconds - time.time()
-        if keep <= 0:
+        if keep <= 0 or not self.health.available():
             return False
         try:
             self._client.set(self._prefix + key, value.encode(), px=max(1, int(keep * 1000)))
@@ -71,8 +135,9 @@ class RedisCache:
         return True
 
     def ping(self) -> bool:
+        """Whether Redis answers now (asked even while paused: readiness must tell the truth)."""
         try:
-            return bool(self._client.ping())
+            return bool(getattr(self._client, "plain", self._client).ping())
         except redis.RedisError as exc:
             self.health.failed("ping", exc)
             return False

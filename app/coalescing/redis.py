@@ -47,6 +47,8 @@ class RedisCoalescer:
         on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
+        # Locks are renewed and released even while Redis is paused after a failure.
+        self._locks: redis.Redis = getattr(client, "plain", client)
         self._listener_client = listener_client
         self._lock_prefix = f"{prefix}lock:"
         self._channel_prefix = f"{prefix}done:"
@@ -63,8 +65,10 @@ class RedisCoalescer:
         """Return (value, coalesced); raise the leader's error when another process led."""
         end = time.monotonic() + timeout
         while True:
+            if not self.health.available():  # Redis failed a moment ago: coalesce in this worker only
+                return call(), False
             # thread_local=False: the lease heartbeat, another greenlet, must see the token.
-            lock = self._client.lock(self._lock_prefix + key, timeout=self._lease, thread_local=False)
+            lock = self._locks.lock(self._lock_prefix + key, timeout=self._lease, thread_local=False)
             try:
                 leader = lock.acquire(blocking=False)
             except redis.RedisError as exc:
@@ -83,22 +87,31 @@ class RedisCoalescer:
 
     def _lead(self, key: str, lock: Lock, call: Callable[[], CachedValue]) -> CachedValue:
         heartbeat = gevent.spawn(self._keep_lease, lock)
+        message: bytes | None = None
         try:
             value = call()
         except Exception as exc:
-            self._publish(key, b"0" + json.dumps(error_to_wire(exc)).encode())
+            message = b"0" + json.dumps(error_to_wire(exc)).encode()
             raise
         else:
-            self._publish(key, b"1" + value.encode())
+            message = b"1" + value.encode()
             return value
         finally:
             heartbeat.kill(block=False)
-            try:
-                lock.release()
-            except redis.exceptions.LockError:
-                pass  # the lease ran out (Redis was unreachable too long): another may lead now
-            except redis.RedisError as exc:
-                self.health.failed("coalescing unlock", exc)
+            # Off the caller's time: on a slow Redis, publishing and unlocking would add up to
+            # two socket timeouts to an answer that is already made.
+            gevent.spawn(self._hand_over, key, lock, message)
+
+    def _hand_over(self, key: str, lock: Lock, message: bytes | None) -> None:
+        """Tell the followers the outcome, then let go of the lead."""
+        if message is not None:
+            self._publish(key, message)
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            pass  # the lease ran out (Redis was unreachable too long): another may lead now
+        except redis.RedisError as exc:
+            self.health.failed("coalescing unlock", exc)
 
     def _keep_lease(self, lock: Lock) -> None:
         # A live leader keeps its lease; a dead one loses it within one lease period.

@@ -23,9 +23,14 @@ from redis.lock import Lock
 
 from app.cache.redis import RedisHealth
 
-__all__ = ["SharedStreams"]
+__all__ = ["RELAY_BLOCK", "SharedStreams"]
 
 END_OK, END_FAILED = b"ok", b"failed"
+
+# A follower's XREAD waits at most this long for new events before it checks that the leader is
+# still there; its connection's read timeout is this plus REDIS_SOCKET_TIMEOUT, so a stalled
+# Redis ends the relay within about a second instead of at the caller's deadline.
+RELAY_BLOCK = 0.5
 
 
 class SharedStreams:
@@ -39,7 +44,9 @@ class SharedStreams:
         retention_seconds: float = 60.0,
     ) -> None:
         self._client = client
-        self._reader = reader  # no read timeout: XREAD BLOCK waits on it
+        # Locks are renewed and released even while Redis is paused after a failure.
+        self._locks: redis.Redis = getattr(client, "plain", client)
+        self._reader = reader  # read timeout RELAY_BLOCK + REDIS_SOCKET_TIMEOUT: XREAD BLOCK waits on it
         self._prefix = prefix
         self._lease = lease_seconds
         self._retention_ms = int(retention_seconds * 1000)
@@ -56,7 +63,7 @@ class SharedStreams:
     def claim(self, key: str) -> Lock | None:
         """Return the key's lock when this process now leads its stream, None when another does;
         raise RedisError when Redis cannot tell (the caller then streams on its own)."""
-        lock = self._client.lock(self._tag(key) + ":lock", timeout=self._lease, thread_local=False)
+        lock = self._locks.lock(self._tag(key) + ":lock", timeout=self._lease, thread_local=False)
         return lock if lock.acquire(blocking=False) else None
 
     def keep(self, lock: Lock) -> gevent.Greenlet:
@@ -74,11 +81,17 @@ class SharedStreams:
 
         return gevent.spawn(renew)
 
-    def publish(self, key: str, lock: Lock, event: bytes) -> None:
+    def publish(self, key: str, lock: Lock, event: bytes) -> bool:
+        """Append one event; False when Redis failed it (it may or may not be there: the
+        leader must then stop publishing and end the stream as failed)."""
+        if not self.health.available():
+            return False
         try:
             self._client.xadd(self._events(key, lock.local.token), {"e": event})
         except redis.RedisError as exc:
             self.health.failed("stream publish", exc)
+            return False
+        return True
 
     def end(self, key: str, lock: Lock, ok: bool) -> None:
         """Close the stream for its followers, keep it a while for late joiners, let go the lead."""
@@ -136,7 +149,7 @@ class SharedStreams:
                 if remaining <= 0:
                     append(lost("Timed out following an identical stream in another process"))
                     return False
-                block = max(1, int(min(remaining, self._lease / 3) * 1000))
+                block = max(1, int(min(remaining, RELAY_BLOCK) * 1000))
                 try:
                     batches: Any = self._reader.xread({events: last}, block=block, count=512)
                 except redis.RedisError as exc:

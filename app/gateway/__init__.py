@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import redis
 
-from app.cache import MemoryCache, RedisCache, RedisHealth
+from app.cache import MemoryCache, PausingRedis, RedisCache, RedisHealth
 from app.coalescing import InFlight, RedisCoalescer, SharedStreams
+from app.coalescing.redis_streams import RELAY_BLOCK
 from app.gateway.breaker import Breaker
 from app.gateway.gateway import Completion, Gateway, Stream
 from app.gateway.observer import NullObserver, Observer
@@ -24,6 +25,7 @@ def build_gateway(
     observer: Observer | None = None,
     tracer: Tracer | None = None,
     provider: Provider | None = None,
+    redis_health: RedisHealth | None = None,
 ) -> Gateway:
     """Assemble the gateway the settings describe (call after gevent patching)."""
     observer = observer or NullObserver()
@@ -39,13 +41,15 @@ def build_gateway(
     )
     l2 = shared = shared_streams = None
     if settings.redis_url and settings.cache_enabled:
-        client = redis.Redis.from_url(
+        health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
+        health.on_failure = observer.redis_error
+        client = PausingRedis.connect(
             settings.redis_url,
+            health,
             socket_timeout=settings.redis_socket_timeout,
             socket_connect_timeout=settings.redis_socket_timeout,
             health_check_interval=30,
         )
-        health = RedisHealth(on_failure=observer.redis_error)
         l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
         if settings.coalescing_enabled:
             # Pub/sub blocks on reads by design: its connection has no read timeout.
@@ -61,9 +65,12 @@ def build_gateway(
                 health,
                 on_wait=lambda delta: observer.waiting("cluster", delta),
             )
-            shared_streams = SharedStreams(
-                client, listener, settings.redis_prefix, settings.redis_lease_seconds, health
+            reader = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=RELAY_BLOCK + settings.redis_socket_timeout,
+                socket_connect_timeout=settings.redis_socket_timeout,
             )
+            shared_streams = SharedStreams(client, reader, settings.redis_prefix, settings.redis_lease_seconds, health)
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )

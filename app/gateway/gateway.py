@@ -239,9 +239,15 @@ class Gateway:
         )
         if store:
             self._store_l1(key, value, new=True)
-            if self.l2 is not None:
-                self.l2.set(key, value)
+            self._store_l2(key, value)
         return value
+
+    def _store_l2(self, key: str, value: CachedValue) -> None:
+        """Share the answer through Redis, off the caller's time: the answer is made, and a slow
+        Redis would hold it back for up to a socket timeout. (Spawned before the coalescing
+        hand-over, its SET reaches Redis before the leader's PUBLISH and unlock.)"""
+        if self.l2 is not None:
+            gevent.spawn(self.l2.set, key, value)
 
     def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
         """Put `value` in L1; `new` marks an answer this process produced (counted as stored),
@@ -292,7 +298,8 @@ class Gateway:
         if write:
             self._streams[key] = run
         lock = None
-        if write and self.shared_streams is not None:
+        # Redis failed a moment ago: stream on our own until its pause is over.
+        if write and self.shared_streams is not None and self.shared_streams.health.available():
             try:
                 lock = self.shared_streams.claim(key)
             except redis.RedisError as exc:
@@ -372,9 +379,18 @@ class Gateway:
         provider = self.upstream.provider
         shared = self.shared_streams if lock is not None else None
         heartbeat = None
+        holed: list[bool] = []  # an event could not be published: followers elsewhere must not finish
         if shared is not None and lock is not None:
             run.shared = True
-            run.tee = lambda event: shared.publish(key, lock, event)
+
+            def tee(event: bytes) -> None:
+                if not shared.publish(key, lock, event):
+                    # Followers elsewhere would miss this event: publish nothing more, and end
+                    # their copy as failed (an error event for them, never a text with a hole).
+                    run.tee = None
+                    holed.append(True)
+
+            run.tee = tee
             heartbeat = shared.keep(lock)
         begun = time.perf_counter()
         deadline = time.monotonic() + request.timeout  # the whole stream, draft stage included
@@ -426,8 +442,7 @@ class Gateway:
                 run.append(sse_event("done", {"status": "finished"}))
                 if job.store:
                     self._store_l1(key, value, new=True)
-                    if self.l2 is not None:
-                        self.l2.set(key, value)
+                    self._store_l2(key, value)
                 run.result.set(value)
                 outcome = "completed"
         except gevent.GreenletExit:
@@ -446,11 +461,11 @@ class Gateway:
         finally:
             if heartbeat is not None:
                 heartbeat.kill(block=False)
-            if shared is not None and lock is not None:
-                run.tee = None
-                shared.end(key, lock, ok=outcome == "completed")
-            run.finish()
+            run.tee = None
+            run.finish()  # our own callers first: they need nothing more from Redis
             self._forget(run)
+            if shared is not None and lock is not None:
+                shared.end(key, lock, ok=outcome == "completed" and not holed)
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
 
     def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:

@@ -17,13 +17,15 @@ __all__ = ["make_session", "post_json", "post_stream"]
 
 
 def make_session(pool_size: int, user_agent: str, keepalive: bool = True) -> requests.Session:
-    """Return a Session whose pool keeps up to `pool_size` connections alive per host.
+    """Return a Session that opens at most `pool_size` connections per host, all kept alive:
+    more concurrent callers wait for a free one (within their deadline: the gateway bounds every
+    attempt), so a burst can never open more upstream connections than configured.
 
     Retries are ours (the gateway's, inside the request deadline), so urllib3's are off.
     Call only after gevent has patched the process: the pool holds locks and sockets.
     """
     session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0, pool_block=True)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})

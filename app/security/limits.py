@@ -4,42 +4,105 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
+import redis
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter
+from limits.errors import StorageError
+from limits.storage import RedisStorage
 
+from app.cache import RedisHealth
+from app.errors import error_response
 from config.settings import Settings
 
 __all__ = ["init_app"]
+
+
+class _SharedHealthRedisStorage(RedisStorage):
+    """Flask-Limiter's Redis storage, sharing the service's RedisHealth: while the cache and
+    coalescing leave a failing Redis alone, so does the limiter (it counts in memory meanwhile),
+    and a limiter call that fails starts that pause for them too. A slow Redis then costs a
+    request at most one REDIS_SOCKET_TIMEOUT, not one for the limiter and one for the cache."""
+
+    STORAGE_SCHEME = ["pb+redis"]  # registered with `limits` by defining the class
+
+    def __init__(self, uri: str, health: RedisHealth, **options: Any) -> None:
+        super().__init__(uri.replace("pb+redis://", "redis://", 1), **options)
+        self._health = health
+
+    def _guarded(self, operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._health.guard(call, *args, **kwargs)
+        except redis.RedisError as exc:
+            self._health.failed(operation, exc)
+            raise
+
+    def acquire_entry(self, *args: Any, **kwargs: Any) -> bool:
+        return bool(self._guarded("rate limit", super().acquire_entry, *args, **kwargs))
+
+    def get_moving_window(self, *args: Any, **kwargs: Any) -> tuple[float, int]:
+        window: tuple[float, int] = self._guarded("rate limit window", super().get_moving_window, *args, **kwargs)
+        return window
+
+    def check(self) -> bool:
+        """Flask-Limiter's probe for a storage that failed: is it back?"""
+        if not self._health.available():
+            return False
+        if super().check():
+            return True
+        self._health.failed("rate limit check", redis.ConnectionError("ping failed"))
+        return False
 
 
 def _client() -> str:
     return g.get("client_id") or f"ip:{request.remote_addr or 'unknown'}"
 
 
-def init_app(app: Flask, settings: Settings) -> Limiter | None:
-    """Limit /api/* to RATE_LIMIT per client; shared by all workers when REDIS_URL is set."""
+def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = None) -> Limiter | None:
+    """Limit /api/* to RATE_LIMIT per client; shared by all workers when REDIS_URL is set
+    (pausing Redis calls together with the cache and coalescing, through `redis_health`)."""
     if not settings.rate_limit:
         return None
-    storage_options: dict[str, str | int | float] = {}
+    storage_options: dict[str, Any] = {}
+    storage_uri = "memory://"
     if settings.redis_url:
         storage_options = {
             "socket_timeout": settings.redis_socket_timeout,
             "socket_connect_timeout": settings.redis_socket_timeout,
+            "health": redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout),
         }
+        storage_uri = settings.redis_url.replace("redis://", "pb+redis://", 1)
     limiter = Limiter(
         _client,
         application_limits=[settings.rate_limit],
         application_limits_exempt_when=lambda: not request.path.startswith("/api/") or request.method == "OPTIONS",
-        storage_uri=settings.redis_url or "memory://",
+        storage_uri=storage_uri,
         storage_options=storage_options,  # type: ignore[arg-type]
         strategy="moving-window",
         key_prefix=f"{settings.redis_prefix}rl",
         headers_enabled=False,  # ours below: IETF names, Retry-After only where it means something
-        swallow_errors=True,  # a storage outage must not fail requests
-        in_memory_fallback_enabled=True,
+        # Redis unreachable: "open" goes on counting in this worker's memory until it is back;
+        # "closed" lets the storage error through, answered below with 503.
+        swallow_errors=settings.rate_limit_on_redis_error == "open",
+        in_memory_fallback_enabled=settings.rate_limit_on_redis_error == "open",
     )
     limiter.init_app(app)
+    if settings.redis_url and settings.rate_limit_on_redis_error == "closed":
+
+        def _fail_closed(_error: Exception) -> Response:
+            # Only the limiter lets Redis errors out of a request (the cache and coalescing
+            # serve without Redis), so this is the shared count being unreachable.
+            response = error_response(
+                503,
+                "Rate limit unavailable",
+                "the shared rate limit cannot be checked (RATE_LIMIT_ON_REDIS_ERROR=closed); retry shortly",
+            )
+            response.headers["Retry-After"] = "5"
+            return response
+
+        app.register_error_handler(redis.RedisError, _fail_closed)
+        app.register_error_handler(StorageError, _fail_closed)
     # Without shared storage each worker counts on its own: the policy header says so, since
     # with N workers a client may get up to N times RateLimit-Limit (README, "Rate limits").
     workers = settings.web_concurrency
@@ -50,12 +113,17 @@ def init_app(app: Flask, settings: Settings) -> Limiter | None:
         current = limiter.current_limit
         if current is None:
             return response
-        reset_in = max(0, math.ceil(current.reset_at - time.time()))
-        response.headers["RateLimit-Limit"] = str(current.limit.amount)
-        response.headers["RateLimit-Remaining"] = str(current.remaining)
-        response.headers["RateLimit-Reset"] = str(reset_in)
         window = current.limit.get_expiry()
+        response.headers["RateLimit-Limit"] = str(current.limit.amount)
         response.headers["RateLimit-Policy"] = f'{current.limit.amount};w={window};comment="{scope}"'
+        try:  # the window's state is one more storage read: Redis may fail it even after the hit
+            reset_in = max(0, math.ceil(current.reset_at - time.time()))
+            remaining = current.remaining
+        except (redis.RedisError, StorageError):
+            reset_in, remaining = window, None  # unknown: the answer goes out without them
+        if remaining is not None:
+            response.headers["RateLimit-Remaining"] = str(remaining)
+            response.headers["RateLimit-Reset"] = str(reset_in)
         if response.status_code == 429:
             response.headers["Retry-After"] = str(max(1, reset_in))
         return response

@@ -340,9 +340,9 @@ def test_many_cancelled_streams_leave_nothing_behind(fake_upstream: FakeUpstream
         assert fake_upstream.stats()["streams"]["open"] == 0
         assert metric_total([server.url], "streams_finished_total") == n
         assert metric_total([server.url], "stream_buffer_bytes") == 0  # every buffer released
-        client = redis.Redis.from_url(redis_url)
-        locks = list(client.scan_iter("leak:sse:*:lock"))
-        counts = [int(client.get(k) or 0) for k in client.scan_iter("leak:sse:*:followers")]
+        with redis.Redis.from_url(redis_url) as client:
+            locks = list(client.scan_iter("leak:sse:*:lock"))
+            counts = [int(client.get(k) or 0) for k in client.scan_iter("leak:sse:*:followers")]
         assert locks == [] and set(counts) <= {0}, (locks, counts)
         # Pools (upstream, Redis) may grow to the concurrency a worker happened to get; a leak
         # would grow with the number of streams (1000).

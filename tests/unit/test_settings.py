@@ -51,6 +51,7 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "BREAKER_FAIL_MAX": ("3", 3, "0", ERROR),
     "BREAKER_RESET_TIMEOUT": ("10", 10.0, "inf", ERROR),
     "RATE_LIMIT": ("10/second", "10/second", "lots", ""),  # empty: no limit
+    "RATE_LIMIT_ON_REDIS_ERROR": ("closed", "closed", "ajar", ERROR),
     "TRUSTED_PROXIES": ("1", 1, "-1", ERROR),
     "API_KEYS": ("a, b", ("a", "b"), ANY_TEXT, ()),
     "METRICS_TOKEN": ("t0k", "t0k", ANY_TEXT, ""),
