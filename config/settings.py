@@ -125,10 +125,15 @@ def _url(name: str, raw: str) -> str:
     return value
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
 def _redis_url(name: str, raw: str) -> str:
     value = raw.strip()
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{name} must be a redis://, rediss:// or unix:// URL")
+    if not value.startswith(REDIS_SCHEMES):
+        raise ConfigError(f"{name} must be a {', '.join(REDIS_SCHEMES)} URL")
+    if value.startswith("redis+sentinel://") and not value.split("://", 1)[1].partition("/")[2].strip("/"):
+        raise ConfigError(f"{name}: a redis+sentinel:// URL names its service (redis+sentinel://host:26379/mymaster)")
     return value
 
 

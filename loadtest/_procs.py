@@ -233,3 +233,100 @@ def nginx(servers: list[str], binary: str, port: int | None = None) -> Iterator[
             raise RuntimeError(f"{exc}\n--- nginx error log ---\n{detail}") from None
         finally:
             stop(proc, signal.SIGQUIT, timeout=35)  # graceful: requests in flight finish
+
+
+@contextlib.contextmanager
+def redis_cluster(binary: str, cli: str, primaries: int = 3) -> Iterator[str]:
+    """Run a private Redis Cluster of `primaries` primaries (no replicas) on free loopback ports,
+    joined with `redis-cli --cluster create`; yield its redis+cluster:// URL."""
+    import redis as redis_py
+
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        nodes = []
+        for i in range(primaries):
+            port, bus = free_port(), free_port()
+            node_dir = Path(workdir) / str(i)
+            node_dir.mkdir()
+            proc = subprocess.Popen(
+                [
+                    binary,
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--cluster-enabled", "yes",
+                    "--cluster-port", str(bus),
+                    "--cluster-config-file", str(node_dir / "nodes.conf"),
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(node_dir),
+                    "--loglevel", "warning",
+                ],
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            stack.callback(stop, proc)
+            nodes.append(f"127.0.0.1:{port}")
+        for node in nodes:
+            _wait_redis(redis_py.Redis(port=int(node.rsplit(":", 1)[1])))
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        for node in nodes:
+            client = redis_py.Redis(port=int(node.rsplit(":", 1)[1]))
+            while client.cluster("info").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.1)
+            client.close()
+        yield "redis+cluster://" + ",".join(nodes)
+
+
+def _wait_redis(client: Any) -> None:
+    import redis as redis_py
+
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis_py.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def redis_sentinel(binary: str, service: str = "mymaster") -> Iterator[str]:
+    """Run a private Redis primary and one Sentinel watching it, on free loopback ports; yield
+    the redis+sentinel:// URL naming `service`."""
+    import redis as redis_py
+
+    with redis(binary) as primary_url, tempfile.TemporaryDirectory() as workdir:
+        primary_port = int(primary_url.rsplit(":", 1)[1].split("/")[0])
+        port = free_port()
+        conf = Path(workdir) / "sentinel.conf"  # Sentinel rewrites its own file: a private copy
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+            f"sentinel down-after-milliseconds {service} 5000\n"
+        )
+        proc = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            _wait_redis(redis_py.Redis(port=port))
+            client = redis_py.Redis(port=port)
+            deadline = time.monotonic() + 20
+            while not client.sentinel_masters().get(service):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Sentinel does not know the primary")
+                time.sleep(0.1)
+            client.close()
+            yield f"redis+sentinel://127.0.0.1:{port}/{service}"
+        finally:
+            stop(proc)

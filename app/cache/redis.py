@@ -112,11 +112,15 @@ class RedisCache:
         self._stale_seconds = stale_seconds
         self.health = health
 
+    def _key(self, key: str) -> str:
+        # The hash tag puts an answer in the same Redis Cluster slot as its call's lock and stream.
+        return self._prefix + "{" + key + "}"
+
     def get(self, key: str) -> CachedValue | None:
         if not self.health.available():
             return None
         try:
-            raw = cast("bytes | None", self._client.get(self._prefix + key))
+            raw = cast("bytes | None", self._client.get(self._key(key)))
         except redis.RedisError as exc:
             self.health.failed("cache get", exc)
             return None
@@ -128,7 +132,7 @@ class RedisCache:
         if keep <= 0 or not self.health.available():
             return False
         try:
-            self._client.set(self._prefix + key, value.encode(), px=max(1, int(keep * 1000)))
+            self._client.set(self._key(key), value.encode(), px=max(1, int(keep * 1000)))
         except redis.RedisError as exc:
             self.health.failed("cache set", exc)
             return False

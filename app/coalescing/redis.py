@@ -32,6 +32,11 @@ def _decode(message: bytes) -> CachedValue | APIError | None:
     return error_from_wire(json.loads(message[1:]))
 
 
+def _tagged(key: str) -> str:
+    """The key as a Redis Cluster hash tag: every Redis key of one call lives in one slot."""
+    return "{" + key + "}"
+
+
 class RedisCoalescer:
     """One upstream call per key across processes. Redis trouble never fails a request: the
     caller then runs the call itself (the per-worker InFlight still dedupes inside a worker)."""
@@ -50,7 +55,7 @@ class RedisCoalescer:
         # Locks are renewed and released even while Redis is paused after a failure.
         self._locks: redis.Redis = getattr(client, "plain", client)
         self._listener_client = listener_client
-        self._lock_prefix = f"{prefix}lock:"
+        self._lock_prefix = f"{prefix}lock:"  # + "{key}": the hash tag puts a call's lock and answer in one slot
         self._channel_prefix = f"{prefix}done:"
         self._lease = lease_seconds
         self._l2 = l2
@@ -68,7 +73,7 @@ class RedisCoalescer:
             if not self.health.available():  # Redis failed a moment ago: coalesce in this worker only
                 return call(), False
             # thread_local=False: the lease heartbeat, another greenlet, must see the token.
-            lock = self._locks.lock(self._lock_prefix + key, timeout=self._lease, thread_local=False)
+            lock = self._locks.lock(self._lock_prefix + _tagged(key), timeout=self._lease, thread_local=False)
             try:
                 leader = lock.acquire(blocking=False)
             except redis.RedisError as exc:
@@ -171,7 +176,7 @@ class RedisCoalescer:
 
     def _lock_held(self, key: str) -> bool:
         try:
-            return bool(self._client.exists(self._lock_prefix + key))
+            return bool(self._client.exists(self._lock_prefix + _tagged(key)))
         except redis.RedisError as exc:
             self.health.failed("coalescing lock check", exc)
             return False

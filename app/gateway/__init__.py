@@ -3,9 +3,8 @@ circuit breaker and retries around the provider."""
 
 from __future__ import annotations
 
-import redis
-
-from app.cache import MemoryCache, PausingRedis, RedisCache, RedisHealth
+from app.cache import MemoryCache, RedisCache, RedisHealth
+from app.cache.clients import topology
 from app.coalescing import InFlight, RedisCoalescer, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
 from app.gateway.breaker import Breaker
@@ -43,19 +42,15 @@ def build_gateway(
     if settings.redis_url and settings.cache_enabled:
         health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
         health.on_failure = observer.redis_error
-        client = PausingRedis.connect(
-            settings.redis_url,
-            health,
-            socket_timeout=settings.redis_socket_timeout,
-            socket_connect_timeout=settings.redis_socket_timeout,
-            health_check_interval=30,
+        where = topology(settings.redis_url)
+        timeout = settings.redis_socket_timeout
+        client = where.service_client(
+            health, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
         )
         l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
         if settings.coalescing_enabled:
             # Pub/sub blocks on reads by design: its connection has no read timeout.
-            listener = redis.Redis.from_url(
-                settings.redis_url, socket_connect_timeout=settings.redis_socket_timeout, socket_keepalive=True
-            )
+            listener = where.client(socket_connect_timeout=timeout, socket_keepalive=True)
             shared = RedisCoalescer(
                 client,
                 listener,
@@ -65,11 +60,7 @@ def build_gateway(
                 health,
                 on_wait=lambda delta: observer.waiting("cluster", delta),
             )
-            reader = redis.Redis.from_url(
-                settings.redis_url,
-                socket_timeout=RELAY_BLOCK + settings.redis_socket_timeout,
-                socket_connect_timeout=settings.redis_socket_timeout,
-            )
+            reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
             shared_streams = SharedStreams(client, reader, settings.redis_prefix, settings.redis_lease_seconds, health)
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None

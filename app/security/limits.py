@@ -10,7 +10,7 @@ import redis
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 from limits.errors import StorageError
-from limits.storage import RedisStorage
+from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
 
 from app.cache import RedisHealth
 from app.errors import error_response
@@ -19,16 +19,17 @@ from config.settings import Settings
 __all__ = ["init_app"]
 
 
-class _SharedHealthRedisStorage(RedisStorage):
-    """Flask-Limiter's Redis storage, sharing the service's RedisHealth: while the cache and
-    coalescing leave a failing Redis alone, so does the limiter (it counts in memory meanwhile),
-    and a limiter call that fails starts that pause for them too. A slow Redis then costs a
-    request at most one REDIS_SOCKET_TIMEOUT, not one for the limiter and one for the cache."""
+class _SharedHealth:
+    """Mixed into `limits`' Redis storages: they share the service's RedisHealth. While the cache
+    and coalescing leave a failing Redis alone, so does the limiter (it counts in memory
+    meanwhile), and a limiter call that fails starts that pause for them too: a slow Redis then
+    costs a request at most one REDIS_SOCKET_TIMEOUT, not one for the limiter and one for the
+    cache. Registered under "pb+" plus each base scheme (pb+redis, pb+redis+cluster, ...)."""
 
-    STORAGE_SCHEME = ["pb+redis"]  # registered with `limits` by defining the class
+    _health: RedisHealth
 
     def __init__(self, uri: str, health: RedisHealth, **options: Any) -> None:
-        super().__init__(uri.replace("pb+redis://", "redis://", 1), **options)
+        super().__init__(uri.removeprefix("pb+"), **options)  # type: ignore[call-arg]
         self._health = health
 
     def _guarded(self, operation: str, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -39,20 +40,41 @@ class _SharedHealthRedisStorage(RedisStorage):
             raise
 
     def acquire_entry(self, *args: Any, **kwargs: Any) -> bool:
-        return bool(self._guarded("rate limit", super().acquire_entry, *args, **kwargs))
+        return bool(self._guarded("rate limit", super().acquire_entry, *args, **kwargs))  # type: ignore[misc]
 
     def get_moving_window(self, *args: Any, **kwargs: Any) -> tuple[float, int]:
-        window: tuple[float, int] = self._guarded("rate limit window", super().get_moving_window, *args, **kwargs)
+        window: tuple[float, int] = self._guarded(
+            "rate limit window",
+            super().get_moving_window,  # type: ignore[misc]
+            *args,
+            **kwargs,
+        )
         return window
 
     def check(self) -> bool:
         """Flask-Limiter's probe for a storage that failed: is it back?"""
         if not self._health.available():
             return False
-        if super().check():
+        if super().check():  # type: ignore[misc]
             return True
         self._health.failed("rate limit check", redis.ConnectionError("ping failed"))
         return False
+
+
+# Defining a storage class registers its schemes with `limits`.
+for _base in (RedisStorage, RedisClusterStorage, RedisSentinelStorage):
+    type(
+        f"SharedHealth{_base.__name__}",
+        (_SharedHealth, _base),
+        {"STORAGE_SCHEME": [f"pb+{s}" for s in _base.STORAGE_SCHEME]},
+    )
+
+
+def _storage_uri(redis_url: str) -> str:
+    """REDIS_URL as the limiter's storage URI, on the storages above."""
+    if redis_url.startswith("unix://"):
+        return "pb+redis+unix://" + redis_url.removeprefix("unix://")
+    return "pb+" + redis_url
 
 
 def _client() -> str:
@@ -72,7 +94,7 @@ def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = 
             "socket_connect_timeout": settings.redis_socket_timeout,
             "health": redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout),
         }
-        storage_uri = settings.redis_url.replace("redis://", "pb+redis://", 1)
+        storage_uri = _storage_uri(settings.redis_url)
     limiter = Limiter(
         _client,
         application_limits=[settings.rate_limit],

@@ -196,3 +196,16 @@ def test_readme_lists_every_variable_with_its_default() -> None:
     table = table[: table.index("\n## ", 1)]
     missing = [name for name in variables() if f"`{name}`" not in table]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/2", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"],
+)
+def test_sentinel_and_cluster_urls_are_accepted(url: str) -> None:
+    assert load_settings({"APP_ENV": "testing", "REDIS_URL": url}).redis_url == url
+
+
+def test_a_sentinel_url_must_name_its_service() -> None:
+    with pytest.raises(ConfigError, match="names its service"):
+        load_settings({"APP_ENV": "testing", "REDIS_URL": "redis+sentinel://10.0.0.1:26379"})
