@@ -40,12 +40,15 @@ class RedisTopology:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._sentinels: list[Sentinel] = []
         parts = urlsplit(url)
         self.kind = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(parts.scheme, "server")
         self.password = unquote(parts.password) if parts.password else None
         self.username = unquote(parts.username) if parts.username else None
         if self.kind != "server":
-            self.nodes = [_host_port(node) for node in parts.netloc.rpartition("@")[2].split(",") if node]
+            default_port = 26379 if self.kind == "sentinel" else 6379
+            hosts = parts.netloc.rpartition("@")[2].split(",")
+            self.nodes = [_host_port(node, default_port) for node in hosts if node]
             path = [p for p in parts.path.split("/") if p]
             self.service = path[0] if self.kind == "sentinel" and path else None
             self.db = int(path[1]) if self.kind == "sentinel" and len(path) > 1 else 0
@@ -87,13 +90,23 @@ class RedisTopology:
     def _sentinel(self, options: dict[str, Any]) -> Sentinel:
         auth = {"username": self.username, "password": self.password, "db": self.db}
         timeouts = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
-        return Sentinel(self.nodes, sentinel_kwargs=timeouts, **auth, **options)
+        sentinel = Sentinel(self.nodes, sentinel_kwargs=timeouts, **auth, **options)
+        self._sentinels.append(sentinel)
+        return sentinel
+
+    def close(self) -> None:
+        """Close the connections to the Sentinels (the clients close their own)."""
+        for sentinel in self._sentinels:
+            for connection in sentinel.sentinels:
+                connection.close()
 
 
 def topology(url: str) -> RedisTopology:
     return RedisTopology(url)
 
 
-def _host_port(node: str) -> tuple[str, int]:
-    host, _, port = node.rpartition(":")
-    return (host or "127.0.0.1"), int(port or 6379)
+def _host_port(node: str, default_port: int) -> tuple[str, int]:
+    host, colon, port = node.rpartition(":")
+    if not colon:
+        return node, default_port
+    return (host or "127.0.0.1"), int(port or default_port)
