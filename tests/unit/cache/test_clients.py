@@ -21,7 +21,7 @@ def test_the_url_forms() -> None:
     sentinel = topology("redis+sentinel://10.0.0.1:26379,10.0.0.2/mymaster/2")
     assert (sentinel.kind, sentinel.nodes, sentinel.service, sentinel.db) == (
         "sentinel",
-        [("10.0.0.1", 26379), ("10.0.0.2", 26379)]  # the Sentinel port by default,
+        [("10.0.0.1", 26379), ("10.0.0.2", 26379)],  # the Sentinel port by default
         "mymaster",
         2,
     )
