@@ -4,6 +4,7 @@ cannot be spoofed, JSON errors from nginx itself, and keep-alive to the upstream
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -93,3 +94,27 @@ def test_upstream_connections_are_kept_alive(proxied: tuple[str, Server]) -> Non
         .splitlines()
     )
     assert 1 <= len(established) <= 3, (pid, established)  # reused, not one per request
+
+
+def test_json_answers_are_gzipped_and_streams_are_not() -> None:
+    with start_server() as server, nginx_in_front(server) as url:  # the offline provider: long answers
+        body = {"prompt": "compress me " * 300, "mode": "research"}
+        answer = requests.post(url + "/api/optimize", json=body, headers={"Accept-Encoding": "gzip"}, timeout=30)
+        assert answer.status_code == 200 and len(answer.content) > 1024
+        assert answer.headers["Content-Encoding"] == "gzip" and answer.json()["optimizedPrompt"]
+        with requests.post(
+            url + "/api/optimize-stream", json=body, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=30
+        ) as stream:
+            assert "Content-Encoding" not in stream.headers  # gzip would hold events back
+            assert b"event: done" in b"".join(stream.iter_content(chunk_size=None))
+
+
+def test_operator_views_only_from_inside(proxied: tuple[str, Server]) -> None:
+    """/metrics and /stats answer loopback and 10/8 callers; anyone else gets 403 from nginx."""
+    url, _ = proxied
+    host, port = url.removeprefix("http://").split(":")
+    for path in ("/metrics", "/stats"):
+        assert requests.get(url + path, timeout=10).status_code == 200  # from 127.0.0.1
+        with socket.create_connection((host, int(port)), timeout=5, source_address=("127.0.0.2", 0)) as outsider:
+            outsider.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            assert outsider.recv(64).startswith(b"HTTP/1.1 403")
