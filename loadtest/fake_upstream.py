@@ -109,6 +109,9 @@ class FakeUpstream:
         self.reset()
 
     def reset(self) -> None:
+        # Calls begun before a reset (a gate or pause it releases, a stream still running) must
+        # not count after it: each call remembers the epoch it began in.
+        self.epoch = getattr(self, "epoch", 0) + 1
         self.calls: Counter[str] = Counter()
         self.connections = 0
         self._model_connections: set[int] = set()
@@ -199,6 +202,7 @@ class FakeUpstream:
         }
 
     def _complete(self, environ: dict[str, Any], start_response: Any, path: str, raw: bytes) -> list[bytes]:
+        environ["fake.epoch"] = epoch = self.epoch
         self.calls[path] += 1
         if environ["fake.connection"] not in self._model_connections:
             self._model_connections.add(environ["fake.connection"])
@@ -208,7 +212,8 @@ class FakeUpstream:
         try:
             return self._answer(environ, start_response, path, raw)
         finally:
-            self.in_flight -= 1
+            if epoch == self.epoch:
+                self.in_flight -= 1
 
     def _answer(self, environ: dict[str, Any], start_response: Any, path: str, raw: bytes) -> list[bytes]:
         import gevent
@@ -271,10 +276,13 @@ class FakeUpstream:
         if body.get("stream"):
             start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
             return self._stream(environ, payload, anthropic, stream_fault)
-        usage = payload["usage"]
+        if environ["fake.epoch"] == self.epoch:
+            self._count_tokens(payload["usage"], anthropic)
+        return self._json(start_response, 200, payload)
+
+    def _count_tokens(self, usage: dict[str, int], anthropic: bool) -> None:
         self.tokens["input"] += usage["input_tokens"] if anthropic else usage["prompt_tokens"]
         self.tokens["output"] += usage["output_tokens"] if anthropic else usage["completion_tokens"]
-        return self._json(start_response, 200, payload)
 
     def _stream(
         self, environ: dict[str, Any], payload: dict[str, Any], anthropic: bool, fault: dict[str, Any] | None
@@ -288,6 +296,7 @@ class FakeUpstream:
         pieces = [text[bounds[i] : bounds[i + 1]] for i in range(count)]
         events = _anthropic_events(payload, pieces) if anthropic else _openai_events(payload, pieces)
         after = int(fault.get("after", 0)) if fault else -1
+        epoch = environ["fake.epoch"]
         self.streams["started"] += 1
         self.streams["open"] += 1
         finished = False
@@ -320,16 +329,16 @@ class FakeUpstream:
                         gevent.sleep(self.stream_interval)
                     deltas += 1
                 yield event
-            usage = payload["usage"]
-            self.tokens["input"] += usage["input_tokens"] if anthropic else usage["prompt_tokens"]
-            self.tokens["output"] += usage["output_tokens"] if anthropic else usage["completion_tokens"]
-            self.streams["completed"] += 1
+            if epoch == self.epoch:
+                self._count_tokens(payload["usage"], anthropic)
+                self.streams["completed"] += 1
             finished = True
         finally:
-            self.streams["open"] -= 1
-            if not finished:  # the client went away (the server closed this generator early)
-                self.streams["aborted"] += 1
-                self.last_abort = time.time()
+            if epoch == self.epoch:
+                self.streams["open"] -= 1
+                if not finished:  # the client went away (the server closed this generator early)
+                    self.streams["aborted"] += 1
+                    self.last_abort = time.time()
 
     @staticmethod
     def _json(start_response: Any, status: int, data: Any, headers: dict[str, str] | None = None) -> list[bytes]:

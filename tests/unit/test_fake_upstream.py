@@ -56,3 +56,19 @@ def test_json_answers_fit_our_tasks(task: str) -> None:
     from app.services.answers import json_answer
 
     json_answer(TASKS[task].answer)(answer_text(TASKS[task].system, "x", "f"))
+
+
+def test_a_call_begun_before_a_reset_does_not_count_after_it(fake_upstream: FakeUpstreamProcess) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support import wait_until
+
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "held across a reset"}]}
+    with ThreadPoolExecutor(1) as pool:
+        fake_upstream.control(hold=True)
+        held = pool.submit(_post, fake_upstream, "/v1/messages", body)
+        wait_until(lambda: fake_upstream.held() == 1, what="the call at the gate")
+        fake_upstream.reset()  # releases the gate: the old call completes now
+        assert held.result().status_code == 200
+    stats = fake_upstream.stats()
+    assert stats["tokens"] == {"input": 0, "output": 0} and stats["inFlight"] == 0
