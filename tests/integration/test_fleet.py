@@ -378,8 +378,9 @@ def test_a_thousand_callers_on_a_slow_upstream_stay_bounded(
     )
     assert statuses == [200] * callers
     assert stats["connections"] <= pool * len(workers)  # never more than the pools allow
-    # 50 ms on a machine where an idle probe takes <= 5 ms; proportionally more on a slower day.
-    assert probes[int(len(probes) * 0.99)] < 0.05 * max(1.0, statistics.median(idle) / 0.005)
+    # 50 ms where an idle probe takes 1.5 ms (this machine on a quiet day); proportionally more
+    # on a slower one, as measured by the idle probes of this same run.
+    assert probes[int(len(probes) * 0.99)] < 0.05 * max(1.0, statistics.median(idle) / 0.0015)
     assert growth < 100  # MiB per worker for 1000 requests in flight: bounded, nowhere near a leak
     assert max(peaks["fds"].values()) < 2 * callers
 

@@ -1,0 +1,78 @@
+"""`make cluster` as an operator runs it: one command brings up Redis, two instances and nginx,
+says where to send requests, answers through nginx, and one SIGTERM stops every process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+import requests
+
+from tests.support import ROOT, free_port, need_binary, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too (the instances take consecutive ports)."""
+    while True:
+        port = free_port()
+        if port < 65000 and all(_free(p) for p in (port, port + 1)):
+            return port
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_one_command_starts_the_fleet_and_one_signal_stops_it() -> None:
+    need_binary("nginx")
+    need_binary("redis-server")
+    front, first = free_port(), _two_free_ports()
+    command = [sys.executable, "-m", "loadtest.cluster", "--instances", "2", "--workers", "1"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(front), "--first-port", str(first)],
+        cwd=ROOT,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "APP_ENV": "testing", "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        banner = "".join(lines)
+        assert f"send requests to http://127.0.0.1:{front}" in banner, banner
+        assert f"metrics http://127.0.0.1:{first}/metrics" in banner and f"127.0.0.1:{first + 1}/metrics" in banner
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = {c.name() for c in children}
+        assert "nginx" in names and "redis-server" in names, names
+        body = {"prompt": "through the whole fleet", "mode": "code"}
+        answers = [requests.post(f"http://127.0.0.1:{front}/api/optimize", json=body, timeout=30) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200] * 4
+        assert answers[0].headers["X-Cache"] == "MISS" and {a.headers["X-Cache"] for a in answers[1:]} == {"HIT"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        wait_until(
+            lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), what="all stopped"
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
