@@ -10,6 +10,10 @@
 4. Streams: time to the first delta through /api/optimize-stream minus time to the first delta
    straight from the fake upstream (paired request by request, interleaved), next to the
    /api/optimize miss overhead measured the same way in the same run.
+5. A cache miss through the service vs through the floor (loadtest/floor_app.py: a minimal Flask
+   + requests proxy to the same upstream), each minus a direct call; CPU per miss.
+6. Memory per worker: idle, after 10,000 distinct ~2 KB answers, and with a full cache.
+7. 1000 concurrent distinct callers on 2 workers with the model at 2 s: all answered, p99.
 """
 
 from __future__ import annotations
@@ -306,6 +310,135 @@ def _stream_overheads(samples: int, pace: float) -> dict[str, list[float]]:
     return overheads
 
 
+def bench_misses(samples: int) -> dict[str, float]:
+    """A cache miss through the service vs through the floor app (loadtest/floor_app.py), each
+    minus a direct call to the fake, paired and in rotating order; and CPU per miss."""
+    import psutil
+
+    print(f"\n== Cache miss: service vs the floor (a minimal Flask + requests proxy), {samples} triples ==", flush=True)
+    lanes: dict[str, list[float]] = {"service": [], "floor": []}
+    cpu: dict[str, float] = {}
+    with fake_upstream(latency=0.02) as upstream:
+        env = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": upstream, "LOG_LEVEL": "INFO"}
+        with (
+            gunicorn(env, workers=1) as (service_url, service_proc, _),
+            gunicorn(env, workers=1, app="loadtest.floor_wsgi:app") as (floor_url, floor_proc, _),
+            requests.Session() as session,
+        ):
+            workers = {
+                "service": psutil.Process(service_proc.pid).children()[0],
+                "floor": psutil.Process(floor_proc.pid).children()[0],
+            }
+            before = {name: sum(w.cpu_times()[:2]) for name, w in workers.items()}
+            message = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "s"}
+            for i in range(samples):
+                prompt = f"miss bench {i} {time.time()}"
+                calls = {
+                    "service": partial(
+                        _whole, session, service_url + "/api/optimize", {"prompt": "s " + prompt, "mode": "code"}
+                    ),
+                    "floor": partial(
+                        _whole, session, floor_url + "/api/optimize", {"prompt": "f " + prompt, "mode": "code"}
+                    ),
+                    "straight": partial(
+                        _whole,
+                        session,
+                        upstream + "/v1/messages",
+                        {**message, "messages": [{"role": "user", "content": prompt}]},
+                    ),
+                }
+                order = list(calls)
+                order = order[i % 3 :] + order[: i % 3]
+                took = {name: calls[name]() for name in order}
+                for lane in lanes:
+                    lanes[lane].append(took[lane] - took["straight"])
+                if (i + 1) % max(1, samples // 4) == 0:
+                    print(f"  {i + 1}/{samples} triples", flush=True)
+            cpu = {name: (sum(w.cpu_times()[:2]) - before[name]) / samples for name, w in workers.items()}
+    figures: dict[str, float] = {}
+    for lane, values in lanes.items():
+        values.sort()
+        figures[f"{lane}_p50"] = statistics.median(values)
+        figures[f"{lane}_p99"] = values[min(len(values) - 1, int(len(values) * 0.99))]
+    figures["cpu_ratio"] = cpu["service"] / cpu["floor"] if cpu.get("floor") else float("nan")
+    print(f"{'':44} {'p50':>9} {'p99':>9} {'CPU/miss':>10}")
+    for lane in lanes:
+        p50, p99 = _ms(figures[lane + "_p50"]), _ms(figures[lane + "_p99"])
+        print(f"{lane + ' - direct':44} {p50} {p99} {cpu[lane] * 1000:8.2f}ms")
+    print(
+        f"ratio service / floor: overhead p50 {figures['service_p50'] / figures['floor_p50']:.2f}, "
+        f"p99 {figures['service_p99'] / figures['floor_p99']:.2f}, "
+        f"CPU per miss {figures['cpu_ratio']:.2f} (goal <= 1.25)"
+    )
+    return figures
+
+
+def bench_memory(answers: int = 10_000) -> dict[str, float]:
+    """RSS of one worker: idle, after `answers` distinct ~2 KB cached answers, and the growth per
+    byte of CACHE_MAX_BYTES once a smaller cache is full (offline provider: no upstream needed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    print(f"\n== Memory per worker: idle, {answers} distinct ~2 KB answers cached, a full cache ==", flush=True)
+    prompt = "Explain the trade-offs of this design in detail. " * 24  # ~1.2 KB: ~2 KB answers
+    figures: dict[str, float] = {}
+    full_limit = 8 << 20
+    for label, env in (("default bounds", {}), ("CACHE_MAX_BYTES=8 MiB", {"CACHE_MAX_BYTES": str(full_limit)})):
+        with gunicorn({"LOG_LEVEL": "WARNING", **env}, workers=1) as (url, proc, _), requests.Session() as session:
+            worker = psutil.Process(proc.pid).children()[0]
+            requests.post(url + "/api/optimize", json={"prompt": "warm up", "mode": "code"}, timeout=10)
+            idle = worker.memory_info().rss
+
+            def send(i: int) -> int:
+                body = {"prompt": f"{i} {prompt}", "mode": "research"}
+                return session.post(url + "/api/optimize", json=body, timeout=30).status_code
+
+            with ThreadPoolExecutor(8) as pool:
+                for done, _status in enumerate(pool.map(send, range(answers)), 1):
+                    if done % (answers // 4) == 0:
+                        print(f"  {label}: {done}/{answers} answers", flush=True)
+            stats = session.get(url + "/stats", timeout=10).json()
+            grown = worker.memory_info().rss
+        cached = stats["cache"]["bytes"]
+        print(
+            f"  {label}: idle {idle / MIB:.1f} MiB, after {grown / MIB:.1f} MiB (+{(grown - idle) / MIB:.1f}); "
+            f"L1 holds {stats['cache']['entries']} answers, {cached / MIB:.1f} MiB counted"
+        )
+        if env:
+            figures["full_growth_per_limit_byte"] = (grown - idle) / full_limit
+            print(f"  RSS growth / CACHE_MAX_BYTES with the cache full: {figures['full_growth_per_limit_byte']:.2f}")
+        else:
+            figures.update(idle_mib=idle / MIB, after_mib=grown / MIB, growth_per_counted_byte=(grown - idle) / cached)
+            ratio = figures["growth_per_counted_byte"]
+            print(f"  RSS growth / bytes the cache counts: {ratio:.2f} (goal: idle <= 150 MiB)")
+    return figures
+
+
+MIB = 1 << 20
+
+
+def bench_concurrency(callers: int = 1000, latency: float = 2.0) -> dict[str, float]:
+    """`callers` distinct requests in flight at once on 2 workers, the model taking `latency`:
+    all answered? p99 against the model's own time."""
+    from loadtest.steady import raw_burst
+
+    print(f"\n== {callers} concurrent distinct callers, model at {latency:g} s, 2 workers ==", flush=True)
+    with fake_upstream(latency=latency) as upstream:
+        env = {"ANTHROPIC_API_KEY": "sk-ant-bench", "ANTHROPIC_BASE_URL": upstream, "LOG_LEVEL": "WARNING"}
+        with gunicorn(env, workers=2) as (url, _, _):
+            host, port = url.removeprefix("http://").split(":")
+            results = raw_burst(host, int(port), callers, ramp=0.5)
+    seconds = sorted(took for status, took in results if status == 200)
+    errors = sum(1 for status, _ in results if status != 200)
+    p99 = seconds[min(len(seconds) - 1, int(len(seconds) * 0.99))] if seconds else float("nan")
+    print(
+        f"  answered {len(seconds)}/{callers}, errors {errors}; p50 {statistics.median(seconds):.2f} s, "
+        f"p99 {p99:.2f} s = {p99 / latency:.2f}x the model's time (goal <= 1.2x)"
+    )
+    return {"answered": len(seconds), "errors": errors, "p99_ratio": p99 / latency}
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:7.2f}ms"
 
@@ -328,6 +461,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--stream-pairs", type=int, default=200)
+    parser.add_argument("--miss-triples", type=int, default=200)
+    parser.add_argument("--memory-answers", type=int, default=10_000)
+    parser.add_argument("--callers", type=int, default=1000)
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     bench_keys()
@@ -337,6 +473,12 @@ def main(argv: list[str] | None = None) -> None:
             bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink))
     if args.stream_pairs:
         bench_streams(args.stream_pairs)
+    if args.miss_triples:
+        bench_misses(args.miss_triples)
+    if args.memory_answers:
+        bench_memory(args.memory_answers)
+    if args.callers:
+        bench_concurrency(args.callers)
 
 
 if __name__ == "__main__":

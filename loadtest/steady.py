@@ -8,7 +8,10 @@ fixed limits."""
 
 from __future__ import annotations
 
+import json
 import random
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 import requests
 
-__all__ = ["Outcome", "SteadyLoad", "mixed_request"]
+__all__ = ["Outcome", "SteadyLoad", "mixed_request", "raw_burst"]
 
 
 @dataclass(frozen=True)
@@ -126,3 +129,48 @@ class SteadyLoad:
                 except requests.RequestException as exc:
                     status, kind, detail = type(exc).__name__, "error", str(exc)[:300]
                 self.outcomes.append(Outcome(started, time.monotonic() - started, status, kind, detail))
+
+
+def raw_burst(host: str, port: int, n: int, ramp: float, timeout: float = 300) -> list[tuple[int, float]]:
+    """Open `n` connections over `ramp` seconds, each sending one distinct POST /api/optimize,
+    and return (status, seconds until its answer ended) for each — non-blocking sockets, so a
+    thousand callers need no thousand threads. Status 0: no answer within `timeout`."""
+    selector = selectors.DefaultSelector()
+    replies: dict[socket.socket, bytearray] = {}
+    sent: dict[socket.socket, float] = {}
+    took: dict[socket.socket, float] = {}
+    began = time.monotonic()
+    for i in range(n):
+        pause = began + ramp * i / n - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        body = json.dumps({"prompt": f"burst {i} {time.time()}", "mode": "code"}).encode()
+        head = (
+            f"POST /api/optimize HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        sock = socket.create_connection((host, port), timeout=10)
+        sent[sock] = time.monotonic()
+        sock.sendall(head + body)
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+        replies[sock] = bytearray()
+    pending = set(replies)
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            sock = key.fileobj  # type: ignore[assignment]
+            chunk = sock.recv(65536)
+            if chunk:
+                replies[sock] += chunk
+            else:
+                took[sock] = time.monotonic() - sent[sock]
+                selector.unregister(sock)
+                sock.close()
+                pending.discard(sock)
+    for sock in pending:
+        sock.close()
+    return [
+        (int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0, took.get(sock, timeout))
+        for sock, reply in replies.items()
+    ]

@@ -6,7 +6,6 @@ took. Nothing here waits on a guessed latency: faults are placed by gates and po
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -24,7 +23,7 @@ import requests
 
 from loadtest._procs import nginx
 from loadtest._procs import redis as redis_process
-from loadtest.steady import SteadyLoad
+from loadtest.steady import SteadyLoad, raw_burst
 from tests.support import (
     FakeUpstreamProcess,
     Server,
@@ -351,14 +350,14 @@ def test_a_thousand_callers_on_a_slow_upstream_stay_bounded(
         idle = sorted(_probe(u) for u in f.urls for _ in range(25))
         probes: list[float] = []
         with ThreadPoolExecutor(1) as pool_:
-            burst = pool_.submit(_raw_burst, host, int(port), callers, 3.0)
+            burst = pool_.submit(raw_burst, host, int(port), callers, 3.0)
             while not burst.done():
                 probes.extend(_probe(url) for url in f.urls)
                 for w in workers:
                     peaks["rss"][w.pid] = max(peaks["rss"][w.pid], w.memory_info().rss)
                     peaks["fds"][w.pid] = max(peaks["fds"][w.pid], w.num_fds())
                 time.sleep(0.1)
-            statuses = burst.result()
+            statuses = [status for status, _ in burst.result()]
         stats = fake_upstream.stats()
     probes.sort()
     growth = max((peaks["rss"][p] - rss_before[p]) / MIB for p in rss_before)
@@ -394,45 +393,6 @@ def _probe(url: str) -> float:
     started = time.monotonic()
     assert requests.get(url + "/health/live", timeout=5).status_code == 200
     return time.monotonic() - started
-
-
-def _raw_burst(host: str, port: int, n: int, ramp: float) -> list[int]:
-    """Open `n` connections over `ramp` seconds, each sending one distinct POST, and return every
-    status (non-blocking sockets: 1000 callers without 1000 threads)."""
-    import selectors
-
-    selector = selectors.DefaultSelector()
-    replies: dict[socket.socket, bytearray] = {}
-    began = time.monotonic()
-    for i in range(n):
-        pause = began + ramp * i / n - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        body = json.dumps({"prompt": f"slow upstream {i} {time.time()}", "mode": "code"}).encode()
-        head = (
-            f"POST /api/optimize HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        sock = socket.create_connection((host, port), timeout=10)
-        sock.sendall(head + body)
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-        replies[sock] = bytearray()
-    pending = set(replies)
-    deadline = time.monotonic() + 300
-    while pending and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=1):
-            sock = key.fileobj  # type: ignore[assignment]
-            chunk = sock.recv(65536)
-            if chunk:
-                replies[sock] += chunk
-            else:
-                selector.unregister(sock)
-                sock.close()
-                pending.discard(sock)
-    for sock in pending:
-        sock.close()
-    return [int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/") else 0 for reply in replies.values()]
 
 
 def test_slow_clients_starve_gunicorn_alone_but_not_behind_nginx(private_redis: str) -> None:
