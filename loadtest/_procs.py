@@ -129,11 +129,12 @@ def fake_upstream(latency: float = 0.0, video_latency: float | None = None) -> I
 
 
 @contextlib.contextmanager
-def redis(binary: str) -> Iterator[str]:
-    """Run a private redis-server on a free port (nothing persisted); yield its URL."""
+def redis(binary: str, port: int | None = None) -> Iterator[str]:
+    """Run a private redis-server on a free port, or on `port` (to restart one where it was);
+    nothing persisted; yield its URL."""
     import redis as redis_py
 
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         proc = subprocess.Popen(
             [
@@ -156,20 +157,10 @@ def redis(binary: str) -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C meant for the caller does not cut it short
         )
-        client = redis_py.Redis(port=port)
-        deadline = time.monotonic() + 10
         try:
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis_py.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.05)
+            _wait_redis(redis_py.Redis(port=port), proc)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            client.close()
             stop(proc)
 
 
@@ -285,7 +276,8 @@ def redis_cluster(binary: str, cli: str, primaries: int = 3) -> Iterator[str]:
         yield "redis+cluster://" + ",".join(nodes)
 
 
-def _wait_redis(client: Any) -> None:
+def _wait_redis(client: Any, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Wait until `client`'s server answers PING (failing early if `proc` exits); close it."""
     import redis as redis_py
 
     deadline = time.monotonic() + 10
@@ -295,7 +287,7 @@ def _wait_redis(client: Any) -> None:
                 client.ping()
                 return
             except redis_py.ConnectionError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.05)
     finally:

@@ -20,7 +20,7 @@ from redis.sentinel import Sentinel
 
 from app.cache.redis import PausingRedis, RedisHealth
 
-__all__ = ["PausingRedisCluster", "RedisTopology", "topology"]
+__all__ = ["PausingRedisCluster", "RedisTopology"]
 
 
 class PausingRedisCluster(RedisCluster):
@@ -99,10 +99,6 @@ class RedisTopology:
         for sentinel in self._sentinels:
             for connection in sentinel.sentinels:
                 connection.close()
-
-
-def topology(url: str) -> RedisTopology:
-    return RedisTopology(url)
 
 
 def _host_port(node: str, default_port: int) -> tuple[str, int]:

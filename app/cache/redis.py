@@ -117,8 +117,6 @@ class RedisCache:
         return self._prefix + "{" + key + "}"
 
     def get(self, key: str) -> CachedValue | None:
-        if not self.health.available():
-            return None
         try:
             raw = cast("bytes | None", self._client.get(self._key(key)))
         except redis.RedisError as exc:
@@ -129,7 +127,7 @@ class RedisCache:
     def set(self, key: str, value: CachedValue) -> bool:
         """Store the entry; return False when it was not stored (already too old, or Redis failed)."""
         keep = value.fresh_until + self._stale_seconds - time.time()
-        if keep <= 0 or not self.health.available():
+        if keep <= 0:
             return False
         try:
             self._client.set(self._key(key), value.encode(), px=max(1, int(keep * 1000)))

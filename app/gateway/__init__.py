@@ -4,7 +4,7 @@ circuit breaker and retries around the provider."""
 from __future__ import annotations
 
 from app.cache import MemoryCache, RedisCache, RedisHealth
-from app.cache.clients import topology
+from app.cache.clients import RedisTopology
 from app.coalescing import InFlight, RedisCoalescer, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
 from app.gateway.breaker import Breaker
@@ -42,7 +42,7 @@ def build_gateway(
     if settings.redis_url and settings.cache_enabled:
         health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
         health.on_failure = observer.redis_error
-        where = topology(settings.redis_url)
+        where = RedisTopology(settings.redis_url)
         timeout = settings.redis_socket_timeout
         client = where.service_client(
             health, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30

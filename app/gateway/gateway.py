@@ -240,14 +240,9 @@ class Gateway:
         )
         if store:
             self._store_l1(key, value, new=True)
-            self._store_l2(key, value)
+            if self.l2 is not None:
+                self.l2.set(key, value)
         return value
-
-    def _store_l2(self, key: str, value: CachedValue) -> None:
-        """Share the answer through Redis before the caller has it, so that any later request, in
-        any process, finds it (a slow Redis costs this at most one bounded call; see RedisHealth)."""
-        if self.l2 is not None:
-            self.l2.set(key, value)
 
     def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
         """Put `value` in L1; `new` marks an answer this process produced (counted as stored),

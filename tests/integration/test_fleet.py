@@ -27,6 +27,7 @@ from loadtest.steady import SteadyLoad, raw_burst
 from tests.support import (
     FakeUpstreamProcess,
     Server,
+    free_port,
     metric_total,
     need_binary,
     provider_env,
@@ -153,8 +154,8 @@ def test_redis_stopped_then_back(fake_upstream: FakeUpstreamProcess) -> None:
     Redis back on the same port: the shared cache works again by itself, no restart."""
     fake_upstream.control(latency=0.02)
     binary = need_binary("redis-server")
-    port = _free_port()
-    with _redis_on(binary, port) as redis_url, fleet(fake_upstream, redis_url) as f:
+    port = free_port()
+    with redis_process(binary, port) as redis_url, fleet(fake_upstream, redis_url) as f:
         with SteadyLoad(f.url, 30) as load:
             wait_until(lambda: load.done >= 200, what="steady load")
             _redis_down(redis_url)
@@ -162,7 +163,7 @@ def test_redis_stopped_then_back(fake_upstream: FakeUpstreamProcess) -> None:
             before = load.done
             wait_until(lambda: load.done >= before + 300, what="load without Redis")
             ready = [requests.get(u + "/health/ready", timeout=5) for u in f.urls]
-            with _redis_on(binary, port):
+            with redis_process(binary, port):
                 back_at = time.monotonic()
                 shared = {"prompt": f"shared again {time.time()}", "mode": "code"}
 
@@ -194,9 +195,9 @@ def test_the_rate_limit_without_redis_fails_open_or_closed_as_set(mode: str) -> 
     """Redis down: "open" (the default) serves, each worker counting in its own memory;
     "closed" answers 503 with Retry-After. Redis back: the shared count resumes by itself."""
     binary = need_binary("redis-server")
-    port = _free_port()
+    port = free_port()
     env = {"RATE_LIMIT": "3/minute", "RATE_LIMIT_ON_REDIS_ERROR": mode}
-    with _redis_on(binary, port) as redis_url, start_server({**env, "REDIS_URL": redis_url}, workers=1) as one:
+    with redis_process(binary, port) as redis_url, start_server({**env, "REDIS_URL": redis_url}, workers=1) as one:
 
         def send(i: int) -> requests.Response:
             return requests.post(one.url + "/api/optimize", json={"prompt": f"{mode} {i}", "mode": "code"}, timeout=10)
@@ -204,7 +205,7 @@ def test_the_rate_limit_without_redis_fails_open_or_closed_as_set(mode: str) -> 
         assert send(0).status_code == 200  # counted in Redis
         _redis_down(redis_url)
         down = [send(i) for i in range(1, 6)]
-        with _redis_on(binary, port):
+        with redis_process(binary, port):
             back = wait_until(lambda: _served(send(9)), timeout=60, what="the limit served from Redis again")
     statuses = [r.status_code for r in down]
     _figures(f"rate-limit-{mode}", while_down=statuses, after=back.status_code)
@@ -432,31 +433,6 @@ def test_slow_clients_starve_gunicorn_alone_but_not_behind_nginx(private_redis: 
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _redis_on(binary: str, port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    try:
-        wait_until(lambda: _pings(client), timeout=10, what="redis up")
-        yield url
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _kill_instance(server: Server) -> None:
