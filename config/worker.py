@@ -2,9 +2,9 @@
 
 Gunicorn's gevent worker waits, on SIGTERM, until every connection handler has returned; a
 connection idling between keep-alive requests (nginx keeps a pool of them) only returns when
-its keep-alive timeout ends, so every deploy waited `keepalive` seconds. Here, on SIGTERM,
-connections that have served a request and are still waiting for the next one IDLE_GRACE
-seconds later are closed; requests in progress still finish (up to graceful_timeout).
+its keep-alive timeout ends, so every deploy waited `keepalive` seconds. Here, after SIGTERM,
+a connection that waits IDLE_GRACE seconds for its next request is closed; requests in progress
+still finish (up to graceful_timeout).
 
 Why not at once: closing an idle keep-alive connection races with nginx sending a request on
 it, and nginx never re-sends a POST that may have reached us (it answers 502). During the grace
@@ -38,11 +38,13 @@ class _Closing(Exception):
 
 
 class _IdleWait:
-    """timeout_ctx for reading the next request: the keep-alive timeout, interruptible."""
+    """timeout_ctx for reading the next request: the keep-alive timeout, interruptible; once the
+    worker is stopping, IDLE_GRACE (a request that began before SIGTERM answers without
+    `Connection: close`, and its connection comes back here after the first sweep)."""
 
     def __init__(self, worker: GracefulGeventWorker) -> None:
         self._worker = worker
-        self._timeout = gevent.Timeout(worker.cfg.keepalive, False)
+        self._timeout = gevent.Timeout(worker.cfg.keepalive if worker.alive else IDLE_GRACE, False)
 
     def __enter__(self) -> None:
         self._greenlet = gevent.getcurrent()
@@ -84,7 +86,8 @@ class GracefulGeventWorker(GeventWorker):
         servers = []
         for sock in self.sockets:
             sock.setblocking(1)
-            server = StreamServer(sock, handle=partial(self.handle, sock), spawn=Pool(self.worker_connections))
+            handle = partial(self.handle, _Listener(sock))
+            server = StreamServer(sock, handle=handle, spawn=Pool(self.worker_connections))
             if self.cfg.workers > 1:
                 server.max_accept = 1  # as gunicorn: share new connections among the workers
             server.start()
@@ -118,16 +121,24 @@ class GracefulGeventWorker(GeventWorker):
             greenlet.kill(_Closing, block=False)
 
 
+class _Listener:
+    """The listening socket as a connection handler sees it: gunicorn's handler only asks it for
+    its address, and gets the one read at start, so the socket can close while handlers that
+    were just accepted have not run yet."""
+
+    def __init__(self, sock: Any) -> None:
+        self._name = sock.getsockname()
+
+    def getsockname(self) -> Any:
+        return self._name
+
+
 def _drain_and_close(server: StreamServer) -> None:
-    """Stop accepting, serve every connection already queued on the listener, then close it."""
+    """Stop accepting, hand every connection already queued on the listener to a handler, then
+    close it — with no yield in between: a connection queued while this greenlet yielded would
+    be reset by the close, with nginx's POST already sent on it. What remains is the time
+    between two system calls, the last empty accept and the close."""
     server.stop_accepting()
-    drained = True
-    while drained:
-        drained = False
-        while accepted := server.do_read():  # None once the queue is empty (it never blocks)
-            server.do_handle(*accepted)
-            drained = True
-        # The handlers just spawned start now, and each first asks the listener for its address:
-        # it must still be open then (a handler that cannot ask drops its request).
-        gevent.sleep(0)
+    while accepted := server.do_read():  # None once the queue is empty (it never blocks)
+        server.do_handle(*accepted)
     server.close()

@@ -124,13 +124,16 @@ class RedisCache:
             return None
         return None if raw is None else CachedValue.decode(raw)
 
-    def set(self, key: str, value: CachedValue) -> bool:
-        """Store the entry; return False when it was not stored (already too old, or Redis failed)."""
+    def set(self, key: str, value: CachedValue, *, even_paused: bool = False) -> bool:
+        """Store the entry; return False when it was not stored (already too old, or Redis failed).
+        `even_paused`: try while Redis is paused after a failure too (for a store no caller waits
+        for, which followers elsewhere need)."""
         keep = value.fresh_until + self._stale_seconds - time.time()
         if keep <= 0:
             return False
+        client = getattr(self._client, "plain", self._client) if even_paused else self._client
         try:
-            self._client.set(self._key(key), value.encode(), px=max(1, int(keep * 1000)))
+            client.set(self._key(key), value.encode(), px=max(1, int(keep * 1000)))
         except redis.RedisError as exc:
             self.health.failed("cache set", exc)
             return False

@@ -32,6 +32,9 @@ UNREACHABLE = "unreachable"  # relay(): Redis failed before the stream's end (no
 # still there; its connection's read timeout is this plus REDIS_SOCKET_TIMEOUT, so a stalled
 # Redis ends the relay within about a second instead of at the caller's deadline.
 RELAY_BLOCK = 0.5
+# A follower that has relayed events reads on after a failed read (a blip of a busy Redis) up to
+# this many times in a row; its callers cannot be given another stream's text instead.
+READ_ATTEMPTS = 3
 
 
 class SharedStreams:
@@ -93,10 +96,12 @@ class SharedStreams:
         return True
 
     def end(self, key: str, lock: Lock, ok: bool) -> None:
-        """Close the stream for its followers, keep it a while for late joiners, let go the lead."""
+        """Close the stream for its followers, keep it a while for late joiners, let go the lead.
+        Tried even while Redis is paused after a failure: no caller waits for it, and without
+        the end marker followers elsewhere would wait out the lease and fail."""
         events = self._events(key, lock.local.token)
         try:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._locks.pipeline(transaction=False)
             pipe.xadd(events, {"end": END_OK if ok else END_FAILED})
             pipe.pexpire(events, self._retention_ms)
             pipe.execute()
@@ -128,9 +133,10 @@ class SharedStreams:
     ) -> bool | str | None:
         """Copy the key's stream, from its first event, into `append` until its end marker;
         return whether it ended well, None when no stream leads the key any more (it just
-        ended: its answer is in the cache), or UNREACHABLE when Redis failed first (the caller
-        decides what its callers get). When the leader is gone without an end, or the deadline
-        passes, `lost(reason)` is the last event."""
+        ended: its answer is in the cache), or UNREACHABLE when Redis failed first (before any
+        event, or READ_ATTEMPTS times in a row after some; the caller decides what its callers
+        get). When the leader is gone without an end, or the deadline passes, `lost(reason)` is
+        the last event."""
         lock_key, counter = self._tag(key) + ":lock", self._tag(key) + ":followers"
         try:
             token: Any = self._client.get(lock_key)
@@ -142,7 +148,7 @@ class SharedStreams:
         events = self._events(key, token)
         self._count(counter, +1)
         try:
-            last = "0-0"
+            last, relayed, failures = "0-0", b"", 0
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -153,26 +159,39 @@ class SharedStreams:
                     batches: Any = self._reader.xread({events: last}, block=block, count=512)
                 except redis.RedisError as exc:
                     self.health.failed("stream read", exc)
-                    return UNREACHABLE
+                    failures += 1
+                    if not relayed or failures >= READ_ATTEMPTS:
+                        return UNREACHABLE
+                    gevent.sleep(RELAY_BLOCK)  # the events wait in Redis: read on from the last seen
+                    continue
+                failures = 0
                 if not batches:
-                    if self._client_token(lock_key) != token:
+                    if not self._still_leads(lock_key, token):
                         append(lost("The identical stream in another process ended without finishing"))
                         return False
                     continue
                 for entry_id, fields in batches[0][1]:
                     last = entry_id
                     if b"end" in fields:
-                        return bool(fields[b"end"] == END_OK)
-                    append(fields[b"e"])
+                        ok = fields[b"end"] == END_OK
+                        if not ok and not relayed.startswith(b"event: error"):
+                            # The leader failed without publishing an error event (it was
+                            # cancelled, or Redis failed that event): never end on a cut text.
+                            append(lost("The identical stream in another process failed"))
+                        return ok
+                    relayed = fields[b"e"]
+                    append(relayed)
         finally:
             self._count(counter, -1)
 
-    def _client_token(self, lock_key: str) -> Any:
+    def _still_leads(self, lock_key: str, token: Any) -> bool:
+        """Whether the leader still holds the key's lock (True when Redis cannot tell: the
+        caller's deadline still bounds the wait)."""
         try:
-            return self._client.get(lock_key)
+            return bool(self._client.get(lock_key) == token)
         except redis.RedisError as exc:
             self.health.failed("stream lock check", exc)
-            return None
+            return True
 
     def _count(self, counter: str, delta: int) -> None:
         try:

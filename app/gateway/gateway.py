@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Seconds of silence after which a stream's caller gets an SSE comment: keeps proxies from timing
 # out, and a caller who left is noticed within a beat or two, so an unfollowed stream stops soon.
 HEARTBEAT_SECONDS = 0.25
+DONE = sse_event("done", {"status": "finished"})
 
 # Errors for which an expired answer beats no answer (stale-if-error).
 _STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
@@ -374,16 +375,15 @@ class Gateway:
         provider = self.upstream.provider
         shared = self.shared_streams if lock is not None else None
         heartbeat = None
-        holed: list[bool] = []  # an event could not be published: followers elsewhere must not finish
         if shared is not None and lock is not None:
             run.shared = True
 
             def tee(event: bytes) -> None:
                 if not shared.publish(key, lock, event):
-                    # Followers elsewhere would miss this event: publish nothing more, and end
-                    # their copy as failed (an error event for them, never a text with a hole).
+                    # Followers elsewhere may miss this event: publish nothing more. They finish
+                    # from the answer in L2 (stored before the end marker), or end with an error
+                    # event when it is not there — never with a text that has a hole.
                     run.tee = None
-                    holed.append(True)
 
             run.tee = tee
             heartbeat = shared.keep(lock)
@@ -435,7 +435,7 @@ class Gateway:
                     _encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
                 )
                 run.append(sse_event("refined", _refined(text, request.mode, provider.name, result.model, usage)))
-                run.append(sse_event("done", {"status": "finished"}))
+                run.append(DONE)
                 if job.store:
                     self._store_l1(key, value, new=True)
                     shared_value = value  # into L2 below, once our callers are done
@@ -462,9 +462,9 @@ class Gateway:
             self._forget(run)
             if shared_value is not None and self.l2 is not None:
                 # Before the end marker: a follower elsewhere reads the answer from L2 at the end.
-                self.l2.set(key, shared_value)
+                self.l2.set(key, shared_value, even_paused=True)
             if shared is not None and lock is not None:
-                shared.end(key, lock, ok=outcome == "completed" and not holed)
+                shared.end(key, lock, ok=outcome == "completed")
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
 
     def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:
@@ -502,6 +502,14 @@ class Gateway:
                     continue
                 if ended is None and cached is not None:
                     run.append(_replay(cached, request.mode))
+                elif ended is True and not (run.events and run.events[-1].endswith(DONE)):
+                    # The leader finished, but stopped publishing on the way (Redis failed it).
+                    rest = _rest(run.events, cached, request.mode) if cached is not None else None
+                    if rest is None:
+                        run.append(lost("Lost part of the identical stream in another process"))
+                        cached = None
+                    else:
+                        run.append(rest)
                 if cached is not None:
                     self._store_l1(key, cached)
                     run.result.set(cached)
@@ -535,13 +543,41 @@ def _refined(text: str, mode: str, provider: str, model: str, usage: tuple[int, 
 def _replay(value: CachedValue, mode: str) -> bytes:
     """A stored answer as the events a live stream of it sends: its text in pieces of about a
     line (deltas), then refined and done, in one write."""
+    text, data = _stored_text(value)
+    pieces = re.findall(r"[^\n]*\n|[^\n]+$", text)
+    return b"".join([sse_event("refined_delta", {"delta": piece}) for piece in pieces] + _ending(text, mode, data))
+
+
+def _rest(sent: list[bytes], value: CachedValue, mode: str) -> bytes | None:
+    """The events that finish a stream of `value` whose first events were `sent` (a prefix of
+    its text in refined deltas, maybe a draft stage before them); None when `sent` does not
+    begin that text."""
+    names: list[bytes] = []
+    written: list[str] = []
+    for block in b"".join(sent).split(b"\n\n"):
+        name, _, data = block.removeprefix(b"event: ").partition(b"\ndata: ")
+        names.append(name)
+        if name == b"refined_delta":
+            written.append(json.loads(data)["delta"])
+    if b"refined" in names:
+        return DONE
+    text, stored = _stored_text(value)
+    begun = "".join(written)
+    if not text.startswith(begun):
+        return None
+    rest = [sse_event("refined_delta", {"delta": text[len(begun) :]})] if len(text) > len(begun) else []
+    return b"".join(rest + _ending(text, mode, stored))
+
+
+def _stored_text(value: CachedValue) -> tuple[str, dict[str, Any]]:
+    """A stored answer's text (as its stream wrote it) and its stored fields."""
     data = json.loads(value.data)
     text = data["p"] if isinstance(data["p"], str) else json.dumps(data["p"], ensure_ascii=False)
-    pieces = re.findall(r"[^\n]*\n|[^\n]+$", text)
-    events = [sse_event("refined_delta", {"delta": piece}) for piece in pieces]
-    events.append(sse_event("refined", _refined(text, mode, data["v"], data["m"], tuple(data["u"]))))
-    events.append(sse_event("done", {"status": "finished"}))
-    return b"".join(events)
+    return text, data
+
+
+def _ending(text: str, mode: str, data: dict[str, Any]) -> list[bytes]:
+    return [sse_event("refined", _refined(text, mode, data["v"], data["m"], tuple(data["u"]))), DONE]
 
 
 def _error_event(exc: APIError, origin: str) -> bytes:

@@ -383,10 +383,11 @@ def test_a_thousand_callers_on_a_slow_upstream_stay_bounded(
     )
     assert statuses == [200] * callers
     assert stats["connections"] <= pool * len(workers)  # never more than the pools allow
-    # Behaviour, not speed: liveness answered every probe throughout, none waited on the upstream
-    # (5 s here). The speed figure (p99 under 50 ms on a quiet day: 19-20 ms) is printed above and
-    # recorded in docs/operations.md; two CPU burners alongside push it to 45-75 ms.
-    assert probes[-1] < 1.0
+    # Behaviour, not speed: liveness answered every probe throughout, and none waited on the
+    # upstream (5 s here). The speed figure is printed above and recorded in docs/operations.md:
+    # p99 19-20 ms on a quiet day, 45-75 ms with two CPU burners alongside; on a slow day the
+    # burst's own parsing queues a probe for over a second (1.4-1.9 s seen), still short of 5 s.
+    assert probes[-1] < latency
     assert growth < 100  # MiB per worker for 1000 requests in flight: bounded, nowhere near a leak
     assert max(peaks["fds"].values()) < 2 * callers
 

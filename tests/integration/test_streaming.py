@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 import requests
 import sseclient
 
@@ -193,6 +194,46 @@ def test_two_instances_share_one_stream_through_redis(fake_upstream: FakeUpstrea
         assert fake_upstream.calls() == 1
         again = requests.post(b.url + "/api/optimize", json=body, timeout=10)
         assert again.headers["X-Cache"] == "HIT"  # b kept the answer it relayed
+
+
+def _redis_answers(url: str) -> bool:
+    with redis.Redis.from_url(url, socket_timeout=0.1) as client:
+        try:
+            return bool(client.ping())
+        except redis.TimeoutError:
+            return False
+
+
+def test_a_leader_that_could_not_publish_all_of_its_stream_still_finishes_its_followers(
+    fake_upstream: FakeUpstreamProcess, redis_url: str
+) -> None:
+    """Redis stalls (DEBUG SLEEP) just as the leader publishes: its event never reaches Redis, so
+    it publishes nothing more, finishes for its own caller, and stores the answer in L2 before
+    its end marker. The follower on the other instance holds the first part of the text and
+    finishes from that answer: the whole text, deltas joined, done — never a cut text."""
+    env = {**provider_env("anthropic", fake_upstream), "REDIS_URL": redis_url}
+    fake_upstream.control(stream_chunks=40, stream_interval=0.1, faults=[{"action": "stream_pause", "after": 10}])
+    body = {"prompt": "a hole in the shared stream", "mode": "code"}
+    with (
+        start_server(env) as a,
+        start_server(env) as b,
+        ThreadPoolExecutor(3) as pool,
+        redis.Redis.from_url(redis_url, socket_timeout=10) as sleeper,
+    ):
+        first = pool.submit(_read, a.url, body)
+        wait_until(lambda: fake_upstream.stats()["paused"] == 1, what="the stream paused at 10 of 40")
+        second = pool.submit(_read, b.url, body)
+        wait_until(lambda: metric_total([b.url], "stream_followers_total") == 1, what="the follower on b")
+        asleep = pool.submit(sleeper.execute_command, "DEBUG", "SLEEP", "1.5")
+        wait_until(lambda: not _redis_answers(redis_url), what="Redis asleep")
+        fake_upstream.control(resume=True)  # the next event's XADD waits on the sleeping Redis
+        (status_a, events_a), (status_b, events_b) = first.result(), second.result()
+        asleep.result()
+    assert (status_a, status_b) == ("MISS", "COALESCED")
+    assert _text(events_b) == _text(events_a)
+    deltas = [sum(name == "refined_delta" for name, _ in events) for events in (events_a, events_b)]
+    assert deltas[1] < deltas[0], deltas  # b got the rest in one piece, from L2
+    assert fake_upstream.calls() == 1
 
 
 @pytest.mark.parametrize("join_after", [0, 50, 99])

@@ -3,6 +3,7 @@ served before it closes (closing it first would reset them, and nginx would answ
 
 from __future__ import annotations
 
+import socket as stdlib_socket
 import subprocess
 import time
 
@@ -51,3 +52,45 @@ def test_queued_connections_are_served_before_the_listener_closes() -> None:
     refused = gevent.spawn(socket.create_connection, ("127.0.0.1", port), 1)
     refused.join(5)
     assert isinstance(refused.exception, ConnectionRefusedError)  # closed afterwards
+
+
+def test_a_connection_arriving_while_the_drain_yields_is_served_or_refused_never_reset() -> None:
+    """A client that connects whenever the drain lets other greenlets run (every other time:
+    so a connection lands after a pass that found the queue empty): each connection the kernel
+    completed is served; the ones that come after the close are refused before anything was
+    sent (nginx tries another instance then), never reset after their request was sent."""
+    server = StreamServer(("127.0.0.1", 0), _serve)
+    server.start()
+    port = server.address[1]
+    connected: list[socket.socket] = []
+    refused: list[int] = []
+
+    def arrive() -> None:
+        for turn in range(40):
+            if turn % 2 == 0:
+                try:  # a blocking connect: the kernel completes it before this greenlet yields
+                    plain = stdlib_socket.create_connection(("127.0.0.1", port), timeout=5)
+                except ConnectionRefusedError:
+                    refused.append(turn)
+                    return
+                plain.sendall(b"%d" % turn)
+                connected.append(socket.socket(fileno=plain.detach()))
+            gevent.sleep(0)
+
+    arrivals = gevent.spawn(arrive)
+    gevent.sleep(0)
+    _drain_and_close(server)
+    arrivals.join(10)
+
+    def answer(sock: socket.socket) -> bytes:
+        with sock:
+            sock.settimeout(5)
+            try:
+                return sock.recv(64)
+            except ConnectionResetError:
+                return b"reset"
+
+    answers = gevent.joinall([gevent.spawn(answer, s) for s in connected], timeout=10)
+    assert connected, "no connection reached the listener before it closed"
+    assert [a.value for a in answers if not a.value.startswith(b"served ")] == []
+    assert refused, "the listener never closed"
