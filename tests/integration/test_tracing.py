@@ -4,6 +4,7 @@ request, and the fake upstream sees the traceparent of the upstream HTTP span.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -190,3 +191,90 @@ def test_a_stream_span_ends_with_the_stream_and_marks_the_first_token(
     assert span["attrs"]["prompt_builder.mode"] == "code"
     chats = receiver.tree(span["trace"], lambda found: any(s["name"].startswith("POST") for s in found))
     assert any(s["name"].startswith("POST") for s in chats)  # the upstream request inside the stream's trace
+
+
+@pytest.fixture(scope="module")
+def sampled_at(_fake_upstream_process: FakeUpstreamProcess) -> Iterator[Any]:
+    """Start a server whose sampler is parentbased_traceidratio at the given ratio."""
+    started: list[Any] = []
+    receiver = Receiver()
+
+    def start(ratio: float) -> str:
+        env = {
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+            "ANTHROPIC_BASE_URL": _fake_upstream_process.url,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+            "LLM_MODEL": "claude-test",
+        }
+        context = start_server(env, workers=1)
+        started.append(context)
+        return context.__enter__().url  # type: ignore[no-any-return]
+
+    yield start, receiver
+    for context in started:
+        context.__exit__(None, None, None)
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+def _roots(receiver: Receiver, prefix: str) -> list[dict[str, Any]]:
+    with receiver.lock:
+        return [s for s in receiver.spans if s["attrs"].get("http.request.header.x_request_id", "").startswith(prefix)]
+
+
+def test_sampling_is_decided_at_the_edge_and_a_parent_decides_first(
+    sampled_at: Any, fake_upstream: FakeUpstreamProcess
+) -> None:
+    """Ratio 0: a request makes no span at all — not its own, not the gateway's, not the
+    outgoing HTTP one — and the model API is told it is not sampled. A caller's sampled
+    `traceparent` is followed: the whole tree is recorded under the caller's trace."""
+    start, receiver = sampled_at
+    url = start(0.0)
+    body = {"prompt": "sampled at the edge", "mode": "code"}
+    quiet = requests.post(url + "/api/optimize", json=body, headers={"X-Request-ID": "edge-quiet"}, timeout=10)
+    assert quiet.status_code == 200
+    unsampled_parent = fake_upstream.stats()["seen"][-1]["traceparent"]
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"X-Request-ID": "edge-traced", "traceparent": f"00-{trace_id}-{parent}-01"}
+    body["prompt"] = "sampled by its caller"
+    traced = requests.post(url + "/api/optimize", json=body, headers=headers, timeout=10)
+    assert traced.status_code == 200
+    root = _server_span(receiver, "edge-traced")
+    assert (root["trace"], root["parent"]) == (trace_id, parent)
+    spans = receiver.tree(trace_id, lambda found: any(s["name"].startswith("POST") for s in found))
+    assert {"cache.lookup", "coalescing.wait", "chat claude-test"} <= {s["name"] for s in spans}
+    # Spans are exported in the order they end: the quiet request's would have come first.
+    with receiver.lock:
+        quiet_traces = {s["trace"] for s in receiver.spans if s["trace"] != trace_id}
+    assert quiet_traces == set() and _roots(receiver, "edge-quiet") == []
+    assert int(unsampled_parent.split("-")[3], 16) & 1 == 0  # the model API: not sampled
+
+
+def test_the_edge_samples_about_the_ratio(sampled_at: Any) -> None:
+    start, receiver = sampled_at
+    url = start(0.5)
+    n = 200
+    with requests.Session() as session:
+        for i in range(n):
+            r = session.post(
+                url + "/api/optimize",
+                json={"prompt": "one cached answer", "mode": "code"},
+                headers={"X-Request-ID": f"ratio-{i}"},
+                timeout=10,
+            )
+            assert r.status_code == 200
+    # The last requests' spans may still be on their way: count once no more arrive.
+    counts = [-1]
+
+    def settled() -> bool:
+        time.sleep(0.3)
+        counts.append(len(_roots(receiver, "ratio-")))
+        return counts[-1] == counts[-2] > 0
+
+    wait_until(settled, what="the sampled requests' spans")
+    seen = counts[-1]
+    # Binomial(200, 0.5): mean 100, sd 7.1; 60-140 is more than 5.6 sd either way.
+    assert 60 <= seen <= 140, seen
