@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # Two install levels: serving needs only the runtime dependencies; tests and tools add the extras.
 RUNTIME := $(VENV)/.installed-runtime
 DEV := $(VENV)/.installed-dev
+BENCH := $(VENV)/.installed-bench
 DEPS := setup.cfg pyproject.toml constraints.txt
 
 .DEFAULT_GOAL := help
@@ -25,6 +26,10 @@ $(RUNTIME): $(DEPS)
 $(DEV): $(RUNTIME)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dev]"
 	touch $(DEV)
+
+$(BENCH): $(DEV)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dev,bench]"
+	touch $(BENCH)
 
 install: $(DEV) ## Create .venv with the service, test and dev tools (pinned by constraints.txt)
 
@@ -49,8 +54,8 @@ format: $(DEV) ## Reformat the code with ruff
 typecheck: $(DEV) ## Type-check the services with mypy
 	$(BIN)/mypy
 
-bench: $(DEV) ## Measure key, cache and coalescer costs and cached throughput vs bare Flask (needs wrk)
-	$(BIN)/python -m loadtest.bench
+bench: $(BENCH) ## The hot path's figures against their floors, as ratios, and docs/bench-ratios.png (needs wrk; ~10 min)
+	$(BIN)/python -m loadtest.bench --chart docs/bench-ratios.png
 
 loadtest: $(DEV) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
 	$(BIN)/python -m loadtest.run --profile $${PROFILE:-basic} --scale $${SCALE:-1.0}

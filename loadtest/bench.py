@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -35,7 +36,7 @@ from typing import Any
 import requests
 import sseclient
 
-from loadtest._procs import fake_upstream, gunicorn
+from loadtest._procs import fake_upstream, gunicorn, redis
 
 __all__ = ["main"]
 
@@ -170,11 +171,13 @@ def _wrk(url: str, body: str, seconds: float, connections: int) -> float:
 
 def bench_throughput(
     seconds: float, connections: int, rounds: int, variants: dict[str, dict[str, str]] | None = None
-) -> None:
+) -> dict[str, float]:
+    """Requests per second of each variant and of the bare app, in alternating rounds; return
+    each one's median as a ratio to the bare app's."""
     print("\n== Cached-request throughput through gunicorn (1 gevent worker, wrk keep-alive) ==")
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk): throughput comparison skipped")
-        return
+        return {}
     body = json.dumps({"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"})
     variants = variants or {"service (template provider, cache hit)": {}}
     with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as answer:
@@ -195,10 +198,13 @@ def bench_throughput(
     finally:
         os.unlink(answer.name)
     bare = statistics.median(results["bare Flask, same bytes"])
-    print(f"{'':40} {'median req/s':>12} {'ratio to bare':>14}   rounds")
+    print(f"{'':48} {'median req/s':>12} {'ratio to bare':>14}   rounds")
+    ratios: dict[str, float] = {}
     for name, values in results.items():
         median = statistics.median(values)
-        print(f"{name:40} {median:12.0f} {median / bare:14.2f}   {', '.join(f'{v:.0f}' for v in values)}")
+        ratios[name] = median / bare
+        print(f"{name:48} {median:12.0f} {median / bare:14.2f}   {', '.join(f'{v:.0f}' for v in values)}")
+    return ratios
 
 
 class _SpanSink:
@@ -443,15 +449,55 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:7.2f}ms"
 
 
-def _variants(sink: str) -> dict[str, dict[str, str]]:
-    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
-    return {
-        "service: metrics on, tracing off (default)": {},
-        "service: metrics off, tracing off": {"METRICS_ENABLED": "false"},
-        "service: tracing 10% sampled": {**traced, "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+DEFAULTS = "service: production defaults (metrics, access log INFO)"
+TRACED_10 = "service: tracing 10% sampled"
+LIMITED = "service: rate limit on (memory)"
+LIMITED_REDIS = "service: rate limit on (Redis)"
+
+
+def _variants(sink: str, redis_url: str | None) -> dict[str, dict[str, str]]:
+    """The service as run in production (metrics on, the JSON access log at INFO, tracing off),
+    and each optional part on or off against it. The limit is never reached: its bookkeeping
+    is what is measured."""
+    info = {"LOG_LEVEL": "INFO"}
+    traced = {**info, "OTEL_EXPORTER_OTLP_ENDPOINT": sink, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}
+    limit = {**info, "RATE_LIMIT": "100000000/minute"}
+    variants = {
+        DEFAULTS: info,
+        "service: access log off (LOG_LEVEL=WARNING)": {"LOG_LEVEL": "WARNING"},
+        "service: metrics off, access log off": {"METRICS_ENABLED": "false", "LOG_LEVEL": "WARNING"},
+        TRACED_10: {**traced, "OTEL_TRACES_SAMPLER_ARG": "0.1"},
         "service: tracing 100% sampled": {**traced, "OTEL_TRACES_SAMPLER_ARG": "1.0"},
-        "service: + JSON access log (LOG_LEVEL=INFO)": {"LOG_LEVEL": "INFO"},
+        LIMITED: limit,
     }
+    if redis_url:
+        variants[LIMITED_REDIS] = {**limit, "REDIS_URL": redis_url}
+    return variants
+
+
+def _chart(path: str, figures: dict[str, tuple[float, float, bool]]) -> None:
+    """Bars of each ratio against its goal (a tick on the bar): green where the goal is met."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(figures)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.4))
+    for i, name in enumerate(names):
+        value, goal, higher_is_better = figures[name]
+        met = value >= goal if higher_is_better else value <= goal
+        ax.barh(i, value, color="#3a923a" if met else "#c0392b")
+        ax.plot([goal, goal], [i - 0.4, i + 0.4], color="black", linewidth=2)
+        ax.text(value + 0.02, i, f"{value:.2f} (goal {'≥' if higher_is_better else '≤'} {goal:g})", va="center")
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(max(v for v, _, _ in figures.values()), 1.3) + 0.45)
+    ax.set_xlabel("ratio, measured side by side in one run (black tick: the goal)")
+    ax.set_title(f"make bench, {time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"\nchart written to {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -464,21 +510,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--miss-triples", type=int, default=200)
     parser.add_argument("--memory-answers", type=int, default=10_000)
     parser.add_argument("--callers", type=int, default=1000)
+    parser.add_argument("--chart", help="write the ratios as a PNG chart here (needs matplotlib)")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     bench_keys()
     bench_in_process()
+    chart: dict[str, tuple[float, float, bool]] = {}
     if not args.skip_throughput:
-        with _SpanSink() as sink:
-            bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink))
+        redis_binary = shutil.which("redis-server")
+        with _SpanSink() as sink, redis(redis_binary) if redis_binary else contextlib.nullcontext() as redis_url:
+            ratios = bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink, redis_url))
+        if ratios:
+            chart["cached answer / bare Flask"] = (ratios[DEFAULTS], 0.75, True)
+            chart["tracing 10% / tracing off"] = (ratios[TRACED_10] / ratios[DEFAULTS], 0.90, True)
+            chart["rate limit (memory) / off"] = (ratios[LIMITED] / ratios[DEFAULTS], 0.95, True)
+            if LIMITED_REDIS in ratios:
+                print(f"rate limit on Redis / off: {ratios[LIMITED_REDIS] / ratios[DEFAULTS]:.2f} (reported)")
     if args.stream_pairs:
-        bench_streams(args.stream_pairs)
+        streams = bench_streams(args.stream_pairs)
+        for pct in ("p50", "p99"):
+            chart[f"stream TTFT overhead / miss, paced {pct}"] = (
+                streams[f"paced_stream_{pct}"] / streams[f"paced_json_{pct}"],
+                1.0,
+                False,
+            )
     if args.miss_triples:
-        bench_misses(args.miss_triples)
+        misses = bench_misses(args.miss_triples)
+        chart["miss overhead / floor p50"] = (misses["service_p50"] / misses["floor_p50"], 1.25, False)
+        chart["miss overhead / floor p99"] = (misses["service_p99"] / misses["floor_p99"], 1.25, False)
+        chart["CPU per miss / floor"] = (misses["cpu_ratio"], 1.25, False)
     if args.memory_answers:
-        bench_memory(args.memory_answers)
+        memory = bench_memory(args.memory_answers)
+        chart["idle RSS / 150 MiB"] = (memory["idle_mib"] / 150, 1.0, False)
     if args.callers:
-        bench_concurrency(args.callers)
+        crowd = bench_concurrency(args.callers)
+        chart[f"p99 of {args.callers} callers / model time"] = (crowd["p99_ratio"], 1.2, False)
+    if args.chart and chart:
+        _chart(args.chart, chart)
 
 
 if __name__ == "__main__":

@@ -63,8 +63,13 @@ def _timed(events: Iterable[Any], started: float, fields: dict[str, Any]) -> Ite
         log.info("request", extra=fields)
 
 
+def _no_trace() -> None:
+    return None
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Log every request (never prompts or keys) and tell the caller where the time went."""
+    trace_id = _trace_id if settings.tracing_enabled else _no_trace  # no OpenTelemetry lookup when off
 
     @app.after_request
     def _access(response: Response) -> Response:
@@ -84,7 +89,7 @@ def init_app(app: Flask, settings: Settings) -> None:
                 "status": response.status_code,
                 "duration_ms": round(total * 1000, 2),
                 "request_id": g.get("request_id"),
-                "trace_id": _trace_id(),
+                "trace_id": trace_id(),
                 "cache": response.headers.get("X-Cache"),
                 "upstream_ms": round(upstream * 1000, 2),
                 "provider": settings.llm_provider,

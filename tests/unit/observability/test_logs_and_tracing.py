@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import sampling
 
 from app import create_app
 from app.observability.logs import JSONFormatter
-from app.observability.tracing import sampler
+from app.observability.tracing import _decider, sampler
 from config.settings import load_settings
 
 
@@ -87,3 +87,30 @@ def test_sampler_from_settings(name: str, arg: str, kind: type, ratio: float | N
 
 def test_tracing_off_means_no_tracer_provider() -> None:
     assert "tracer_provider" not in create_app({"APP_ENV": "testing"}).extensions
+
+
+@pytest.mark.parametrize(
+    ("name", "arg", "environ", "traced"),
+    [
+        ("parentbased_traceidratio", "0", {"HTTP_TRACEPARENT": f"00-{'a' * 32}-{'b' * 16}-01"}, True),
+        ("parentbased_traceidratio", "1", {"HTTP_TRACEPARENT": f"00-{'a' * 32}-{'b' * 16}-00"}, False),
+        ("parentbased_always_on", "1", {"HTTP_TRACEPARENT": "00-not-a-traceparent"}, True),  # malformed: a root
+        ("parentbased_always_on", "1", {"HTTP_TRACEPARENT": f"00-{'a' * 32}-{'b' * 16}-zz"}, True),
+        ("traceidratio", "0", {"HTTP_TRACEPARENT": f"00-{'a' * 32}-{'b' * 16}-01"}, False),  # not parent-based
+        ("always_on", "1", {}, True),
+        ("always_off", "1", {}, False),
+        ("parentbased_always_on", "1", {"PATH_INFO": "/health/live"}, False),
+        ("parentbased_always_on", "1", {"PATH_INFO": "/metrics"}, False),
+    ],
+)
+def test_the_edge_decides_from_the_parent_then_the_ratio(
+    name: str, arg: str, environ: dict[str, str], traced: bool
+) -> None:
+    decide = _decider(load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": arg}))
+    assert decide({"PATH_INFO": "/api/optimize", **environ}) is traced
+
+
+def test_the_edge_ratio_is_a_ratio_of_requests() -> None:
+    decide = _decider(load_settings({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}))
+    sampled = sum(decide({"PATH_INFO": "/api/optimize"}) for _ in range(20_000))
+    assert 4_400 <= sampled <= 5_600  # Binomial(20000, 0.25): mean 5000, sd 61
