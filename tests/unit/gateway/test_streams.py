@@ -12,13 +12,13 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from app.cache import MemoryCache
+from app.cache import CachedValue, MemoryCache
 from app.coalescing import InFlight
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
-from app.gateway.gateway import HEARTBEAT_SECONDS
+from app.gateway.gateway import DONE, HEARTBEAT_SECONDS, _rest
 from app.gateway.observer import NullObserver
-from app.gateway.streams import HEARTBEAT
+from app.gateway.streams import HEARTBEAT, sse_event
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
 from app.services.answers import text_answer
@@ -246,3 +246,45 @@ def test_buffers_in_flight_count_against_the_cache_bound_until_the_stream_ends()
     assert max(reserved_while_streaming) > 0
     assert l1.reserved == 0 and buffered[-1] == 0  # released when the stream ended
     assert gateway.complete(_request(), text_answer).cache_status == "HIT"  # stored beside it
+
+
+def _stored(text: str) -> CachedValue:
+    data = json.dumps({"p": text, "v": "echo", "m": "echo-1", "u": [3, 4]}).encode()
+    return CachedValue(data, stored_at=time.time(), fresh_until=time.time() + 60)
+
+
+def _deltas_and_refined(raw: bytes) -> tuple[str, str, bool]:
+    deltas, refined, done = [], "", False
+    for block in raw.split(b"\n\n"):
+        name, _, data = block.removeprefix(b"event: ").partition(b"\ndata: ")
+        if name == b"refined_delta":
+            deltas.append(json.loads(data)["delta"])
+        elif name == b"refined":
+            refined = json.loads(data)["refined"]
+        done = done or name == b"done"
+    return "".join(deltas), refined, done
+
+
+@pytest.mark.parametrize("sent_pieces", [0, 1, 2])
+def test_a_relayed_stream_with_a_hole_is_finished_from_the_stored_answer(sent_pieces: int) -> None:
+    """What a follower sent before the leader stopped publishing, plus `_rest`, is one whole
+    stream: deltas joined equal the refined text, then done."""
+    text = "first line\nsecond line\nthird"
+    pieces = ["first line\n", "second line\n", "third"]
+    sent = [sse_event("draft", {"draft": "d", "status": "complete"})]
+    sent += [sse_event("refined_delta", {"delta": p}) for p in pieces[:sent_pieces]]
+    rest = _rest(sent, _stored(text), "code")
+    assert rest is not None
+    deltas, refined, done = _deltas_and_refined(b"".join(sent) + rest)
+    assert deltas == refined == text and done
+
+
+def test_a_hole_after_the_refined_event_needs_only_done() -> None:
+    text = "all of it"
+    sent = [sse_event("refined_delta", {"delta": text}), sse_event("refined", {"refined": text})]
+    assert _rest(sent, _stored(text), "code") == DONE
+
+
+def test_a_stored_answer_that_does_not_continue_what_was_sent_is_not_used() -> None:
+    sent = [sse_event("refined_delta", {"delta": "another text"})]
+    assert _rest(sent, _stored("the stored text"), "code") is None

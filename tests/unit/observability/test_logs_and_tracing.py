@@ -7,13 +7,15 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from opentelemetry.sdk.trace import sampling
 
 from app import create_app
 from app.observability.logs import JSONFormatter
-from app.observability.tracing import _decider, sampler
+from app.observability.tracing import TRACED, _decider, _Edge, _edge_sampler, _only_traced, sampler
 from config.settings import load_settings
 
 
@@ -114,3 +116,51 @@ def test_the_edge_ratio_is_a_ratio_of_requests() -> None:
     decide = _decider(load_settings({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}))
     sampled = sum(decide({"PATH_INFO": "/api/optimize"}) for _ in range(20_000))
     assert 4_400 <= sampled <= 5_600  # Binomial(20000, 0.25): mean 5000, sd 61
+
+
+def test_the_edge_sends_sampled_requests_through_the_instrumentation_and_others_around_it() -> None:
+    calls: list[tuple[str, bool]] = []
+
+    def app(label: str) -> Any:
+        def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            calls.append((label, bool(environ.get(TRACED))))
+            return [label.encode()]
+
+        return wsgi
+
+    edge = _Edge(app("plain"), app("traced"), lambda environ: environ["PATH_INFO"] == "/sampled")
+    assert edge({"PATH_INFO": "/sampled"}, None) == [b"traced"]
+    assert edge({"PATH_INFO": "/other"}, None) == [b"plain"]
+    assert calls == [("traced", True), ("plain", False)]
+
+
+@pytest.mark.parametrize("name", ["traceidratio", "parentbased_traceidratio"])
+def test_spans_follow_the_edge_in_a_request_and_the_sampler_outside(name: str) -> None:
+    """In a request the edge has decided (the SDK must not sample the request's root again);
+    outside requests — a stream's producer — the configured ratio decides (0 here)."""
+    from opentelemetry.sdk.trace.sampling import Decision
+
+    edge_sampler = _edge_sampler(load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": "0"}))
+    app = Flask(__name__)
+
+    def decision(environ: dict[str, Any] | None) -> Decision:
+        trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+        if environ is None:
+            return edge_sampler.should_sample(None, trace_id, "outside").decision
+        with app.test_request_context(environ_base=environ):
+            return edge_sampler.should_sample(None, trace_id, "inside").decision
+
+    assert decision(None) == Decision.DROP
+    assert decision({TRACED: True}) == Decision.RECORD_AND_SAMPLE
+    assert decision({}) == Decision.DROP
+
+
+def test_the_instrumentation_hook_runs_only_for_sampled_requests() -> None:
+    ran: list[bool] = []
+    gated = _only_traced(lambda: ran.append(True))
+    app = Flask(__name__)
+    with app.test_request_context():
+        gated()
+    with app.test_request_context(environ_base={TRACED: True}):
+        gated()
+    assert ran == [True]
