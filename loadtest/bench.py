@@ -184,7 +184,7 @@ def bench_throughput(
         pass  # the service's exact answer bytes go here, for the bare app to return
     results: dict[str, list[float]] = {"bare Flask, same bytes": []} | {name: [] for name in variants}
     try:
-        for _ in range(rounds):
+        for round_ in range(1, rounds + 1):
             for name, env in variants.items():
                 with gunicorn(env, workers=1) as (url, _proc, _log):
                     first = requests.post(
@@ -193,8 +193,12 @@ def bench_throughput(
                     with open(answer.name, "wb") as f:
                         f.write(first.content)
                     results[name].append(_wrk(url + "/api/optimize", body, seconds, connections))
+                print(f"  round {round_}/{rounds}: {name}: {results[name][-1]:.0f} req/s", flush=True)
             with gunicorn({"BARE_BODY_FILE": answer.name}, workers=1, app="loadtest.bare_wsgi:app") as (url, _p, _l):
                 results["bare Flask, same bytes"].append(_wrk(url + "/api/optimize", body, seconds, connections))
+            print(
+                f"  round {round_}/{rounds}: bare Flask: {results['bare Flask, same bytes'][-1]:.0f} req/s", flush=True
+            )
     finally:
         os.unlink(answer.name)
     bare = statistics.median(results["bare Flask, same bytes"])

@@ -39,13 +39,14 @@ class _SharedHealth:
             self._health.failed(operation, exc)
             raise
 
-    def acquire_entry(self, *args: Any, **kwargs: Any) -> bool:
-        return bool(self._guarded("rate limit", super().acquire_entry, *args, **kwargs))  # type: ignore[misc]
+    def acquire_sliding_window_entry(self, *args: Any, **kwargs: Any) -> bool:
+        acquired = self._guarded("rate limit", super().acquire_sliding_window_entry, *args, **kwargs)  # type: ignore[misc]
+        return bool(acquired)
 
-    def get_moving_window(self, *args: Any, **kwargs: Any) -> tuple[float, int]:
-        window: tuple[float, int] = self._guarded(
+    def get_sliding_window(self, *args: Any, **kwargs: Any) -> tuple[int, float, int, float]:
+        window: tuple[int, float, int, float] = self._guarded(
             "rate limit window",
-            super().get_moving_window,  # type: ignore[misc]
+            super().get_sliding_window,  # type: ignore[misc]
             *args,
             **kwargs,
         )
@@ -101,7 +102,12 @@ def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = 
         application_limits_exempt_when=lambda: not request.path.startswith("/api/") or request.method == "OPTIONS",
         storage_uri=storage_uri,
         storage_options=storage_options,  # type: ignore[arg-type]
-        strategy="moving-window",
+        # The sliding window counter: two counters per client (this window and the last, the
+        # last weighted by how much of it still overlaps), O(1) per request in memory and in
+        # Redis. The moving window kept one timestamp per request and scanned them all for the
+        # RateLimit headers: O(limit) per request, 0.47x of the unlimited throughput at a high
+        # limit in memory (make bench, 2026-12-02).
+        strategy="sliding-window-counter",
         key_prefix=f"{settings.redis_prefix}rl",
         headers_enabled=False,  # ours below: IETF names, Retry-After only where it means something
         # Redis unreachable: "open" goes on counting in this worker's memory until it is back;
