@@ -499,7 +499,7 @@ def _chart(path: str, figures: dict[str, tuple[float, float, bool]]) -> None:
         ax.text(value + 0.02, i, f"{value:.2f} (goal {'≥' if higher_is_better else '≤'} {goal:g})", va="center")
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(max(v for v, _, _ in figures.values()), 1.3) + 0.45)
+    ax.set_xlim(0, max(max(v for v, _, _ in figures.values()), 1.3) + 0.7)
     ax.set_xlabel("ratio, measured side by side in one run (black tick: the goal)")
     ax.set_title(f"make bench, {time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores")
     fig.tight_layout()
