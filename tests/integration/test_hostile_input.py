@@ -58,6 +58,10 @@ def test_schemathesis_finds_no_failures(server: Server) -> None:
         "10",
         "--generation-database",
         "none",  # nothing written into the checkout
+        # "Data generation is too slow" measures the machine, not the API: with two CPU burners
+        # alongside it failed one operation after 604 passing cases.
+        "--suppress-health-check",
+        "too_slow",
     ]
     output: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
