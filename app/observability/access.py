@@ -4,19 +4,23 @@ metrics setting: they belong to the request, not to the metrics backend."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import IO, Any
 
 from flask import Flask, Response, g, has_request_context, request
 
 from app.gateway.observer import Observer
 from config.settings import Settings
 
-__all__ = ["RequestFacts", "init_app"]
+__all__ = ["AccessLog", "RequestFacts", "init_app"]
 
 log = logging.getLogger("app.access")
+
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def _trace_id() -> str | None:
@@ -43,7 +47,39 @@ class RequestFacts(Observer):
             g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
 
 
-def _timed(events: Iterable[Any], started: float, fields: dict[str, Any]) -> Iterator[Any]:
+class AccessLog:
+    """Writes one access line per request: the JSON object app.observability.logs writes for a
+    record ("time", "level", "logger", "message", then the fields), built by one encoder call and
+    written with one write. Going through `logging` (a LogRecord, `extra=`, the formatter's scan
+    of the record's attributes) cost ~60 µs a request here, 12 % of a cached answer's time."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self._second = -1
+        self._stamp = ""
+
+    def enabled(self) -> bool:
+        """Is the access logger at INFO or below (LOG_LEVEL)?"""
+        return log.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        """Write `fields` as one line, after the same envelope every other log line has."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # the date part changes once a second: formatted once
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        entry = {
+            "time": f"{self._stamp}.{int((now - second) * 1000):03d}Z",
+            "level": "info",
+            "logger": "app.access",
+            "message": "request",
+            **fields,
+        }
+        self.stream.write(_encode(entry) + "\n")
+        self.stream.flush()
+
+
+def _timed(events: Iterable[Any], started: float, fields: dict[str, Any], access: AccessLog) -> Iterator[Any]:
     first: float | None = None
     sent = 0
     try:
@@ -60,46 +96,55 @@ def _timed(events: Iterable[Any], started: float, fields: dict[str, Any]) -> Ite
         fields["duration_ms"] = round((end - started) * 1000, 2)
         fields["ttft_ms"] = round((first - started) * 1000, 2) if first is not None else None
         fields["bytes"] = sent
-        log.info("request", extra=fields)
+        access.write(fields)
 
 
 def _no_trace() -> None:
     return None
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def init_app(app: Flask, settings: Settings) -> AccessLog:
     """Log every request (never prompts or keys) and tell the caller where the time went."""
     trace_id = _trace_id if settings.tracing_enabled else _no_trace  # no OpenTelemetry lookup when off
+    access = AccessLog()
+    app.extensions["access_log"] = access
+    provider, model = settings.llm_provider, settings.llm_model
 
     @app.after_request
     def _access(response: Response) -> Response:
-        total = time.perf_counter() - g.get("started", time.perf_counter())
-        upstream = g.get("upstream_seconds", 0.0)
-        timing = [f"total;dur={total * 1000:.2f}"]
-        if "cache_seconds" in g:
-            timing.append(f"cache;dur={g.cache_seconds * 1000:.2f}")
+        facts = g._get_current_object()  # one proxy lookup, not one per field
+        started = getattr(facts, "started", None)
+        total = time.perf_counter() - started if started is not None else 0.0
+        upstream = getattr(facts, "upstream_seconds", 0.0)
+        cache = getattr(facts, "cache_seconds", None)
+        timing = f"total;dur={total * 1000:.2f}"
+        if cache is not None:
+            timing += f", cache;dur={cache * 1000:.2f}"
         if upstream:
-            timing.append(f"upstream;dur={upstream * 1000:.2f}")
-        response.headers["Server-Timing"] = ", ".join(timing)
-        if log.isEnabledFor(logging.INFO):
-            tokens = g.get("tokens")
+            timing += f", upstream;dur={upstream * 1000:.2f}"
+        headers = response.headers
+        headers["Server-Timing"] = timing
+        if access.enabled():
+            tokens = getattr(facts, "tokens", (0, 0))
             fields = {
                 "method": request.method,
                 "endpoint": request.endpoint or "none",
                 "status": response.status_code,
                 "duration_ms": round(total * 1000, 2),
-                "request_id": g.get("request_id"),
+                "request_id": getattr(facts, "request_id", None),
                 "trace_id": trace_id(),
-                "cache": response.headers.get("X-Cache"),
+                "cache": headers.get("X-Cache"),
                 "upstream_ms": round(upstream * 1000, 2),
-                "provider": settings.llm_provider,
-                "model": settings.llm_model,
-                "input_tokens": tokens[0] if tokens else 0,
-                "output_tokens": tokens[1] if tokens else 0,
+                "provider": provider,
+                "model": model,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
             }
             if response.is_streamed and response.mimetype == "text/event-stream":
                 # A stream's line is written when it ends, with its time to first event and total.
-                response.response = _timed(response.response, g.started, fields)
+                response.response = _timed(response.response, started or time.perf_counter(), fields, access)
             else:
-                log.info("request", extra=fields)
+                access.write(fields)
         return response
+
+    return access

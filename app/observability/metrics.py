@@ -308,10 +308,6 @@ class PrometheusObserver(Observer):
         self.m.redis_errors.inc()
 
 
-def _endpoint() -> str:
-    return request.endpoint or "none"  # route names only: never the raw path
-
-
 def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
     """Install HTTP metrics and /metrics; return the observer the gateway reports to."""
     if not settings.metrics_enabled:
@@ -368,17 +364,21 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        if request.path == "/metrics":
+        req = request._get_current_object()  # type: ignore[attr-defined]  (one proxy lookup, not five)
+        if req.path == "/metrics":
             return response
-        endpoint = _endpoint()
-        labels = (request.method, endpoint, str(response.status_code))
+        endpoint = req.endpoint or "none"  # route names only: never the raw path
+        status = response.status_code
+        labels = (req.method, endpoint, str(status))
         requests_by(*labels).inc()
-        if response.status_code == 429:
+        if status == 429:
             metrics.rate_limited.labels(endpoint).inc()
-        if "started" in g:
-            total = time.perf_counter() - g.started
+        facts = g._get_current_object()
+        started = getattr(facts, "started", None)
+        if started is not None:
+            total = time.perf_counter() - started
             duration_by(*labels).observe(total)
-            overhead_by(endpoint).observe(max(0.0, total - g.get("upstream_seconds", 0.0)))
+            overhead_by(endpoint).observe(max(0.0, total - getattr(facts, "upstream_seconds", 0.0)))
         return response
 
     @app.teardown_request

@@ -63,3 +63,20 @@ def test_every_error_class_says_something_in_details() -> None:
         error = cls()
         assert error.details == cls.default_details and error.details, cls.__name__
         assert cls(details="specific").details == "specific"
+
+
+def test_an_answer_is_the_bytes_jsonify_would_write(client: FlaskClient) -> None:
+    """Answers are encoded without jsonify; the bytes and Content-Type stay jsonify's."""
+    from flask import jsonify
+
+    body = {"prompt": 'naïve café ☕ — "quoted" \\ back', "mode": "code"}
+    first = client.post("/api/optimize", json=body)
+    hit = client.post("/api/optimize", json=body)
+    assert first.headers["X-Cache"] == "MISS" and hit.headers["X-Cache"] == "HIT"
+    with client.application.app_context():
+        expected = jsonify(first.get_json())
+    for response in (first, hit):
+        assert response.data == expected.get_data()
+        assert response.headers["Content-Type"] == expected.headers["Content-Type"] == "application/json"
+        assert int(response.headers["Content-Length"]) == len(expected.get_data())
+    assert "Age" in hit.headers and "Age" not in first.headers
