@@ -364,7 +364,8 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]  (one proxy lookup, not five)
+        # One proxy lookup, not five.
+        req = request._get_current_object()  # type: ignore[attr-defined]
         if req.path == "/metrics":
             return response
         endpoint = req.endpoint or "none"  # route names only: never the raw path
