@@ -1,4 +1,5 @@
-"""The baseline for `make bench`: a bare Flask endpoint returning fixed bytes, nothing else.
+"""The baseline for `make bench`: a bare Flask endpoint that parses the JSON body and returns fixed
+bytes, nothing else.
 
 Served by the same gunicorn settings as the service, it shows what Flask + gunicorn + gevent
 cost on their own, so the service's cached-request throughput can be read as a ratio to it.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 
 __all__ = ["create_app"]
 
@@ -20,6 +21,7 @@ def create_app() -> Flask:
 
     @app.post("/api/optimize")
     def optimize() -> Response:
+        request.get_json()  # the service parses every body: so does its floor (issue 11's definition)
         return Response(body, mimetype="application/json")
 
     return app

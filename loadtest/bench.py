@@ -4,7 +4,7 @@
 
 1. Cache key time per candidate hash for 1 KB, 10 KB and 100 KB requests.
 2. L1 cache get (hit) and set; coalescer overhead per call; the gateway's whole hit path.
-3. Cached-request throughput through gunicorn versus a bare Flask endpoint returning the same
+3. Cached-request throughput through gunicorn versus a bare Flask endpoint that parses the body and returns the same
    bytes on the same server settings (wrk, keep-alive), alternated over several rounds; the
    ratio is the figure that matters.
 4. Streams: time to the first delta through /api/optimize-stream minus time to the first delta
@@ -455,7 +455,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:7.2f}ms"
 
 
-BARE = "bare Flask, same bytes"
+BARE = "bare Flask: parse the body, same bytes"
 DEFAULTS = "service: production defaults (metrics, access log INFO)"
 TRACED_10 = "service: tracing 10% sampled"
 LIMITED = "service: rate limit on (memory)"
