@@ -10,7 +10,7 @@ import redis
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 from limits.errors import StorageError
-from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage
+from limits.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage
 
 from app.cache import RedisHealth
 from app.errors import error_response
@@ -71,6 +71,27 @@ for _base in (RedisStorage, RedisClusterStorage, RedisSentinelStorage):
     )
 
 
+class _SweptMemoryStorage(MemoryStorage):
+    """`limits`' memory storage, sweeping expired counters at most once a second. The base class
+    starts a new `threading.Timer` (10 ms) on a request whenever the last one has fired: under
+    gevent a new greenlet-backed thread every 10 ms, which took 14 % of a worker serving 1,100
+    requests/s here (py-spy). Counts do not depend on the sweep (each read drops an expired
+    counter itself); it only frees memory, and a second's delay in that is harmless."""
+
+    STORAGE_SCHEME = ["pb+memory"]
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self, uri: str | None = None, **options: Any) -> None:
+        self._next_sweep = 0.0
+        super().__init__(uri, **options)
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the base class's private hook, by its mangled name
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_SECONDS
+            super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+
 def _storage_uri(redis_url: str) -> str:
     """REDIS_URL as the limiter's storage URI, on the storages above."""
     if redis_url.startswith("unix://"):
@@ -88,7 +109,7 @@ def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = 
     if not settings.rate_limit:
         return None
     storage_options: dict[str, Any] = {}
-    storage_uri = "memory://"
+    storage_uri = "pb+memory://"
     if settings.redis_url:
         storage_options = {
             "socket_timeout": settings.redis_socket_timeout,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from app import create_app
 
 BODY = {"prompt": "x", "mode": "code"}
@@ -38,3 +40,31 @@ def test_counted_per_client() -> None:
 def test_no_limit_no_headers() -> None:
     response = create_app({"APP_ENV": "testing"}).test_client().post("/api/optimize", json=BODY)
     assert "RateLimit-Limit" not in response.headers
+
+
+def test_the_memory_storage_sweeps_at_most_once_a_second_and_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """limits' MemoryStorage starts a timer thread whenever its last one (10 ms) has fired; ours
+    sweeps at most once a second, and a counter still expires on time without the sweep."""
+    import threading
+    import time
+
+    from app.security.limits import _SweptMemoryStorage
+
+    started: list[threading.Timer] = []
+    real_start = threading.Timer.start
+
+    def counted_start(self: threading.Timer) -> None:
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Timer, "start", counted_start)
+    storage = _SweptMemoryStorage("pb+memory://")
+    began = time.monotonic()
+    while time.monotonic() - began < 0.3:  # 30 periods of the base class's 10 ms timer
+        storage.incr("k", expiry=0.05)
+        time.sleep(0.01)
+    assert 1 <= len(started) <= 3  # the constructor's, the first sweep's, and at most one more
+    storage.incr("short", expiry=0.05)
+    assert storage.get("short") == 1
+    time.sleep(0.06)
+    assert storage.get("short") == 0  # expired by its own read, not by a sweep
