@@ -69,6 +69,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     errors.init_app(app)
     prometheus = metrics.init_app(app, settings)  # before auth and limits: 401s and 429s are counted too
     access.init_app(app, settings)
+    api.init_cached(app, settings)  # wrapped by ProxyFix and the tracing edge, below
     headers.init_app(app, settings)
     auth.init_app(app, settings)  # before the limiter: limits count per API key
     # One view of Redis's health for the limiter, the cache and coalescing: after a failure all

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 
-__all__ = ["init_app", "new_request_id"]
+__all__ = ["init_app", "new_request_id", "request_id"]
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -19,11 +20,16 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def request_id(environ: dict[str, Any]) -> str:
+    """Return the caller's X-Request-ID when it is safe to echo and log, else a new id."""
+    incoming = environ.get("HTTP_X_REQUEST_ID")
+    return incoming if incoming and _SAFE_ID.fullmatch(incoming) else new_request_id()
+
+
 def _assign_request_id() -> None:
     facts = g._get_current_object()
     facts.started = time.perf_counter()
-    incoming = request.environ.get("HTTP_X_REQUEST_ID")
-    facts.request_id = incoming if incoming and _SAFE_ID.fullmatch(incoming) else new_request_id()
+    facts.request_id = request_id(request.environ)
 
 
 def _echo_request_id(response: Response) -> Response:

@@ -2,9 +2,11 @@
 
 from flask import Flask
 
-from app.api import health, openapi, optimize, questions, scenes, stats, suggestions
+from app.api import _cached, health, openapi, optimize, questions, scenes, stats, suggestions
 
-__all__ = ["init_app"]
+__all__ = ["init_app", "init_cached"]
+
+init_cached = _cached.init_app
 
 
 def init_app(app: Flask) -> None:

@@ -17,7 +17,7 @@ from app.errors import (
 from app.gateway import Completion
 from app.services import CachePolicy, PromptService
 
-__all__ = ["cache_policy", "parse_body", "prompt_service", "respond"]
+__all__ = ["JSON_TYPE", "cache_policy", "decode_body", "parse_body", "prompt_service", "render", "respond"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,7 +55,11 @@ def parse_body(model: type[M]) -> M:
     """Return the request body validated as `model`, or raise the matching 4xx error."""
     if not request.is_json:
         raise UnsupportedMediaTypeError()
-    raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    return decode_body(_read_body(current_app.config["MAX_CONTENT_LENGTH"]), model)
+
+
+def decode_body(raw: bytes, model: type[M]) -> M:
+    """Return the JSON document `raw` validated as `model`, or raise the matching 4xx error."""
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
@@ -94,11 +98,17 @@ def prompt_service() -> PromptService:
 # The bytes jsonify writes with this app's settings (compact, key order kept, UTF-8, a final
 # newline), without its provider lookups and keyword plumbing: ~8 µs less a response here.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+JSON_TYPE = "application/json"
+
+
+def render(body: dict[str, Any]) -> bytes:
+    """Return the bytes of a JSON answer."""
+    return (_encode(body) + "\n").encode("utf-8")
 
 
 def respond(body: dict[str, Any], completion: Completion) -> Response:
     """Return the JSON answer with X-Cache, and Age when it came from the cache."""
-    response = Response((_encode(body) + "\n").encode("utf-8"), content_type="application/json")
+    response = Response(render(body), content_type=JSON_TYPE)
     status = completion.cache_status
     response.headers["X-Cache"] = status
     if status == "HIT" or status == "STALE":

@@ -20,7 +20,7 @@ from app.gateway.observer import Observer
 from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
 from config.settings import Settings
 
-__all__ = ["PrometheusObserver", "init_app", "init_endpoint_series"]
+__all__ = ["PrometheusObserver", "RequestMetrics", "init_app", "init_endpoint_series"]
 
 # From sub-millisecond cache hits to minute-long video calls.
 LATENCY_BUCKETS = (
@@ -192,6 +192,55 @@ class _Metrics:
         )
 
 
+class RequestMetrics:
+    """Records one HTTP request: in progress, then answered (count, duration, our overhead).
+    The Flask hooks below and the cached-answer path (app.api._cached) both record through it."""
+
+    def __init__(self, metrics: _Metrics) -> None:
+        self.m = metrics
+        self._process = psutil.Process(os.getpid())
+        self._sampled = {"at": 0.0, "cpu": 0.0, "greenlets_at": 0.0}
+        # Labelled children memoised: label validation costs more than the increment itself.
+        self._requests_by = functools.lru_cache(maxsize=1024)(metrics.http_requests.labels)
+        self._duration_by = functools.lru_cache(maxsize=1024)(metrics.http_duration.labels)
+        self._overhead_by = functools.lru_cache(maxsize=256)(metrics.overhead.labels)
+
+    def started(self) -> None:
+        """A request came in."""
+        self.m.http_active.inc()
+        self._sample_process()
+
+    def answered(self, method: str, endpoint: str, status: int, total: float | None, upstream: float) -> None:
+        """A request was answered `total` seconds after it came in, `upstream` of them waiting."""
+        labels = (method, endpoint, str(status))
+        self._requests_by(*labels).inc()
+        if status == 429:
+            self.m.rate_limited.labels(endpoint).inc()
+        if total is not None:
+            self._duration_by(*labels).observe(total)
+            self._overhead_by(endpoint).observe(max(0.0, total - upstream))
+
+    def ended(self) -> None:
+        """A request's work is over (its answer sent or abandoned)."""
+        self.m.http_active.dec()
+
+    def _sample_process(self) -> None:
+        # Multiprocess mode has no process collector: sample RSS, CPU and descriptors here, at
+        # most every 5 s; greenlets every 10 s (counting them walks the heap: ~20 ms).
+        now = time.monotonic()
+        sampled, metrics = self._sampled, self.m
+        if now - sampled["at"] > 5:
+            sampled["at"] = now
+            metrics.worker_rss.set(self._process.memory_info().rss)
+            metrics.worker_fds.set(self._process.num_fds())
+            cpu = self._process.cpu_times()
+            metrics.cpu.inc(max(0.0, cpu.user + cpu.system - sampled["cpu"]))
+            sampled["cpu"] = cpu.user + cpu.system
+        if now - sampled["greenlets_at"] > 10:
+            sampled["greenlets_at"] = now
+            metrics.worker_greenlets.set(sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet)))
+
+
 class PrometheusObserver(Observer):
     """Turns gateway events into metrics (request facts for logs are app.observability.access's)."""
 
@@ -328,64 +377,39 @@ def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
     metrics = _Metrics(registry)
     app.extensions["metrics"] = metrics
     app.extensions["metrics_registry"] = exporter.registry
-    process = psutil.Process(os.getpid())
     metrics.started.set(time.time())
     for scope in ("worker", "cluster"):
         metrics.waiting.labels(scope).set(0)  # a series from the start: 0, not "no data"
+    recorder = RequestMetrics(metrics)
+    app.extensions["request_metrics"] = recorder
 
-    sampled = {"at": 0.0, "cpu": 0.0, "greenlets_at": 0.0}
-
-    def sample_process() -> None:
-        # Multiprocess mode has no process collector: sample RSS, CPU and descriptors here, at
-        # most every 5 s; greenlets every 10 s (counting them walks the heap: ~20 ms).
-        now = time.monotonic()
-        if now - sampled["at"] > 5:
-            sampled["at"] = now
-            metrics.worker_rss.set(process.memory_info().rss)
-            metrics.worker_fds.set(process.num_fds())
-            cpu = process.cpu_times()
-            metrics.cpu.inc(max(0.0, cpu.user + cpu.system - sampled["cpu"]))
-            sampled["cpu"] = cpu.user + cpu.system
-        if now - sampled["greenlets_at"] > 10:
-            sampled["greenlets_at"] = now
-            metrics.worker_greenlets.set(sum(1 for o in gc.get_objects() if isinstance(o, gevent.Greenlet)))
-
-    # One hook of each kind (Flask checks every hook for a coroutine on every request), and
-    # labelled children memoised: label validation costs more than the increment itself.
-    requests_by = functools.lru_cache(maxsize=1024)(metrics.http_requests.labels)
-    duration_by = functools.lru_cache(maxsize=1024)(metrics.http_duration.labels)
-    overhead_by = functools.lru_cache(maxsize=256)(metrics.overhead.labels)
-
+    # One hook of each kind (Flask checks every hook for a coroutine on every request).
     @app.before_request
     def _start() -> None:
         g.counted_active = True
-        metrics.http_active.inc()
-        sample_process()
+        recorder.started()
 
     @app.after_request
     def _count(response: Response) -> Response:
-        # One proxy lookup, not five.
+        # One proxy lookup each, not five.
         req = request._get_current_object()  # type: ignore[attr-defined]
         if req.path == "/metrics":
             return response
-        endpoint = req.endpoint or "none"  # route names only: never the raw path
-        status = response.status_code
-        labels = (req.method, endpoint, str(status))
-        requests_by(*labels).inc()
-        if status == 429:
-            metrics.rate_limited.labels(endpoint).inc()
         facts = g._get_current_object()
         started = getattr(facts, "started", None)
-        if started is not None:
-            total = time.perf_counter() - started
-            duration_by(*labels).observe(total)
-            overhead_by(endpoint).observe(max(0.0, total - getattr(facts, "upstream_seconds", 0.0)))
+        recorder.answered(
+            req.method,
+            req.endpoint or "none",  # route names only: never the raw path
+            response.status_code,
+            time.perf_counter() - started if started is not None else None,
+            getattr(facts, "upstream_seconds", 0.0),
+        )
         return response
 
     @app.teardown_request
     def _finish(_exc: BaseException | None) -> None:
         if g.get("counted_active"):
-            metrics.http_active.dec()
+            recorder.ended()
 
     return PrometheusObserver(metrics, settings.llm_prices)
 

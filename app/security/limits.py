@@ -8,7 +8,8 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, g, request
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RequestLimit
+from limits import parse as parse_limit
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage
 
@@ -16,7 +17,7 @@ from app.cache import RedisHealth
 from app.errors import error_response
 from config.settings import Settings
 
-__all__ = ["init_app"]
+__all__ = ["ApplicationLimit", "client_for", "init_app", "limit_headers"]
 
 
 class _SharedHealth:
@@ -99,8 +100,13 @@ def _storage_uri(redis_url: str) -> str:
     return "pb+" + redis_url
 
 
+def client_for(remote_addr: str | None) -> str:
+    """The limit's key for a caller without an API key: its address."""
+    return f"ip:{remote_addr or 'unknown'}"
+
+
 def _client() -> str:
-    return g.get("client_id") or f"ip:{request.remote_addr or 'unknown'}"
+    return g.get("client_id") or client_for(request.remote_addr)
 
 
 def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = None) -> Limiter | None:
@@ -156,25 +162,61 @@ def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = 
     # with N workers a client may get up to N times RateLimit-Limit (README, "Rate limits").
     workers = settings.web_concurrency
     scope = "shared by all workers" if settings.redis_url else f"counted per worker, {workers} worker(s)"
+    app.extensions["application_limit"] = ApplicationLimit(limiter, settings, scope)
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:
         current = limiter.current_limit
-        if current is None:
-            return response
-        window = current.limit.get_expiry()
-        response.headers["RateLimit-Limit"] = str(current.limit.amount)
-        response.headers["RateLimit-Policy"] = f'{current.limit.amount};w={window};comment="{scope}"'
-        try:  # the window's state is one more storage read: Redis may fail it even after the hit
-            reset_in = max(0, math.ceil(current.reset_at - time.time()))
-            remaining = current.remaining
-        except (redis.RedisError, StorageError):
-            reset_in, remaining = window, None  # unknown: the answer goes out without them
-        if remaining is not None:
-            response.headers["RateLimit-Remaining"] = str(remaining)
-            response.headers["RateLimit-Reset"] = str(reset_in)
-        if response.status_code == 429:
-            response.headers["Retry-After"] = str(max(1, reset_in))
+        if current is not None:
+            response.headers.extend(limit_headers(current, response.status_code, scope))
         return response
 
     return limiter
+
+
+def limit_headers(current: RequestLimit, status: int, scope: str) -> list[tuple[str, str]]:
+    """RateLimit-Limit, -Policy, -Remaining and -Reset for the limit a request counted against,
+    and Retry-After when it was refused."""
+    window = current.limit.get_expiry()
+    headers = [
+        ("RateLimit-Limit", str(current.limit.amount)),
+        ("RateLimit-Policy", f'{current.limit.amount};w={window};comment="{scope}"'),
+    ]
+    try:  # the window's state is one more storage read: Redis may fail it even after the hit
+        reset_in = max(0, math.ceil(current.reset_at - time.time()))
+        remaining = current.remaining
+    except (redis.RedisError, StorageError):
+        reset_in, remaining = window, None  # unknown: the answer goes out without them
+    if remaining is not None:
+        headers += [("RateLimit-Remaining", str(remaining)), ("RateLimit-Reset", str(reset_in))]
+    if status == 429:
+        headers.append(("Retry-After", str(max(1, reset_in))))
+    return headers
+
+
+class ApplicationLimit:
+    """RATE_LIMIT counted for a request that does not go through Flask (app.api._cached): the
+    same strategy, storage and keys Flask-Limiter uses for its application limit, so both paths
+    count into one window. Anything but a plain allowed hit is left to Flask-Limiter's own path."""
+
+    def __init__(self, limiter: Limiter, settings: Settings, scope: str) -> None:
+        self._limiter = limiter
+        self._item = parse_limit(settings.rate_limit)
+        self._prefix = f"{settings.redis_prefix}rl"
+        self._scope = scope
+
+    def hit(self, client: str) -> list[tuple[str, str]] | None:
+        """Count one request of `client` (as `_client` names it); return its RateLimit headers,
+        or None when it must go through Flask: over the limit (Flask-Limiter answers 429 without
+        counting it again), the storage failing, or the limiter counting in memory until the
+        storage is back (Flask-Limiter's own requests notice that)."""
+        limiter = self._limiter
+        if limiter._storage_dead:  # the fallback's state: Flask-Limiter keeps no public flag
+            return None
+        args = (self._prefix, client, "global")  # the application limit's key, as Flask-Limiter builds it
+        try:
+            if not limiter.limiter.hit(self._item, *args):
+                return None
+        except (redis.RedisError, StorageError):
+            return None
+        return limit_headers(RequestLimit(limiter, self._item, list(args), False, True), 200, self._scope)
