@@ -44,11 +44,15 @@ class _IdleWait:
 
     def __init__(self, worker: GracefulGeventWorker) -> None:
         self._worker = worker
+        # Only a wait that began before SIGTERM is swept: one that begins after it (a request
+        # that began before SIGTERM just ended) ends IDLE_GRACE after it began, by its timeout.
+        # Swept too, it could be closed the moment nginx reused it, with a POST already sent.
+        self._sweepable = worker.alive
         self._timeout = gevent.Timeout(worker.cfg.keepalive if worker.alive else IDLE_GRACE, False)
 
     def __enter__(self) -> None:
         self._greenlet = gevent.getcurrent()
-        if self._greenlet in self._worker.served:
+        if self._sweepable and self._greenlet in self._worker.served:
             self._worker.idle.add(self._greenlet)
         self._timeout.__enter__()
 

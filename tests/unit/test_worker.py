@@ -6,12 +6,14 @@ from __future__ import annotations
 import socket as stdlib_socket
 import subprocess
 import time
+from types import SimpleNamespace
 
 import gevent
+import gevent.event
 from gevent import socket
 from gevent.server import StreamServer
 
-from config.worker import _drain_and_close
+from config.worker import _drain_and_close, _IdleWait
 
 
 def _serve(sock: socket.socket, _address: object) -> None:
@@ -94,3 +96,28 @@ def test_a_connection_arriving_while_the_drain_yields_is_served_or_refused_never
     assert connected, "no connection reached the listener before it closed"
     assert [a.value for a in answers if not a.value.startswith(b"served ")] == []
     assert refused, "the listener never closed"
+
+
+def test_only_connections_idle_since_before_sigterm_are_swept() -> None:
+    """The sweep IDLE_GRACE after SIGTERM closes connections idle since before it; a connection
+    that goes idle after SIGTERM (its request began before) is left to its own IDLE_GRACE
+    timeout, never closed by the sweep the moment after nginx reused it."""
+    worker = SimpleNamespace(alive=True, cfg=SimpleNamespace(keepalive=75), served=set(), idle=set())
+    entered = gevent.event.Event()
+
+    def idle_connection() -> None:
+        worker.served.add(gevent.getcurrent())
+        with _IdleWait(worker):  # type: ignore[arg-type]
+            entered.set()
+            gevent.sleep(30)
+
+    before = gevent.spawn(idle_connection)
+    entered.wait(5)
+    assert worker.idle == {before}  # idle when SIGTERM comes: the sweep's to close
+    worker.alive = False  # SIGTERM
+    entered.clear()
+    after = gevent.spawn(idle_connection)
+    entered.wait(5)
+    assert worker.idle == {before}  # idle only since SIGTERM: its own timeout closes it
+    gevent.killall([before, after])
+    assert worker.idle == set()
