@@ -17,7 +17,7 @@ from app.errors import (
 from app.gateway import Completion
 from app.services import CachePolicy, PromptService
 
-__all__ = ["JSON_TYPE", "cache_policy", "decode_body", "parse_body", "prompt_service", "render", "respond"]
+__all__ = ["JSON_TYPE", "VALIDATED", "cache_policy", "decode_body", "parse_body", "prompt_service", "render", "respond"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,10 +51,18 @@ def _read_body(limit: int) -> bytes:
     return raw
 
 
+# WSGI environ key: the body as app.api._cached validated it before handing the request on
+# (a miss), so that Flask's path does not decode and validate it a second time.
+VALIDATED = "prompt_builder.validated_body"
+
+
 def parse_body(model: type[M]) -> M:
     """Return the request body validated as `model`, or raise the matching 4xx error."""
     if not request.is_json:
         raise UnsupportedMediaTypeError()
+    validated = request.environ.get(VALIDATED)
+    if type(validated) is model:
+        return validated
     return decode_body(_read_body(current_app.config["MAX_CONTENT_LENGTH"]), model)
 
 

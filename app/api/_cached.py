@@ -23,7 +23,7 @@ from typing import Any
 
 from flask import Flask
 
-from app.api._body import JSON_TYPE, decode_body, render
+from app.api._body import JSON_TYPE, VALIDATED, decode_body, render
 from app.errors import APIError
 from app.middleware import request_id
 from app.observability.access import server_timing
@@ -79,9 +79,9 @@ class CachedAnswers:
         if not length.isdigit() or int(length) > self._limit_bytes:
             return self.app(environ, start_response)  # chunked or too large: Flask reads and answers
         raw: bytes = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, if the request goes on to it
         answered = self._answer(environ, raw, started)
         if answered is None:
-            environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads the same body again
             return self.app(environ, start_response)
         status, headers, body = answered
         start_response(status, headers)
@@ -94,6 +94,7 @@ class CachedAnswers:
             body = decode_body(raw, OptimizeRequest)
         except APIError:
             return None  # Flask answers with the same 4xx error it always did
+        environ[VALIDATED] = body  # a miss: Flask's view takes the body as validated here
         extensions = self._extensions
         limit = extensions.get("application_limit")
         limit_headers: list[tuple[str, str]] = []

@@ -15,6 +15,7 @@ from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 from app import create_app
 from app.api._cached import CachedAnswers
 from app.observability.tracing import TRACED
+from app.schemas import OptimizeRequest
 
 BODY = {"prompt": "Explain the CAP theorem", "mode": "reasoning"}
 # Values that differ between any two requests, whichever path answers them.
@@ -190,3 +191,19 @@ def test_while_the_limiter_counts_in_memory_flask_serves_every_request() -> None
     seen.clear()
     assert _post(app.wsgi_app).headers["X-Cache"] == "HIT"
     assert seen == ["flask"]  # Flask-Limiter's path is the one that checks whether storage is back
+
+
+def test_a_miss_handed_to_flask_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    app, seen, _ = _app()
+    validate = OptimizeRequest.model_validate
+    calls: list[object] = []
+
+    def counted(data: object) -> OptimizeRequest:
+        calls.append(data)
+        return validate(data)
+
+    monkeypatch.setattr(OptimizeRequest, "model_validate", counted)
+    assert _post(app.wsgi_app).headers["X-Cache"] == "MISS"
+    assert seen == ["flask"] and len(calls) == 1
+    assert _post(app.wsgi_app, {**BODY, "mode": "nonsense"}).status_code == 400  # Flask validates again:
+    assert len(calls) == 3  # its error, its words
