@@ -1,6 +1,6 @@
 """`make bench`: the costs of the performance layer, measured side by side in one run.
 
-    python -m loadtest.bench [--seconds 5] [--connections 50] [--rounds 3]
+    python -m loadtest.bench [--seconds 2] [--connections 50] [--rounds 7]
 
 1. Cache key time per candidate hash for 1 KB, 10 KB and 100 KB requests.
 2. L1 cache get (hit) and set; coalescer overhead per call; the gateway's whole hit path.
@@ -171,34 +171,44 @@ def _wrk(url: str, body: str, seconds: float, connections: int) -> float:
 
 def bench_throughput(
     seconds: float, connections: int, rounds: int, variants: dict[str, dict[str, str]] | None = None
-) -> dict[str, float]:
-    """Requests per second of each variant and of the bare app, in alternating rounds; return
-    each one's median as a ratio to the bare app's."""
+) -> dict[str, list[float]]:
+    """Requests per second of each variant and of the bare app, every server up at once and
+    measured in short turns, round after round, each round in a new order; return each one's
+    figures by round (`paired` turns two of them into a ratio)."""
     print("\n== Cached-request throughput through gunicorn (1 gevent worker, wrk keep-alive) ==")
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk): throughput comparison skipped")
         return {}
     body = json.dumps({"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"})
     variants = variants or {"service (template provider, cache hit)": {}}
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as answer:
-        pass  # the service's exact answer bytes go here, for the bare app to return
     results: dict[str, list[float]] = {BARE: []} | {name: [] for name in variants}
-    try:
-        for round_ in range(1, rounds + 1):
-            for name, env in variants.items():
-                with gunicorn(env, workers=1) as (url, _proc, _log):
-                    first = requests.post(
-                        url + "/api/optimize", data=body, headers={"Content-Type": "application/json"}, timeout=10
-                    )
-                    with open(answer.name, "wb") as f:
-                        f.write(first.content)
-                    results[name].append(_wrk(url + "/api/optimize", body, seconds, connections))
-                print(f"  round {round_}/{rounds}: {name}: {results[name][-1]:.0f} req/s", flush=True)
-            with gunicorn({"BARE_BODY_FILE": answer.name}, workers=1, app="loadtest.bare_wsgi:app") as (url, _p, _l):
-                results[BARE].append(_wrk(url + "/api/optimize", body, seconds, connections))
-            print(f"  round {round_}/{rounds}: bare Flask: {results[BARE][-1]:.0f} req/s", flush=True)
-    finally:
-        os.unlink(answer.name)
+    with contextlib.ExitStack() as stack:
+        urls: dict[str, str] = {}
+        for name, env in variants.items():
+            urls[name] = stack.enter_context(gunicorn(env, workers=1))[0]
+            first = requests.post(
+                urls[name] + "/api/optimize", data=body, headers={"Content-Type": "application/json"}, timeout=10
+            )
+            first.raise_for_status()
+        answer = stack.enter_context(tempfile.NamedTemporaryFile("wb", suffix=".json"))
+        answer.write(first.content)  # the service's exact answer bytes, for the bare app to return
+        answer.flush()
+        urls[BARE] = stack.enter_context(
+            gunicorn({"BARE_BODY_FILE": answer.name}, workers=1, app="loadtest.bare_wsgi:app")
+        )[0]
+        for url in urls.values():  # warm: each server's first turn is not its first second
+            _wrk(url + "/api/optimize", body, 1, connections)
+        names = list(results)
+        for round_ in range(rounds):
+            # This machine's speed drifts 2x within a minute on a busy day: short turns, and a
+            # rotating order so that no server always follows the same one.
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for name in order:
+                results[name].append(_wrk(urls[name] + "/api/optimize", body, seconds, connections))
+            line = ", ".join(
+                f"{name.split(':')[0] if name == BARE else name}: {results[name][-1]:.0f}" for name in names
+            )
+            print(f"  round {round_ + 1}/{rounds} (req/s): {line}", flush=True)
     bare = results[BARE]
     print(f"{'':56} {'median req/s':>12} {'ratio to bare':>14}   rounds")
     for name, values in results.items():
@@ -509,9 +519,9 @@ def _chart(path: str, figures: dict[str, tuple[float, float, bool]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--stream-pairs", type=int, default=200)
     parser.add_argument("--miss-triples", type=int, default=200)
