@@ -207,3 +207,11 @@ def test_a_miss_handed_to_flask_is_validated_once(monkeypatch: pytest.MonkeyPatc
     assert seen == ["flask"] and len(calls) == 1
     assert _post(app.wsgi_app, {**BODY, "mode": "nonsense"}).status_code == 400  # Flask validates again:
     assert len(calls) == 3  # its error, its words
+
+
+def test_with_metrics_off_and_the_access_log_off_a_hit_is_still_answered_here() -> None:
+    app, seen, log = _app(METRICS_ENABLED="false", LOG_LEVEL="WARNING")
+    assert _post(app.wsgi_app).headers["X-Cache"] == "MISS"
+    hit = _post(app.wsgi_app)
+    assert hit.status_code == 200 and hit.headers["X-Cache"] == "HIT" and hit.headers["X-Request-ID"]
+    assert seen == ["flask"] and log.getvalue() == ""
