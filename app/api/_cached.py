@@ -1,9 +1,9 @@
 """Fresh cached answers to POST /api/optimize, served in front of Flask.
 
 A cached answer needs none of Flask's request machinery: no request context, URL routing,
-before/after hook chain or Response object. Served here, a hit costs about half of what it
-costs through Flask (`make bench`: 0.51x the bare Flask endpoint through Flask, see
-docs/performance.md for the figure with this path). Everything a caller or an operator sees is
+before/after hook chain or Response object. Through Flask a hit ran at 0.51x the bare Flask
+endpoint's throughput; served here, 0.76-0.85x (`make bench`, 2026-12-02, docs/performance.md).
+Everything a caller or an operator sees is
 built by the same functions the Flask hooks use: the body (`render`), the request id, the
 security, CORS and RateLimit headers, Server-Timing, the access line and the request metrics.
 
