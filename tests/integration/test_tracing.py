@@ -37,6 +37,8 @@ class Receiver:
                                 receiver.spans.append(
                                     {
                                         "name": span.name,
+                                        "kind": span.kind,
+                                        "scope": scope.scope.name,
                                         "trace": span.trace_id.hex(),
                                         "id": span.span_id.hex(),
                                         "parent": span.parent_span_id.hex(),
@@ -135,6 +137,37 @@ def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_up
     hit_spans = receiver.tree(hit_root["trace"], lambda found: any(s["name"] == "cache.lookup" for s in found))
     assert [s["attrs"]["cache.status"] for s in hit_spans if s["name"] == "cache.lookup"] == ["hit"]
     assert not [s for s in hit_spans if s["name"].startswith("chat")]
+
+
+def test_a_hit_answered_in_front_of_flask_is_traced_as_flask_traces_one(traced: tuple[str, Receiver]) -> None:
+    """A hit with a Cache-Control header goes through Flask; one without is answered in front
+    of it (app.api._cached): both make the same spans, under the caller's trace."""
+    url, receiver = traced
+    body = {"prompt": "trace a hit both ways", "mode": "code"}
+    requests.post(url + "/api/optimize", json=body, timeout=10).raise_for_status()
+    trees = {}
+    for name, extra in (("flask", {"Cache-Control": "max-age=600"}), ("front", {})):
+        trace_id = f"{len(trees) + 1:032x}"
+        headers = {"X-Request-ID": f"hit-{name}", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", **extra}
+        hit = requests.post(url + "/api/optimize", json=body, headers=headers, timeout=10)
+        assert hit.headers["X-Cache"] == "HIT"
+        root = _server_span(receiver, f"hit-{name}")
+        assert (root["trace"], root["parent"]) == (trace_id, "00f067aa0ba902b7")
+        trees[name] = (root, receiver.tree(trace_id, lambda found: len(found) >= 2))
+
+    (flask_root, flask_spans), (front_root, front_spans) = trees["flask"], trees["front"]
+    for field in ("name", "kind", "scope"):
+        assert front_root[field] == flask_root[field], field
+    assert front_root["attrs"].keys() == flask_root["attrs"].keys()
+    for key, value in flask_root["attrs"].items():
+        if key not in ("net.peer.port", "http.request.header.x_request_id"):
+            assert front_root["attrs"][key] == value, key
+
+    def shape(spans: list[dict[str, Any]], root: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted((s["name"], s["kind"], s["scope"], sorted(s["attrs"].items())) for s in _children(spans, root))
+
+    assert shape(front_spans, front_root) == shape(flask_spans, flask_root) != []
+    assert len(front_spans) == len(flask_spans) == 2
 
 
 def test_coalesced_follower_waits_without_calling(

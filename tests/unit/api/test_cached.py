@@ -14,8 +14,9 @@ from werkzeug.test import Client, EnvironBuilder, run_wsgi_app
 
 from app import create_app
 from app.api._cached import CachedAnswers
-from app.observability.tracing import TRACED
+from app.observability.tracing import TRACED, CachedSpans, _edge_sampler
 from app.schemas import OptimizeRequest
+from config.settings import load_settings
 
 BODY = {"prompt": "Explain the CAP theorem", "mode": "reasoning"}
 # Values that differ between any two requests, whichever path answers them.
@@ -105,7 +106,6 @@ def test_a_fresh_hit_is_answered_without_flask_exactly_as_flask_answers_it() -> 
     ("why", "kwargs", "status"),
     [
         ("the caller sent Cache-Control", {"headers": {"Cache-Control": "max-age=60"}}, 200),
-        ("the tracing edge sampled it", {"environ_overrides": {TRACED: True}}, 200),
         ("it is not JSON", {"data": json.dumps(BODY), "content_type": "text/plain"}, 415),
         ("it does not validate", {"body": {**BODY, "mode": "nonsense"}}, 400),
         ("it is malformed", {"data": b'{"prompt": ', "content_type": "application/json"}, 400),
@@ -131,6 +131,51 @@ def test_what_the_layer_does_not_serve_flask_answers_with_the_body_it_was_sent(
         assert json.loads(response.get_data())["optimizedPrompt"]
     else:
         assert response.is_json and response.json["error"]  # type: ignore[index]
+
+
+def test_a_sampled_hit_is_answered_here_with_the_spans_flasks_path_makes() -> None:
+    """The server span (the caller's trace and parent, the instrumentation's attributes), its
+    cache.lookup child, and the trace id in the access line; made although the configured ratio
+    is 0, since the edge sampled the request; an unsampled hit makes none."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    app, seen, log = _app()
+    ratio_zero = load_settings({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"})
+    provider = TracerProvider(sampler=_edge_sampler(ratio_zero))
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    app.extensions["cached_spans"] = CachedSpans(provider, provider.get_tracer("prompt-builder-api"))
+    _post(app.wsgi_app)  # the answer is cached (by Flask: this app has no instrumentation)
+    seen.clear()
+
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"X-Request-ID": "sampled-hit", "traceparent": f"00-{trace_id}-{parent}-01", "User-Agent": "ua/1"}
+    response = _post(app.wsgi_app, headers=headers, environ_overrides={TRACED: True})
+    assert response.headers["X-Cache"] == "HIT" and seen == []
+    lookup, server = exported.get_finished_spans()
+    assert (server.name, server.kind, server.instrumentation_scope.name) == (
+        "POST /api/optimize",
+        SpanKind.SERVER,
+        "opentelemetry.instrumentation.flask",
+    )
+    assert f"{server.context.trace_id:032x}" == trace_id and f"{server.parent.span_id:016x}" == parent
+    attributes = dict(server.attributes)
+    assert attributes["http.route"] == "/api/optimize" and attributes["http.status_code"] == 200
+    assert attributes["http.method"] == "POST" and attributes["http.user_agent"] == "ua/1"
+    assert attributes["http.request.header.x_request_id"] == "sampled-hit"
+    assert lookup.name == "cache.lookup" and lookup.parent.span_id == server.context.span_id
+    assert dict(lookup.attributes) == {"cache.namespace": "optimize", "cache.status": "hit"}
+    assert server.start_time <= lookup.start_time <= lookup.end_time <= server.end_time
+    assert _lines(log)[-1]["trace_id"] == trace_id
+
+    _post(app.wsgi_app)  # not sampled
+    assert len(exported.get_finished_spans()) == 2 and _lines(log)[-1]["trace_id"] is None
+    _post(app.wsgi_app, environ_overrides={TRACED: True})  # sampled at the edge, no parent
+    root = exported.get_finished_spans()[-1]
+    assert root.name == "POST /api/optimize" and root.parent is None and seen == []
 
 
 def test_a_body_over_the_limit_is_refused_by_flask_unread() -> None:
