@@ -523,6 +523,10 @@ class Gateway:
                 elif ended is True and not (run.events and run.events[-1].endswith(DONE)):
                     # The leader finished, but stopped publishing on the way (Redis failed it).
                     rest = _rest(run.events, cached, request.mode) if cached is not None else None
+                    if rest is None and not run.events:  # our callers have nothing yet: stream it ourselves
+                        handed_over = True
+                        self._produce_stream(job, run)
+                        return
                     if rest is None:
                         run.append(lost("Lost part of the identical stream in another process"))
                         cached = None

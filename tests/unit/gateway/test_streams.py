@@ -12,7 +12,7 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from app.cache import CachedValue, MemoryCache
+from app.cache import CachedValue, MemoryCache, RedisHealth
 from app.coalescing import InFlight
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
@@ -288,3 +288,35 @@ def test_a_hole_after_the_refined_event_needs_only_done() -> None:
 def test_a_stored_answer_that_does_not_continue_what_was_sent_is_not_used() -> None:
     sent = [sse_event("refined_delta", {"delta": "another text"})]
     assert _rest(sent, _stored("the stored text"), "code") is None
+
+
+class _EndedElsewhere:
+    """Redis's side of stream sharing as a follower sees it when another process led the key and
+    ended it well, but none of its events reached Redis and its answer is not in L2 (both failed
+    on the leader's side)."""
+
+    def __init__(self) -> None:
+        self.health = RedisHealth.for_timeout(1.0)  # available: nothing has failed
+        self.relays = 0
+
+    def claim(self, key: str) -> None:
+        return None  # another process leads
+
+    def relay(self, key: str, append: object, deadline: float, lost: object) -> bool:
+        self.relays += 1
+        return True  # ended well, with nothing to copy
+
+    def followers(self, key: str) -> int:
+        return 0
+
+
+def test_a_follower_with_nothing_relayed_and_no_stored_answer_streams_on_its_own() -> None:
+    """Its callers have been sent nothing yet: rather than an error event, they get the whole
+    stream from this process's own upstream call."""
+    provider = StreamingProvider()
+    shared = _EndedElsewhere()
+    stream = _gateway(provider, shared_streams=shared).stream(_request(), text_answer)
+    assert stream.cache_status == "COALESCED"
+    _, events = _read(stream.events)
+    assert _text(events) == "".join(f"hello piece {i}\n" for i in range(4))
+    assert (shared.relays, provider.calls) == (1, 1)
