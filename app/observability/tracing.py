@@ -6,7 +6,8 @@ or in development (console exporter); off when OTEL_SDK_DISABLED=true or nothing
 spans. Off means no instrumentation at all.
 
 Sampling is decided once, at the edge (`_Edge`), before Flask sees the request: a sampled request
-goes through the Flask instrumentation; any other goes straight to the app: no span of its own,
+goes through the Flask instrumentation (or, a fresh cached answer, gets the same spans from
+`CachedSpans` in front of Flask); any other goes straight to the app: no span of its own,
 none in the gateway, and for an outgoing HTTP call only a dropped, non-recording one (so the
 model API is still told "not sampled" in its traceparent). The instrumentation's
 per-request work — its WSGI wrapper and hooks, building attributes, a span that the sampler then
