@@ -33,6 +33,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import psutil
 import requests
 import sseclient
 
@@ -184,8 +185,10 @@ def bench_throughput(
     results: dict[str, list[float]] = {BARE: []} | {name: [] for name in variants}
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
+        workers: dict[str, psutil.Process] = {}
         for name, env in variants.items():
-            urls[name] = stack.enter_context(gunicorn(env, workers=1))[0]
+            urls[name], proc, _ = stack.enter_context(gunicorn(env, workers=1))
+            workers[name] = psutil.Process(proc.pid).children()[0]
             first = requests.post(
                 urls[name] + "/api/optimize", data=body, headers={"Content-Type": "application/json"}, timeout=10
             )
@@ -193,9 +196,10 @@ def bench_throughput(
         answer = stack.enter_context(tempfile.NamedTemporaryFile("wb", suffix=".json"))
         answer.write(first.content)  # the service's exact answer bytes, for the bare app to return
         answer.flush()
-        urls[BARE] = stack.enter_context(
+        urls[BARE], proc, _ = stack.enter_context(
             gunicorn({"BARE_BODY_FILE": answer.name}, workers=1, app="loadtest.bare_wsgi:app")
-        )[0]
+        )
+        workers[BARE] = psutil.Process(proc.pid).children()[0]
         for url in urls.values():  # warm: each server's first turn is not its first second
             _wrk(url + "/api/optimize", body, 1, connections)
         names = list(results)
@@ -205,6 +209,7 @@ def bench_throughput(
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:
                 results[name].append(_wrk(urls[name] + "/api/optimize", body, seconds, connections))
+                _settle(workers[name])
             line = ", ".join(
                 f"{name.split(':')[0] if name == BARE else name}: {results[name][-1]:.0f}" for name in names
             )
@@ -215,6 +220,21 @@ def bench_throughput(
         ratio = paired(values, bare)
         print(f"{name:56} {statistics.median(values):12.0f} {ratio:14.2f}   {', '.join(f'{v:.0f}' for v in values)}")
     return results
+
+
+def _settle(worker: psutil.Process, deadline: float = 10.0) -> None:
+    """Wait (up to `deadline` seconds) until `worker` has stopped working after its turn: a
+    server with tracing on goes on exporting its queue of spans for up to a second after the
+    load stops, which took that CPU from whichever server was measured next (always the same
+    one, in a rotating order)."""
+    ends = time.monotonic() + deadline
+    used = sum(worker.cpu_times()[:2])
+    while time.monotonic() < ends:
+        time.sleep(0.1)
+        now = sum(worker.cpu_times()[:2])
+        if now - used < 0.005:  # under 5 % of a core for 0.1 s: idle
+            return
+        used = now
 
 
 def paired(values: list[float], base: list[float]) -> float:
@@ -335,7 +355,6 @@ def _stream_overheads(samples: int, pace: float) -> dict[str, list[float]]:
 def bench_misses(samples: int) -> dict[str, float]:
     """A cache miss through the service vs through the floor app (loadtest/floor_app.py), each
     minus a direct call to the fake, paired and in rotating order; and CPU per miss."""
-    import psutil
 
     print(f"\n== Cache miss: service vs the floor (a minimal Flask + requests proxy), {samples} triples ==", flush=True)
     lanes: dict[str, list[float]] = {"service": [], "floor": []}
@@ -399,8 +418,6 @@ def bench_memory(answers: int = 10_000) -> dict[str, float]:
     """RSS of one worker: idle, after `answers` distinct ~2 KB cached answers, and the growth per
     byte of CACHE_MAX_BYTES once a smaller cache is full (offline provider: no upstream needed)."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import psutil
 
     print(f"\n== Memory per worker: idle, {answers} distinct ~2 KB answers cached, a full cache ==", flush=True)
     prompt = "Explain the trade-offs of this design in detail. " * 24  # ~1.2 KB: ~2 KB answers
