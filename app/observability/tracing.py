@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 
 from config.settings import Settings
 
@@ -244,9 +244,11 @@ def init_app(app: Flask, settings: Settings) -> OTelTracer | None:
     plain = app.wsgi_app
     hooks = list(app.before_request_funcs.get(None, []))
     FlaskInstrumentor().instrument_app(app, tracer_provider=provider, excluded_urls="health,metrics")
-    # Its hook starts the request's span: only for requests the edge sampled.
+    # Its hook starts the request's span: only for requests the edge sampled, and first, so that
+    # a request another hook refuses (401 from auth, 429 from the limiter) has its span too
+    # (after them, it never ran for those: no span, and a warning logged for each refusal).
     funcs = app.before_request_funcs[None]
-    funcs[:] = [hook if hook in hooks else _only_traced(hook) for hook in funcs]
+    funcs[:] = [_only_traced(hook) for hook in funcs if hook not in hooks] + hooks
     app.wsgi_app = _Edge(plain, app.wsgi_app, _decider(settings))  # type: ignore[method-assign]
     if not _instrumented_requests:  # patches requests.Session for the whole process, once
         RequestsInstrumentor().instrument(tracer_provider=provider)
@@ -255,12 +257,13 @@ def init_app(app: Flask, settings: Settings) -> OTelTracer | None:
     tracer = provider.get_tracer("prompt-builder-api")
     app.extensions["cached_spans"] = CachedSpans(provider, tracer)
 
-    @app.before_request
-    def _request_id_attribute() -> None:
-        if request.environ.get(TRACED):
+    @app.after_request
+    def _request_id_attribute(response: Response) -> Response:
+        if request.environ.get(TRACED):  # the request id is known once its hook has run
             span = trace.get_current_span()
             if span.is_recording():
                 span.set_attribute("http.request.header.x_request_id", g.get("request_id", ""))
+        return response
 
     return OTelTracer(tracer)
 

@@ -226,6 +226,36 @@ def test_a_stream_span_ends_with_the_stream_and_marks_the_first_token(
     assert any(s["name"].startswith("POST") for s in chats)  # the upstream request inside the stream's trace
 
 
+def test_a_request_the_limiter_refuses_has_its_span(_fake_upstream_process: FakeUpstreamProcess) -> None:
+    """The instrumentation's hook runs before the limiter's: a 429 is traced like any answer
+    (status, request id), and the server logs no "span missing" warning for it."""
+    receiver = Receiver()
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "RATE_LIMIT": "1/minute",
+        "LOG_LEVEL": "INFO",
+    }
+    try:
+        with start_server(env, workers=1) as server:
+            body = {"prompt": "count me once", "mode": "code"}
+            statuses = [
+                requests.post(
+                    server.url + "/api/optimize", json=body, headers={"X-Request-ID": f"limited-{i}"}, timeout=10
+                ).status_code
+                for i in range(2)
+            ]
+            assert statuses == [200, 429]
+            refused = _server_span(receiver, "limited-1")
+            assert refused["name"] == "POST /api/optimize" and refused["attrs"]["http.status_code"] == 429
+            assert _server_span(receiver, "limited-0")["attrs"]["http.status_code"] == 200
+            assert "span missing" not in server.output()
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def sampled_at(_fake_upstream_process: FakeUpstreamProcess) -> Iterator[Any]:
     """Start a server whose sampler is parentbased_traceidratio at the given ratio."""
