@@ -322,9 +322,9 @@ class Gateway:
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    run.producer = gevent.spawn(self._follow_stream, job, run)
+                    run.producer = gevent.spawn(self._tracer.carry(self._follow_stream), job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = gevent.spawn(self._produce_stream, job, run, lock)
+        run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (measured: ~0.5 ms off TTFT).
         gevent.sleep(0)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["NullTracer", "Span", "Tracer"]
 
@@ -16,6 +19,11 @@ class Span(Protocol):
 
 class Tracer(Protocol):
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Span]: ...
+
+    def carry(self, fn: F) -> F:
+        """`fn`, to run in another greenlet under the current request's trace and sampling
+        decision (a greenlet starts with none of them)."""
+        ...
 
 
 class _NullSpan:
@@ -40,3 +48,6 @@ class NullTracer:
 
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> _NullSpan:
         return _NULL_SPAN
+
+    def carry(self, fn: F) -> F:
+        return fn

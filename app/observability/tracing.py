@@ -8,8 +8,9 @@ spans. Off means no instrumentation at all.
 Sampling is decided once, at the edge (`_Edge`), before Flask sees the request: a sampled request
 goes through the Flask instrumentation (or, a fresh cached answer, gets the same spans from
 `CachedSpans` in front of Flask); any other goes straight to the app: no span of its own,
-none in the gateway, and for an outgoing HTTP call only a dropped, non-recording one (so the
-model API is still told "not sampled" in its traceparent). The instrumentation's
+none in the gateway (nor in a stream's producer greenlet, which carries the request's decision
+and trace: `OTelTracer.carry`), and for an outgoing HTTP call only a dropped, non-recording one
+(so the model API is still told "not sampled" in its traceparent). The instrumentation's
 per-request work — its WSGI wrapper and hooks, building attributes, a span that the sampler then
 drops — otherwise ran for every request, sampled or not: at 10 % sampling it cost 32 % of
 cached-request throughput (`make bench` prints the figure now).
@@ -21,7 +22,7 @@ import random
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, g, has_request_context, request
 
@@ -29,17 +30,21 @@ from config.settings import Settings
 
 __all__ = ["CachedSpans", "OTelTracer", "init_app", "sampler"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 _instrumented_requests = False
 TRACED = "prompt_builder.traced"  # WSGI environ key: the edge sampled this request
-# Set while app.api._cached makes the spans of a request the edge sampled (no Flask request there)
-_edge_sampled: ContextVar[bool] = ContextVar("prompt_builder_edge_sampled", default=False)
+# The edge's decision where no Flask request tells it: while app.api._cached makes a sampled
+# request's spans, and in a greenlet a request started (OTelTracer.carry). None: no request's.
+_edge_decision: ContextVar[bool | None] = ContextVar("prompt_builder_edge_decision", default=None)
 _UNTRACED_PATHS = ("/health", "/metrics")
 
 
 def _traced() -> bool:
-    """Whether spans may be made here: in a request, only when the edge sampled it; outside
-    requests (a stream's producer greenlet), the configured sampler decides."""
-    return not has_request_context() or bool(request.environ.get(TRACED))
+    """Whether spans may be made here: for a request (in it, or in a greenlet it started), only
+    when the edge sampled it; elsewhere, the configured sampler decides."""
+    if has_request_context():
+        return bool(request.environ.get(TRACED))
+    return _edge_decision.get() is not False
 
 
 def sampler(settings: Settings) -> Any:
@@ -57,8 +62,9 @@ def sampler(settings: Settings) -> Any:
 
 def _edge_sampler(settings: Settings) -> Any:
     """The SDK's sampler when the edge decides: a root span in a request is the request's own,
-    already sampled there (so always kept: sampling it again would square the ratio); a root
-    span outside requests follows OTEL_TRACES_SAMPLER; a child follows its parent when the
+    already sampled there (so always kept: sampling it again would square the ratio), and so is
+    one made for a request outside Flask (`CachedSpans`, a greenlet the request started); a
+    root span of no request follows OTEL_TRACES_SAMPLER; a child follows its parent when the
     configured sampler is parent-based."""
     from opentelemetry.sdk.trace import sampling
 
@@ -70,8 +76,8 @@ def _edge_sampler(settings: Settings) -> Any:
             decided = root
             if has_request_context():  # the outgoing HTTP span of an unsampled request: dropped
                 decided = sampling.ALWAYS_ON if request.environ.get(TRACED) else sampling.ALWAYS_OFF
-            elif _edge_sampled.get():  # a sampled request answered in front of Flask
-                decided = sampling.ALWAYS_ON
+            elif (edge := _edge_decision.get()) is not None:  # in front of Flask, or carried
+                decided = sampling.ALWAYS_ON if edge else sampling.ALWAYS_OFF
             return decided.should_sample(*args, **kwargs)
 
         def get_description(self) -> str:
@@ -132,6 +138,27 @@ class OTelTracer:
             return nullcontext(self._invalid)  # an unsampled request: no span work at all
         return self._tracer.start_as_current_span(name, attributes=attributes)  # type: ignore[no-any-return]
 
+    def carry(self, fn: F) -> F:
+        """`fn` under this request's trace (its spans children of the current span) and sampling
+        decision: a stream's producer then makes no span for a request the edge did not sample
+        (it sampled at the configured ratio on its own before), and its spans join the trace of
+        the request that started it (each was the root of a trace of its own before)."""
+        from opentelemetry import context
+
+        decision = _traced() if has_request_context() else _edge_decision.get()
+        current = context.get_current()
+
+        def carried(*args: Any, **kwargs: Any) -> Any:
+            token = context.attach(current)
+            decided = _edge_decision.set(decision)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _edge_decision.reset(decided)
+                context.detach(token)
+
+        return carried  # type: ignore[return-value]
+
 
 class CachedSpans:
     """The spans of a sampled request that app.api._cached answers in front of Flask: the ones
@@ -181,7 +208,7 @@ class CachedSpans:
         wsgi, trace = self._wsgi, self._trace
         attributes = wsgi.collect_request_attributes(environ, self._mode)
         attributes["http.route"] = route
-        token = _edge_sampled.set(True)
+        token = _edge_decision.set(True)
         try:
             span = self._server.start_span(
                 f"{environ['REQUEST_METHOD']} {route}",
@@ -199,7 +226,7 @@ class CachedSpans:
             )
             child.end(end_time=end)
         finally:
-            _edge_sampled.reset(token)
+            _edge_decision.reset(token)
         span.set_attributes(wsgi.collect_custom_request_headers_attributes(environ))
         span.set_attribute("http.request.header.x_request_id", request_id)
         propagator = self._response_propagator()

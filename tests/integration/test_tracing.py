@@ -222,6 +222,8 @@ def test_a_stream_span_ends_with_the_stream_and_marks_the_first_token(
     span = receiver.wait_for(lambda s: s["name"] == "stream claude-test")[0]
     assert span["events"] == ["first_token"]
     assert span["attrs"]["prompt_builder.mode"] == "code"
+    root = _server_span(receiver, "trace-stream")  # the producer's span is in the request's trace
+    assert (span["trace"], span["parent"]) == (root["trace"], root["id"])
     chats = receiver.tree(span["trace"], lambda found: any(s["name"].startswith("POST") for s in found))
     assert any(s["name"].startswith("POST") for s in chats)  # the upstream request inside the stream's trace
 
@@ -314,6 +316,31 @@ def test_sampling_is_decided_at_the_edge_and_a_parent_decides_first(
         quiet_traces = {s["trace"] for s in receiver.spans if s["trace"] != trace_id}
     assert quiet_traces == set() and _roots(receiver, "edge-quiet") == []
     assert int(unsampled_parent.split("-")[3], 16) & 1 == 0  # the model API: not sampled
+
+
+def test_a_stream_the_edge_did_not_sample_makes_no_span_in_its_producer(
+    sampled_at: Any, fake_upstream: FakeUpstreamProcess
+) -> None:
+    """The caller says "not sampled" (parent-based sampler at ratio 1): the stream's producer
+    greenlet, outside the request, makes no span of its own either; the same stream from a
+    sampled caller does, under the caller's trace."""
+    start, receiver = sampled_at
+    url = start(1.0)
+    fake_upstream.control(stream_chunks=3)
+    body = {"prompt": "a stream not sampled", "mode": "socratic"}
+    trace_ids = {"00": "0af7651916cd43dd8448eb211c80319c", "01": "1af7651916cd43dd8448eb211c80319c"}
+    for flags in ("00", "01"):
+        body["prompt"] += f" {flags}"
+        headers = {"traceparent": f"00-{trace_ids[flags]}-b7ad6b7169203331-{flags}"}
+        with requests.post(url + "/api/optimize-stream", json=body, headers=headers, stream=True, timeout=30) as r:
+            assert b"event: done" in r.content
+    sampled = receiver.wait_for(lambda s: s["name"] == "stream claude-test" and s["trace"] == trace_ids["01"])
+    assert len(sampled) == 1
+    # Spans are exported in the order they end: the unsampled stream's would have come first.
+    with receiver.lock:
+        streams = [s for s in receiver.spans if s["attrs"].get("prompt_builder.mode") == "socratic"]
+        unsampled = [s for s in receiver.spans if s["trace"] == trace_ids["00"]]
+    assert streams == sampled and unsampled == []
 
 
 def test_the_edge_samples_about_the_ratio(sampled_at: Any) -> None:
