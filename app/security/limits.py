@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, g, request
 from flask_limiter import Limiter, RequestLimit
+from limits import RateLimitItem, WindowStats
 from limits import parse as parse_limit
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage
@@ -177,18 +178,26 @@ def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = 
 def limit_headers(current: RequestLimit, status: int, scope: str) -> list[tuple[str, str]]:
     """RateLimit-Limit, -Policy, -Remaining and -Reset for the limit a request counted against,
     and Retry-After when it was refused."""
-    window = current.limit.get_expiry()
-    headers = [
-        ("RateLimit-Limit", str(current.limit.amount)),
-        ("RateLimit-Policy", f'{current.limit.amount};w={window};comment="{scope}"'),
-    ]
     try:  # the window's state is one more storage read: Redis may fail it even after the hit
-        reset_in = max(0, math.ceil(current.reset_at - time.time()))
-        remaining = current.remaining
+        window = current.window
     except (redis.RedisError, StorageError):
-        reset_in, remaining = window, None  # unknown: the answer goes out without them
-    if remaining is not None:
-        headers += [("RateLimit-Remaining", str(remaining)), ("RateLimit-Reset", str(reset_in))]
+        window = None
+    return _headers(current.limit, window, status, scope)
+
+
+def _headers(item: RateLimitItem, window: WindowStats | None, status: int, scope: str) -> list[tuple[str, str]]:
+    """The headers for `item` whose window is now `window` (None when unknown: the answer goes
+    out without -Remaining and -Reset)."""
+    expiry = item.get_expiry()
+    headers = [
+        ("RateLimit-Limit", str(item.amount)),
+        ("RateLimit-Policy", f'{item.amount};w={expiry};comment="{scope}"'),
+    ]
+    reset_in = expiry
+    if window is not None:
+        reset_at = int(window.reset_time + 1)  # as Flask-Limiter's RequestLimit.reset_at has it
+        reset_in = max(0, math.ceil(reset_at - time.time()))
+        headers += [("RateLimit-Remaining", str(window.remaining)), ("RateLimit-Reset", str(reset_in))]
     if status == 429:
         headers.append(("Retry-After", str(max(1, reset_in))))
     return headers
@@ -214,9 +223,16 @@ class ApplicationLimit:
         if limiter._storage_dead:  # the fallback's state: Flask-Limiter keeps no public flag
             return None
         args = (self._prefix, client, "global")  # the application limit's key, as Flask-Limiter builds it
+        strategy = limiter.limiter
         try:
-            if not limiter.limiter.hit(self._item, *args):
+            if not strategy.hit(self._item, *args):
                 return None
         except (redis.RedisError, StorageError):
             return None
-        return limit_headers(RequestLimit(limiter, self._item, list(args), False, True), 200, self._scope)
+        # The window straight from the strategy, not through a RequestLimit as Flask's path has
+        # it: 8 of the ~35 us this method took here (in-process, memory storage, 2026-12-03).
+        try:
+            window = strategy.get_window_stats(self._item, *args)
+        except (redis.RedisError, StorageError):
+            window = None
+        return _headers(self._item, window, 200, self._scope)
