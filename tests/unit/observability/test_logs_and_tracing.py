@@ -17,7 +17,16 @@ from opentelemetry.sdk.trace import sampling
 
 from app import create_app
 from app.observability.logs import JSONFormatter
-from app.observability.tracing import TRACED, _decider, _Edge, _edge_sampler, _only_traced, sampler
+from app.observability.tracing import (
+    TRACED,
+    _decider,
+    _Edge,
+    _edge_sampler,
+    _Instrumented,
+    _only_traced,
+    _replace_entry,
+    sampler,
+)
 from config.settings import load_settings
 
 
@@ -135,7 +144,7 @@ def test_the_edge_ratio_is_a_ratio_of_requests() -> None:
     assert 4_400 <= sampled <= 5_600  # Binomial(20000, 0.25): mean 5000, sd 61
 
 
-def test_the_edge_sends_sampled_requests_through_the_instrumentation_and_others_around_it() -> None:
+def test_the_edge_marks_sampled_requests_and_flasks_entry_sends_them_through_the_instrumentation() -> None:
     calls: list[tuple[str, bool]] = []
 
     def app(label: str) -> Any:
@@ -145,10 +154,23 @@ def test_the_edge_sends_sampled_requests_through_the_instrumentation_and_others_
 
         return wsgi
 
-    edge = _Edge(app("plain"), app("traced"), lambda environ: environ["PATH_INFO"] == "/sampled")
+    class Middleware:  # the chain between the edge and Flask's entry
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+            calls.append(("middleware", bool(environ.get(TRACED))))
+            return self.app(environ, start_response)
+
+    flask_app = Flask(__name__)
+    entry = type(flask_app).wsgi_app.__get__(flask_app)
+    flask_app.wsgi_app = Middleware(Middleware(entry))  # type: ignore[method-assign]
+    _replace_entry(flask_app, entry, _Instrumented(app("plain"), app("traced")))
+    edge = _Edge(flask_app.wsgi_app, lambda environ: environ["PATH_INFO"] == "/sampled")
     assert edge({"PATH_INFO": "/sampled"}, None) == [b"traced"]
     assert edge({"PATH_INFO": "/other"}, None) == [b"plain"]
-    assert calls == [("traced", True), ("plain", False)]
+    marked = [("middleware", True)] * 2 + [("traced", True)]
+    assert calls == marked + [("middleware", False)] * 2 + [("plain", False)]
 
 
 @pytest.mark.parametrize("name", ["traceidratio", "parentbased_traceidratio"])
