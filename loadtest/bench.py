@@ -355,7 +355,6 @@ def _stream_overheads(samples: int, pace: float) -> dict[str, list[float]]:
 def bench_misses(samples: int) -> dict[str, float]:
     """A cache miss through the service vs through the floor app (loadtest/floor_app.py), each
     minus a direct call to the fake, paired and in rotating order; and CPU per miss."""
-
     print(f"\n== Cache miss: service vs the floor (a minimal Flask + requests proxy), {samples} triples ==", flush=True)
     lanes: dict[str, list[float]] = {"service": [], "floor": []}
     cpu: dict[str, float] = {}

@@ -196,12 +196,8 @@ class CachedSpans:
         from opentelemetry import propagate, trace
         from opentelemetry.instrumentation import flask as instrumentation
         from opentelemetry.instrumentation import wsgi
-        from opentelemetry.instrumentation._semconv import (
-            _get_schema_url,
-        )
-        from opentelemetry.instrumentation._semconv import (
-            _OpenTelemetrySemanticConventionStability as Stability,
-        )
+        from opentelemetry.instrumentation._semconv import _get_schema_url
+        from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability as Stability
         from opentelemetry.instrumentation._semconv import _OpenTelemetryStabilitySignalType as Signal
         from opentelemetry.instrumentation.propagators import get_global_response_propagator
 
@@ -241,10 +237,11 @@ class CachedSpans:
                 attributes=attributes,
                 start_time=started_ns,
             )
+            in_span = trace.set_span_in_context(span)
             start, end, lookup_attributes = lookup
             child = self._tracer.start_span(
                 "cache.lookup",
-                context=trace.set_span_in_context(span),
+                context=in_span,
                 attributes=lookup_attributes,
                 start_time=start,
             )
@@ -255,9 +252,7 @@ class CachedSpans:
         span.set_attribute("http.request.header.x_request_id", request_id)
         propagator = self._response_propagator()
         if propagator:
-            propagator.inject(
-                headers, context=trace.set_span_in_context(span), setter=wsgi.default_response_propagation_setter
-            )
+            propagator.inject(headers, context=in_span, setter=wsgi.default_response_propagation_setter)
         wsgi.add_response_attributes(span, status, headers, attributes, self._mode)
         span.set_attributes(wsgi.collect_custom_response_headers_attributes(headers))
         span.end()
