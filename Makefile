@@ -36,11 +36,14 @@ install: $(DEV) ## Create .venv with the service, test and dev tools (pinned by 
 run: $(RUNTIME) ## Serve on port 3001 (PORT to change) with gunicorn + gevent; installs only what serving needs
 	$(BIN)/gunicorn -c config/gunicorn.conf.py wsgi:app
 
-test: $(DEV) ## Run the whole test suite (~4 min on 2 cores; bounded fuzzing with a fixed seed)
-	$(BIN)/pytest --durations=10
+test: $(DEV) ## Every module's behaviour: unit + real gunicorn/Redis/nginx/Prometheus (README: how long)
+	$(BIN)/pytest -n 2 --dist loadscope --durations=10
+
+test-fleet: $(DEV) ## The fleet's fault drills, Redis Cluster and Sentinel, a 30 s soak, make cluster (README: how long)
+	$(BIN)/pytest --no-cov --durations=10 tests/fleet
 
 fuzz: $(DEV) ## Deep schemathesis campaign (EXAMPLES=500 per operation; SEED=<n> replays, else a fresh one)
-	FUZZ_EXAMPLES=$${EXAMPLES:-500} FUZZ_SEED=$${SEED:-random} \
+	FUZZ_EXAMPLES=$${EXAMPLES:-500} FUZZ_SEED=$${SEED:-random} FUZZ_PHASES=examples,coverage,fuzzing,stateful \
 	  $(BIN)/pytest -s --no-cov tests/integration/test_hostile_input.py::test_schemathesis_finds_no_failures
 
 lint: $(DEV) ## Check style and formatting with ruff
@@ -76,4 +79,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run test fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean
+.PHONY: help install run test test-fleet fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean

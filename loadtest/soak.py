@@ -83,6 +83,25 @@ def _greenlets(urls: list[str]) -> dict[int, int]:
     return found
 
 
+def _counted_greenlets(urls: list[str], pids: list[int], after: float = 0.0) -> dict[int, int]:
+    """Every worker's greenlet count, taken at `after` (monotonic) or later: a worker counts on a
+    request at most every 10 s, so the workers are sent requests until each has reported a count
+    taken since then (the gauge's first count comes 10 s after a worker starts)."""
+    deadline = time.monotonic() + 60
+    seen: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        poked_at = time.monotonic()
+        for url in urls:
+            for _ in range(16):  # each instance's kernel spreads them over its workers
+                requests.get(url + "/health/live", timeout=10)
+        if poked_at >= after + 10.5:
+            seen = _greenlets(urls)
+            if all(seen.get(pid, 0) > 0 for pid in pids):
+                return seen
+        time.sleep(0.5)
+    raise RuntimeError(f"not every worker reported its greenlets within 60 s: {seen}")
+
+
 @contextlib.contextmanager
 def _fleet(instances: int = 2, workers: int = 2) -> Iterator[tuple[str, list[str], list[psutil.Process]]]:
     redis_bin, nginx_bin = find_binary("redis-server"), find_binary("nginx")
@@ -137,7 +156,7 @@ def soak(seconds: float, rate: float = 40, callers: int = 20, every: float = 2.0
         if progress:
             print(f"soak: fleet up at {front}; filling every worker's cache to its bound", flush=True)
         _prefill(front, urls)
-        greenlets_before = _greenlets(urls)
+        greenlets_before = _counted_greenlets(urls, [w.pid for w in workers])
         points: dict[int, list[tuple[float, float]]] = {w.pid: [] for w in workers}
         fds: dict[int, list[int]] = {w.pid: [] for w in workers}
         started = time.monotonic()
@@ -152,11 +171,7 @@ def soak(seconds: float, rate: float = 40, callers: int = 20, every: float = 2.0
                     rss = ", ".join(f"{p[-1][1]:.1f}" for p in points.values())
                     print(f"  {now - started:4.0f} s: {load.done} requests, RSS MiB per worker [{rss}]", flush=True)
                 time.sleep(every)
-        time.sleep(11)  # one more greenlet count (each worker counts every 10 s, on a request)
-        for url in urls:
-            for _ in range(8):
-                requests.get(url + "/health/live", timeout=10)
-        greenlets_after = _greenlets(urls)
+        greenlets_after = _counted_greenlets(urls, [w.pid for w in workers], after=time.monotonic())
         outcomes = load.outcomes
     kinds: dict[str, int] = {}
     for outcome in outcomes:

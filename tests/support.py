@@ -29,6 +29,7 @@ __all__ = [
     "need_binary",
     "provider_env",
     "provider_server",
+    "redis_env",
     "redis_server",
     "service_env",
     "start_server",
@@ -156,6 +157,15 @@ def redis_server() -> Iterator[str]:
     """Run a private redis-server on a free port (nothing persisted); yield its URL."""
     with redis(need_binary("redis-server")) as url:
         yield url
+
+
+def redis_env(url: str) -> dict[str, str]:
+    """Settings for a server that shares `url`'s Redis, for tests that count what Redis shares
+    (one upstream call, one rate-limit window). The production socket timeout (0.25 s) treats a
+    slower reply as an outage and goes on without Redis, as it should; on a loaded test machine
+    such a reply is only slowness, and the count would then measure the machine. Tests of the
+    outage path itself keep the default."""
+    return {"REDIS_URL": url, "REDIS_SOCKET_TIMEOUT": "5"}
 
 
 def waiting_requests(urls: Sequence[str]) -> int:

@@ -199,7 +199,9 @@ class RequestMetrics:
     def __init__(self, metrics: _Metrics) -> None:
         self.m = metrics
         self._process = psutil.Process(os.getpid())
-        self._sampled = {"at": 0.0, "cpu": 0.0, "greenlets_at": 0.0}
+        # Greenlets are first counted 10 s after start, not on the first request: counting walks
+        # the heap, and a short-lived app (a test's) would pay for a walk it never reports.
+        self._sampled = {"at": 0.0, "cpu": 0.0, "greenlets_at": time.monotonic()}
         # Labelled children memoised: label validation costs more than the increment itself.
         self._requests_by = functools.lru_cache(maxsize=1024)(metrics.http_requests.labels)
         self._duration_by = functools.lru_cache(maxsize=1024)(metrics.http_duration.labels)

@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import redis_server, start_server
+from tests.support import redis_env, redis_server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_a_hit_served_in_front_of_flask_is_the_hit_flask_serves() -> None:
 def test_both_paths_count_into_one_shared_window_in_redis() -> None:
     """Two workers sharing Redis: hits answered in front of Flask and requests through Flask
     count against one window, whichever worker answers."""
-    with redis_server() as redis_url, start_server({"REDIS_URL": redis_url, "RATE_LIMIT": "6/minute"}, 2) as server:
+    with redis_server() as redis_url, start_server({**redis_env(redis_url), "RATE_LIMIT": "6/minute"}, 2) as server:
         url = server.url + "/api/optimize"
         statuses, caches = [], []
         for i in range(8):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.support import FakeUpstreamProcess, free_port, held_burst, redis_server, start_server
+from tests.support import FakeUpstreamProcess, free_port, held_burst, redis_env, redis_server, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,7 +71,7 @@ def test_without_redis_at_most_one_call_per_worker(fake_upstream: FakeUpstreamPr
 
 def test_with_redis_exactly_one_call(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
     body = {"prompt": "coalesce me through redis", "mode": "reasoning"}
-    with start_server(_env(fake_upstream, REDIS_URL=redis_url), workers=WORKERS) as server:
+    with start_server(_env(fake_upstream, **redis_env(redis_url)), workers=WORKERS) as server:
         responses, _ = _burst(fake_upstream, [server.url], body)
         caches = _report(f"{WORKERS} workers, Redis", responses, fake_upstream.calls())
         assert {r.status_code for r in responses} == {200}
@@ -87,7 +87,7 @@ def test_with_redis_exactly_one_call(fake_upstream: FakeUpstreamProcess, redis_u
 
 def test_two_instances_sharing_redis_make_one_call(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
     body = {"prompt": "coalesce me across instances", "mode": "research"}
-    env = _env(fake_upstream, REDIS_URL=redis_url)
+    env = _env(fake_upstream, **redis_env(redis_url))
     with start_server(env, workers=1) as a, start_server(env, workers=1) as b:
         responses, _ = _burst(fake_upstream, [a.url, b.url], body)
         caches = _report("2 instances, Redis", responses, fake_upstream.calls())
@@ -102,7 +102,7 @@ def test_failing_upstream_gives_every_follower_the_same_error(
 ) -> None:
     fake_upstream.control(sticky={"status": 500})
     body = {"prompt": f"fail together {with_redis}", "mode": "code"}
-    env = _env(fake_upstream, **({"REDIS_URL": redis_url} if with_redis else {}))
+    env = _env(fake_upstream, **(redis_env(redis_url) if with_redis else {}))
     with start_server(env, workers=WORKERS) as server:
         responses, parked = _burst(fake_upstream, [server.url], body)
         _report(f"failing upstream, redis={with_redis}", responses, fake_upstream.calls())

@@ -23,6 +23,7 @@ from tests.support import (
     free_port,
     held_burst,
     need_binary,
+    redis_env,
     redis_server,
     start_server,
     stop,
@@ -123,7 +124,7 @@ def prometheus_on_live_server(_fake_upstream_process: FakeUpstreamProcess) -> It
     # Redis: the shared layer, so the per-caller rate limit holds across both workers.
     with (
         redis_server() as redis_url,
-        start_server({**env, "REDIS_URL": redis_url}, workers=2) as server,
+        start_server({**env, **redis_env(redis_url)}, workers=2) as server,
         tempfile.TemporaryDirectory() as workdir,
     ):
         work = Path(workdir)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.integration.test_metrics import scrape, total
-from tests.support import FakeUpstreamProcess, redis_server, start_server, wait_until
+from tests.support import FakeUpstreamProcess, redis_env, redis_server, start_server, wait_until
 from tests.unit.api.test_validation import VALID
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ def test_rate_limit_shared_through_redis_across_workers() -> None:
     limit, extra = 10, 5
     with (
         redis_server() as redis_url,
-        start_server({"RATE_LIMIT": f"{limit}/minute", "REDIS_URL": redis_url}, workers=2) as server,
+        start_server({"RATE_LIMIT": f"{limit}/minute", **redis_env(redis_url)}, workers=2) as server,
     ):
         with ThreadPoolExecutor(5) as pool:
             statuses = Counter(pool.map(lambda _: _post(server.url).status_code, range(limit + extra)))

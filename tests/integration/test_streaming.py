@@ -23,6 +23,7 @@ from tests.support import (
     held_burst,
     metric_total,
     provider_env,
+    redis_env,
     redis_server,
     start_server,
     wait_until,
@@ -156,7 +157,7 @@ def test_identical_concurrent_streams_share_one_upstream_stream(
     fake_upstream.control(stream_chunks=20)
     env = provider_env("anthropic", fake_upstream)
     if shared:
-        env["REDIS_URL"] = request.getfixturevalue("redis_url")
+        env.update(redis_env(request.getfixturevalue("redis_url")))
     with start_server(env, workers=workers) as server:
 
         def send(_: int) -> tuple[str, bytes]:
@@ -178,7 +179,7 @@ def test_identical_concurrent_streams_share_one_upstream_stream(
 
 
 def test_two_instances_share_one_stream_through_redis(fake_upstream: FakeUpstreamProcess, redis_url: str) -> None:
-    env = {**provider_env("anthropic", fake_upstream), "REDIS_URL": redis_url}
+    env = {**provider_env("anthropic", fake_upstream), **redis_env(redis_url)}
     fake_upstream.control(stream_chunks=30, faults=[{"action": "stream_pause", "after": 10}])
     body = {"prompt": "shared across instances", "mode": "video"}
     with start_server(env) as a, start_server(env) as b:
@@ -285,7 +286,7 @@ def test_json_and_stream_callers_join_each_other(redis: bool, fake_upstream: Fak
 
     env = provider_env("anthropic", fake_upstream)
     if redis:
-        with redis_server() as url, start_server({**env, "REDIS_URL": url}, workers=1) as server:
+        with redis_server() as url, start_server({**env, **redis_env(url)}, workers=1) as server:
             run(server)
     else:
         with start_server(env, workers=1) as server:
