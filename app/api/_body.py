@@ -27,9 +27,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+    """Every invalid field with its reason, in the body's order: `a: Field required; b.c: ...`.
+    Each reason is cut at 200 characters, so one long message cannot hide the fields after it."""
+    parts = []
+    for problem in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        parts.append(f"{where}: {problem['msg'][:200]}")
+    return "; ".join(parts)
 
 
 def _read_body(limit: int) -> bytes:
@@ -80,7 +84,7 @@ def decode_body(raw: bytes, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailedError(details=_describe(exc)[:500]) from None
+        raise ValidationFailedError(details=_describe(exc)[:2000]) from None
 
 
 _DEFAULT_POLICY = CachePolicy()

@@ -73,14 +73,24 @@ class Breaker:
             return 0.0
         return max(0.0, self._opened_at + self._reset_timeout - time.monotonic())
 
-    def admit(self) -> bool:
-        """Let a call through or raise CircuitOpenError; return True when the call is the probe."""
+    def refusal(self) -> CircuitOpenError | None:
+        """The error a call made now would be refused with (open, or its probe already out),
+        or None when `admit` would let it through. Asks; changes nothing."""
         state = self.state
         if state == pybreaker.STATE_CLOSED:
-            return False
+            return None
         wait = self.retry_after()
         if (state == pybreaker.STATE_OPEN and wait > 0) or self._probing:
-            raise CircuitOpenError(retry_after=max(wait, 1.0))
+            return CircuitOpenError(retry_after=max(wait, 1.0))
+        return None
+
+    def admit(self) -> bool:
+        """Let a call through or raise CircuitOpenError; return True when the call is the probe."""
+        if self.state == pybreaker.STATE_CLOSED:
+            return False
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
         self._probing = True
         return True
 

@@ -307,6 +307,12 @@ class Gateway:
                 self._observer.coalesced(request.task, "worker")
                 self._observer.stream_follower("worker")
                 return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
+        refused = self.upstream.breaker.refusal()
+        if refused is not None:  # known before any header is sent: no stream to start
+            if cached is None:
+                raise refused  # 503 JSON with Retry-After, as /api/optimize answers
+            self._observer.cache_lookup(request.task, "STALE")
+            return Stream("STALE", self._counted(iter([_replay(cached, request.mode)])))
         job = _StreamJob(request, parse, write, draft_model, origin)
         run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         if write:

@@ -98,87 +98,104 @@ class UpstreamCaller:
 
     def _call(self, request: LLMRequest, span: Span) -> ProviderResult:
         deadline = time.monotonic() + request.timeout
-        attempt = 0
-        while True:
-            failure = self._attempt(request, deadline)
-            if isinstance(failure, ProviderResult):
-                return failure
-            delay = self._retry_delay(failure, attempt, deadline)
-            if delay is None:
-                span.set_attribute("error.type", str(failure.status or failure.kind))
-                raise to_api_error(failure, self.provider.name)
-            attempt += 1
-            span.add_event(
-                "retry", {"attempt": attempt, "delay_s": round(delay, 3), "reason": str(failure.status or failure.kind)}
-            )
-            self._observer.upstream_retry(self.provider.name, request, failure, delay)
-            self._sleep(delay)
+        probe = self.breaker.admit()
+        outcome: ProviderResult | UpstreamFailure | None = None  # the request's, once known
+        try:
+            attempt = 0
+            while True:
+                result = self._attempt(request, deadline)
+                if isinstance(result, ProviderResult):
+                    outcome = result
+                    return result
+                delay = self._retry_delay(result, attempt, deadline)
+                if delay is None:
+                    outcome = result
+                    span.set_attribute("error.type", str(result.status or result.kind))
+                    raise to_api_error(result, self.provider.name)
+                attempt += 1
+                span.add_event(
+                    "retry",
+                    {"attempt": attempt, "delay_s": round(delay, 3), "reason": str(result.status or result.kind)},
+                )
+                self._observer.upstream_retry(self.provider.name, request, result, delay)
+                self._sleep(delay)
+        finally:
+            self._settle(probe, outcome)
 
     def stream(
         self, request: LLMRequest, model: str | None = None, deadline: float | None = None
     ) -> Generator[str | ProviderResult, None, None]:
-        """Yield the provider's text pieces, then its ProviderResult. Retries and the breaker act
-        until the first piece arrives; after that a failure ends the stream (raised as its
-        APIError) and counts against the breaker. `deadline` (monotonic; default: the request's
-        timeout from now) bounds the whole stream: a stall past it is a timeout failure.
-        Closing the generator closes the upstream connection."""
+        """Yield the provider's text pieces, then its ProviderResult. Retries act until the first
+        piece arrives; after that a failure ends the stream (raised as its APIError). The
+        breaker admits the stream once and counts its one outcome, as for a whole call.
+        `deadline` (monotonic; default: the request's timeout from now) bounds the whole
+        stream: a stall past it is a timeout failure. Closing the generator closes the upstream
+        connection."""
         deadline = deadline if deadline is not None else time.monotonic() + request.timeout
         model = model or self.provider.model
-        attempt = 0
-        while True:
-            probe = self.breaker.admit()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.breaker.release(probe)
-                raise to_api_error(UpstreamFailure("timeout", "request deadline reached"), self.provider.name)
-            started = time.perf_counter()
-            pieces = self.provider.stream(request, timeout=remaining, model=model)
-            try:
-                first = _next(pieces, deadline)
-            except UpstreamFailure as failure:
-                self._finish(request, probe, failure, started, model)
-                delay = self._retry_delay(failure, attempt, deadline)
-                if delay is None:
-                    raise to_api_error(failure, self.provider.name) from None
-                attempt += 1
-                self._observer.upstream_retry(self.provider.name, request, failure, delay)
-                self._sleep(delay)
-                continue
-            except BaseException:
-                self.breaker.release(probe)
-                pieces.close()
-                raise
-            break
-        item: str | ProviderResult = first
+        probe = self.breaker.admit()
+        outcome: ProviderResult | UpstreamFailure | None = None  # the stream's, once known
         try:
-            yield first
-            while not isinstance(item, ProviderResult):
-                item = _next(pieces, deadline)
-                yield item
-        except UpstreamFailure as failure:
-            self._finish(request, probe, failure, started, model)
-            raise to_api_error(failure, self.provider.name) from None
-        except BaseException:  # the caller stopped reading (cancelled) or the deadline hit
-            self.breaker.release(probe)
-            raise
+            attempt = 0
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise to_api_error(UpstreamFailure("timeout", "request deadline reached"), self.provider.name)
+                started = time.perf_counter()
+                pieces = self.provider.stream(request, timeout=remaining, model=model)
+                try:
+                    first = _next(pieces, deadline)
+                except UpstreamFailure as failure:
+                    pieces.close()
+                    self._observe(request, failure, started, model)
+                    delay = self._retry_delay(failure, attempt, deadline)
+                    if delay is None:
+                        outcome = failure
+                        raise to_api_error(failure, self.provider.name) from None
+                    attempt += 1
+                    self._observer.upstream_retry(self.provider.name, request, failure, delay)
+                    self._sleep(delay)
+                    continue
+                except BaseException:
+                    pieces.close()
+                    raise
+                break
+            item: str | ProviderResult = first
+            try:
+                yield first
+                while not isinstance(item, ProviderResult):
+                    item = _next(pieces, deadline)
+                    yield item
+            except UpstreamFailure as failure:
+                self._observe(request, failure, started, model)
+                outcome = failure
+                raise to_api_error(failure, self.provider.name) from None
+            finally:
+                pieces.close()
+            self._observe(request, item, started, model)
+            outcome = item
         finally:
-            pieces.close()
-        if isinstance(item, ProviderResult):
-            self._finish(request, probe, item, started, model)
+            self._settle(probe, outcome)
 
-    def _finish(
-        self, request: LLMRequest, probe: bool, outcome: ProviderResult | UpstreamFailure, started: float, model: str
-    ) -> None:
-        """Feed one attempt's outcome to the breaker and the observer."""
+    def _settle(self, probe: bool, outcome: ProviderResult | UpstreamFailure | None) -> None:
+        """Give the breaker one request's outcome after its retries (a failure counts once,
+        however many attempts it took); with no outcome (cancelled, or no attempt made in
+        time) the admission is only released."""
+        if outcome is None:
+            self.breaker.release(probe)
+            return
         self.breaker.record(outcome if isinstance(outcome, UpstreamFailure) else None, probe)
         self._observer.breaker_failures(self.breaker.name, self.breaker.failures)
+
+    def _observe(
+        self, request: LLMRequest, outcome: ProviderResult | UpstreamFailure, started: float, model: str
+    ) -> None:
+        """Count one attempt: every attempt is an upstream call, whatever the breaker counts."""
         self._observer.upstream_call(self.provider.name, model, request, outcome, time.perf_counter() - started)
 
     def _attempt(self, request: LLMRequest, deadline: float) -> ProviderResult | UpstreamFailure:
-        probe = self.breaker.admit()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self.breaker.release(probe)
             return UpstreamFailure("timeout", "request deadline reached")
         started = time.perf_counter()
         outcome: ProviderResult | UpstreamFailure
@@ -187,10 +204,7 @@ class UpstreamCaller:
                 outcome = self.provider.complete(request, timeout=remaining)
         except UpstreamFailure as failure:
             outcome = failure
-        except BaseException:
-            self.breaker.release(probe)
-            raise
-        self._finish(request, probe, outcome, started, self.provider.model)
+        self._observe(request, outcome, started, self.provider.model)
         return outcome
 
     def _retry_delay(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:

@@ -93,6 +93,16 @@ def _assert_error(response: Any, status: int, mentions: str | None = None) -> di
     return body  # type: ignore[no-any-return]
 
 
+def test_every_invalid_field_is_named_not_only_the_first(client: FlaskClient) -> None:
+    body = _assert_error(client.post("/api/detect-scene-change", json={}), 400)
+    assert body["details"] == "changedField: Field required; newValue: Field required; fullPrompt: Field required"
+    mixed = {"prompt": "", "mode": "nonsense", "context": {"backgroundLevel": 7}, "extra": 1}
+    details = _assert_error(client.post("/api/optimize", json=mixed), 400)["details"]
+    for field in ("prompt:", "mode:", "context.backgroundLevel:", "extra:"):
+        assert field in details, details
+    assert set(body) == {"error", "details", "requestId"}  # the one error shape
+
+
 @pytest.mark.parametrize("path", VALID)
 def test_valid_body_is_answered(client: FlaskClient, path: str) -> None:
     response = client.post(path, json=VALID[path])

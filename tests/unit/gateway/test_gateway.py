@@ -174,3 +174,41 @@ def test_open_breaker_answers_without_calling() -> None:
         gateway.complete(_request("c"), text_answer)
     assert provider.calls == 2
     assert info.value.retry_after is not None and info.value.retry_after > 0
+
+
+def test_the_breaker_counts_one_failure_per_request_not_per_attempt() -> None:
+    """Three attempts of one caller request (two retries) are one failure: two such requests
+    leave a breaker of fail_max 3 closed; the third request opens it."""
+    provider = EchoProvider()
+    provider.fail_with = UpstreamFailure("status", "overloaded", status=529)
+    breaker = Breaker("echo", 3, 30)
+    upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=2, sleep=lambda _: None)
+    gateway = Gateway(upstream, l1=MemoryCache(10**7, 100, 0))
+    for n, prompt in enumerate(("a", "b"), start=1):
+        with pytest.raises(UpstreamError):
+            gateway.complete(_request(prompt), text_answer)
+        assert (provider.calls, breaker.failures, breaker.state) == (3 * n, n, "closed")
+    with pytest.raises(UpstreamError):
+        gateway.complete(_request("c"), text_answer)
+    assert breaker.state == "open"
+    provider.fail_with = None
+    with pytest.raises(CircuitOpenError):
+        gateway.complete(_request("d"), text_answer)
+    assert provider.calls == 9
+
+
+def test_a_request_that_succeeds_on_a_retry_counts_as_a_success() -> None:
+    provider = EchoProvider()
+    breaker = Breaker("echo", 2, 30)
+    failures = [UpstreamFailure("status", "overloaded", status=529)]
+
+    def flaky(request: LLMRequest, timeout: float) -> ProviderResult:
+        provider.calls += 1
+        if failures:
+            raise failures.pop()
+        return ProviderResult("fine", 1, 1, provider.model)
+
+    provider.complete = flaky  # type: ignore[method-assign]
+    upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=2, sleep=lambda _: None)
+    assert upstream.call(_request("a")).text == "fine"
+    assert (provider.calls, breaker.failures, breaker.state) == (2, 0, "closed")

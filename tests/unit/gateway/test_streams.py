@@ -14,6 +14,7 @@ from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache, RedisHealth
 from app.coalescing import InFlight
+from app.errors import CircuitOpenError
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
 from app.gateway.gateway import DONE, HEARTBEAT_SECONDS, _rest
@@ -320,3 +321,26 @@ def test_a_follower_with_nothing_relayed_and_no_stored_answer_streams_on_its_own
     _, events = _read(stream.events)
     assert _text(events) == "".join(f"hello piece {i}\n" for i in range(4))
     assert (shared.relays, provider.calls) == (1, 1)
+
+
+def test_an_open_breaker_refuses_a_new_stream_before_it_starts_and_serves_a_stale_answer() -> None:
+    """The breaker's state is known before any header: a new stream is refused with the error
+    /api/optimize raises (503 with Retry-After), not a 200 stream with an error event; an
+    expired answer still in the cache is replayed instead, as STALE."""
+    provider = StreamingProvider()
+    provider.fail_after = 0
+    upstream = UpstreamCaller(provider, Breaker("echo", 1, 30), NullObserver(), max_retries=0)
+    gateway = Gateway(upstream, l1=MemoryCache(10**7, 100, 600), inflight=InFlight())
+    _, events = _read(gateway.stream(_request("fails"), text_answer).events)
+    assert events[-1][0] == "error" and gateway.upstream.breaker.state == "open"
+    with pytest.raises(CircuitOpenError) as refused:
+        gateway.stream(_request("new"), text_answer)
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0
+    assert provider.calls == 1
+    now = time.time()
+    key = gateway.key_for(_request("old"))
+    assert gateway.l1 is not None
+    gateway.l1.set(key, CachedValue(_stored("old answer").data, stored_at=now - 100, fresh_until=now - 50))
+    stale = gateway.stream(_request("old"), text_answer)
+    assert stale.cache_status == "STALE" and _text(_read(stale.events)[1]).strip() == "old answer"
+    assert provider.calls == 1
