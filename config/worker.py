@@ -66,6 +66,7 @@ class GracefulGeventWorker(GeventWorker):
     def init_process(self) -> None:
         self.idle: set[gevent.Greenlet] = set()
         self.served: set[gevent.Greenlet] = set()
+        self.quitting = False
         super().init_process()
 
     def timeout_ctx(self) -> _IdleWait:  # type: ignore[override]
@@ -118,6 +119,21 @@ class GracefulGeventWorker(GeventWorker):
         if extensions is not None:
             extensions["draining"] = True  # /health/ready answers 503 from now on
         gevent.spawn(self._close_idle)  # not inside the signal handler
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """SIGINT (Ctrl-C) or SIGQUIT: gunicorn's quick shutdown. Gunicorn's gevent worker runs it
+        in a greenlet that raises SystemExit, which gevent reports as a failed greenlet, with a
+        traceback, before passing it to the main greenlet; here it goes there directly. Ctrl-C
+        reaches a worker twice (the terminal's SIGINT, then the master's SIGQUIT): once is enough."""
+        if not self.quitting:
+            self.quitting = True
+            gevent.spawn(self._quit)
+
+    def _quit(self) -> None:
+        self.alive = False
+        self.cfg.worker_int(self)
+        gevent.sleep(0.1)
+        gevent.get_hub().parent.throw(SystemExit(0))  # the worker's main greenlet exits as usual
 
     def _close_idle(self) -> None:
         gevent.sleep(IDLE_GRACE)

@@ -1,7 +1,7 @@
 """`make cluster`: a whole fleet on this machine, in the foreground — Redis, N service instances
 (each a gunicorn with its own workers and port) and the repository's nginx balancing over them.
 
-    python -m loadtest.cluster [--instances 2] [--workers 2] [--port 8080] [--first-port 3001]
+    python -m loadtest.cluster [--instances 2] [--workers 2] [--port 8080] [--first-port 3101]
 
 Each instance runs with the documented fleet settings: TRUSTED_PROXIES=1 (nginx appends the
 client address) and one shared REDIS_URL — the caller's, or a private redis-server started here
@@ -79,14 +79,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=2, help="service instances (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per instance (default 2)")
     parser.add_argument("--port", type=int, default=8080, help="where nginx listens (default 8080)")
-    parser.add_argument("--first-port", type=int, default=3001, help="the first instance's port (default 3001)")
+    # Not 3001: that is where `make run` serves, so both can run side by side.
+    parser.add_argument("--first-port", type=int, default=3101, help="the first instance's port (default 3101)")
     args = parser.parse_args(argv)
     if args.instances < 1 or args.workers < 1:
         parser.error("--instances and --workers must be at least 1")
     ports = [args.first_port + i for i in range(args.instances)]
     taken = [p for p in (args.port, *ports) if _port_taken(p)]
     if taken:
-        raise SystemExit(f"cluster: port(s) {', '.join(map(str, taken))} already in use (see --port, --first-port)")
+        raise SystemExit(
+            f"cluster: port(s) {', '.join(map(str, taken))} already in use; choose others with "
+            "make cluster CLUSTER_PORT=<nginx port> FIRST_PORT=<first instance port> "
+            "(python -m loadtest.cluster: --port, --first-port)"
+        )
     nginx_bin = find_binary("nginx")
     if nginx_bin is None:
         raise SystemExit("cluster: nginx is not installed (apt-get install nginx)")

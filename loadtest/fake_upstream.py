@@ -445,6 +445,10 @@ def _reset_connection(environ: dict[str, Any]) -> None:
 
 def serve(port: int, latency: float, video_latency: float | None, host: str = "127.0.0.1") -> None:
     """Run the fake upstream until killed."""
+    import signal
+
+    import gevent
+    from gevent.event import Event
     from gevent.pywsgi import WSGIHandler, WSGIServer
 
     app = FakeUpstream(latency, video_latency)
@@ -476,7 +480,12 @@ def serve(port: int, latency: float, video_latency: float | None, host: str = "1
         f"  control:   curl {url}/_stats",
         flush=True,
     )
-    server.serve_forever()
+    # Ctrl-C stops it quietly, as SIGTERM does (a KeyboardInterrupt raised in gevent's hub is
+    # printed as a traceback on its way out).
+    stopped = Event()
+    gevent.signal_handler(signal.SIGINT, stopped.set)
+    stopped.wait()
+    server.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,6 +86,66 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+_PROBE = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "timestamp": {"type": "string"}},
+    "required": ["status", "timestamp"],
+}
+_READY = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "degraded", "not ready"]},
+        "timestamp": {"type": "string"},
+        "checks": {"type": "object", "additionalProperties": {"type": "object"}},
+    },
+    "required": ["status", "timestamp", "checks"],
+}
+
+
+def _operations_paths() -> dict[str, Any]:
+    """The operator's endpoints: probes, metrics and statistics (GET, no body)."""
+    error = {"content": _json(_ref(schemas.ErrorResponse))}
+    guarded = {
+        "401": {**error, "description": "METRICS_TOKEN set and no token sent"},
+        "403": {**error, "description": "METRICS_TOKEN set and a wrong token sent"},
+        "404": {**error, "description": "METRICS_ENABLED is false"},
+    }
+
+    def get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "get": {"operationId": operation_id, "summary": summary, "tags": ["operations"], "responses": responses}
+        }
+
+    return {
+        "/health": get(
+            "health",
+            "Process health, provider and model",
+            {"200": {"description": "Healthy", "content": _json(_PROBE)}},
+        ),
+        "/health/live": get(
+            "live", "Liveness: the process answers", {"200": {"description": "Alive", "content": _json(_PROBE)}}
+        ),
+        "/health/ready": get(
+            "ready",
+            "Readiness: provider, breaker, Redis and drain checks (never calls the paid API)",
+            {
+                "200": {"description": "Ready, or degraded but serving", "content": _json(_READY)},
+                "503": {"description": "Not ready (draining, or a check failed)", "content": _json(_READY)},
+            },
+        ),
+        "/metrics": get(
+            "metrics",
+            "Prometheus text exposition, summed over this instance's workers",
+            {"200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, **guarded},
+        ),
+        "/stats": get(
+            "stats",
+            "The same figures as JSON, for this instance (behind nginx: whichever instance answered)",
+            {"200": {"description": "Statistics", "content": _json({"type": "object"})}, **guarded},
+        ),
+    }
+
+
 @cache
 def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document (built once; the models do not change at run time)."""
@@ -133,6 +193,7 @@ def build_spec() -> dict[str, Any]:
             },
         }
     }
+    paths |= _operations_paths()
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,4 +1,7 @@
-"""GET /stats: the whole server's cache, coalescing, breaker, upstream and memory figures as JSON."""
+"""GET /stats: this instance's cache, coalescing, breaker, upstream and memory figures as JSON,
+summed over its workers. Behind nginx each request reaches one instance: `instance` names it."""
+
+import socket
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -16,4 +19,9 @@ def stats() -> Response:
     registry = current_app.extensions.get("metrics_registry")
     if registry is None:
         return error_response(404, "Statistics are off", "METRICS_ENABLED is false on this server")
-    return jsonify(server_stats(registry, prompt_service().breaker_state))
+    settings = current_app.extensions["settings"]
+    return jsonify(
+        scope="instance",
+        instance=f"{socket.gethostname()}:{settings.port}",
+        **server_stats(registry, prompt_service().breaker_state),
+    )

@@ -34,5 +34,14 @@ def test_stats_in_one_process(client: FlaskClient) -> None:
     client.post("/api/optimize", json={"prompt": "x", "mode": "code"})
     client.post("/api/optimize", json={"prompt": "x", "mode": "code"})
     stats = client.get("/stats").get_json()
+    assert stats["scope"] == "instance" and stats["instance"].endswith(":3001")  # behind nginx: which one
     assert (stats["cache"]["hits"], stats["cache"]["misses"], stats["cache"]["sets"]) == (1, 1, 1)
     assert stats["requests"]["byStatus"] == {"200": 2}
+
+
+def test_openapi_describes_the_operator_endpoints_too(client: FlaskClient) -> None:
+    spec = client.get("/openapi.json").get_json()
+    for path in ("/health", "/health/live", "/health/ready", "/metrics", "/stats"):
+        assert set(spec["paths"][path]) == {"get"}, path
+        assert str(client.get(path).status_code) in spec["paths"][path]["get"]["responses"]
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
