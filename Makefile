@@ -57,7 +57,7 @@ format: $(DEV) ## Reformat the code with ruff
 typecheck: $(DEV) ## Type-check the services with mypy
 	$(BIN)/mypy
 
-bench: $(BENCH) ## The hot path's figures against their floors, as ratios, and docs/bench-ratios.png (needs wrk; ~10 min)
+bench: $(BENCH) ## The hot path's figures against their floors, as ratios, and docs/bench-ratios.png (needs wrk)
 	$(BIN)/python -m loadtest.bench --chart docs/bench-ratios.png
 
 loadtest: $(DEV) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
