@@ -32,6 +32,7 @@ from tests.support import (
     metric_total,
     need_binary,
     provider_env,
+    redis_env,
     start_server,
     wait_until,
     waiting_requests,
@@ -54,10 +55,13 @@ class Fleet:
 
 @contextlib.contextmanager
 def fleet(upstream: FakeUpstreamProcess, redis_url: str, **env: str) -> Iterator[Fleet]:
-    """nginx over two instances of 2 workers each, sharing `redis_url`."""
+    """nginx over two instances of 2 workers each, sharing `redis_url`. Redis is given a patient
+    socket timeout (`redis_env`): on a loaded machine a reply slower than the production 0.25 s
+    is an outage to the service, and a drill of something else (an instance stopped, the model
+    slow) would then measure the machine; the slow-Redis drill sets its own timeout."""
     settings = {
         **provider_env("anthropic", upstream),
-        "REDIS_URL": redis_url,
+        **redis_env(redis_url),
         "TRUSTED_PROXIES": "1",
         "LOG_LEVEL": "WARNING",
         **env,

@@ -41,6 +41,10 @@ def test_breaker_opens_answers_fast_probes_and_closes(fake_upstream: FakeUpstrea
             assert 1 <= int(response.headers["Retry-After"]) <= reset
             assert "circuit" in response.json()["error"]
             assert response.json()["details"] == "recent upstream calls failed; calls resume after Retry-After seconds"
+        # A stream is refused the same way, before any event: 503 JSON with Retry-After.
+        streamed = session.post(server.url + "/api/optimize-stream", json={"prompt": "open", "mode": "code"})
+        assert streamed.status_code == 503 and streamed.headers["Content-Type"] == "application/json"
+        assert 1 <= int(streamed.headers["Retry-After"]) <= reset and "circuit" in streamed.json()["error"]
         assert fake_upstream.calls() == 3  # nothing reached the upstream while open
         p50, worst = statistics.median(latencies) * 1000, max(latencies) * 1000
         print(f"\nopen breaker: 50 answers, p50 {p50:.2f} ms, max {worst:.2f} ms (client-measured, keep-alive)")
