@@ -73,7 +73,8 @@ def _slope_per_minute(points: list[tuple[float, float]]) -> float:
     return 60 * sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread
 
 
-def _greenlets(urls: list[str]) -> dict[int, int]:
+def worker_greenlets(urls: list[str]) -> dict[int, int]:
+    """Each worker's last greenlet count (`process_worker_greenlets`), by pid, over `urls`."""
     found: dict[int, int] = {}
     for url in urls:
         for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
@@ -95,7 +96,7 @@ def _counted_greenlets(urls: list[str], pids: list[int], after: float = 0.0) -> 
             for _ in range(16):  # each instance's kernel spreads them over its workers
                 requests.get(url + "/health/live", timeout=10)
         if poked_at >= after + 10.5:
-            seen = _greenlets(urls)
+            seen = worker_greenlets(urls)
             if all(seen.get(pid, 0) > 0 for pid in pids):
                 return seen
         time.sleep(0.5)

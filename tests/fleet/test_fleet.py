@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest._procs import nginx
 from loadtest._procs import redis as redis_process
+from loadtest.soak import worker_greenlets
 from loadtest.steady import Outcome, SteadyLoad, raw_burst
 from tests.support import (
     FakeUpstreamProcess,
@@ -76,14 +76,6 @@ def fleet(upstream: FakeUpstreamProcess, redis_url: str, **env: str) -> Iterator
 def private_redis() -> Iterator[str]:
     with redis_process(need_binary("redis-server")) as url:
         yield url
-
-
-def _workers_counting_greenlets(f: Fleet) -> int:
-    counting = 0
-    for url in f.urls:
-        for family in text_string_to_metric_families(requests.get(url + "/metrics", timeout=10).text):
-            counting += sum(1 for s in family.samples if s.name == "process_worker_greenlets" and s.value > 0)
-    return counting
 
 
 def _figures(name: str, **figures: object) -> None:
@@ -256,7 +248,8 @@ def test_a_slow_redis_costs_a_request_one_socket_timeout_at_most(
     with fleet(fake_upstream, private_redis, **env) as f:
         with SteadyLoad(f.url, 30) as load:
             # Each worker first counts its greenlets 10 s after it starts, on a request.
-            wait_until(lambda: load.done >= 200 and _workers_counting_greenlets(f) == 4, what="steady load")
+            counted = lambda: sum(1 for n in worker_greenlets(f.urls).values() if n > 0)  # noqa: E731
+            wait_until(lambda: load.done >= 200 and counted() == 4, what="steady load")
             greenlets_before = metric_total(f.urls, "process_worker_greenlets")
             stop = threading.Event()
 

@@ -21,7 +21,7 @@ from tests.support import BIN, Server, start_server
 pytestmark = pytest.mark.integration
 
 # `make test` runs schemathesis's coverage phase only: deterministic boundary values, missing fields
-# and wrong types for every operation (~400 cases). `make fuzz` runs every phase, the random
+# and wrong types for every operation (~490 cases). `make fuzz` runs every phase, the random
 # fuzzing included (FUZZ_EXAMPLES=500, FUZZ_SEED=random prints a fresh seed to replay with
 # `make fuzz SEED=<seed>`).
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 25)  # per operation
