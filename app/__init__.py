@@ -15,7 +15,7 @@ __all__ = ["create_app"]
 
 class _Flask(Flask):
     def __init__(self, import_name: str) -> None:
-        super().__init__(import_name)
+        super().__init__(import_name, static_folder=None)  # no static files: every route a fixed path
         self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,15 +44,17 @@ def _settings(config: Settings | Mapping[str, str] | None) -> Settings:
 
 
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
-    """Build the app: settings, logging, request ids, errors, the gateway and the API.
+    """Build the app: settings, logging, the gateway, the API, and the request pipeline in front.
 
     Everything that holds a lock, a pool or a socket is created here, after gevent patching.
     """
-    from app import api, errors, middleware
+    from app import api, errors
     from app.cache import RedisHealth
     from app.gateway import build_gateway
     from app.gateway.observer import Observers
     from app.observability import access, logs, metrics, tracing
+    from app.parts import KEY, Parts
+    from app.pipeline import Pipeline
     from app.security import auth, headers, limits
     from app.services import PromptService
 
@@ -61,33 +63,41 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.extensions["settings"] = settings
-    app.extensions["started_at"] = time.time()
 
     logs.init_app(app, settings)
-    middleware.init_app(app)  # first: every later hook and error sees the request id
     errors.init_app(app)
-    prometheus = metrics.init_app(app, settings)  # before auth and limits: 401s and 429s are counted too
-    access.init_app(app, settings)
-    api.init_cached(app, settings)  # wrapped by ProxyFix and the tracing edge, below
-    headers.init_app(app, settings)
-    auth.init_app(app, settings)  # before the limiter: limits count per API key
+    instruments = metrics.init_app(app, settings)  # serves /metrics
+    traces = tracing.init_app(settings)
     # One view of Redis's health for the limiter, the cache and coalescing: after a failure all
     # three leave it alone for a moment, so a request never waits on it twice.
     redis_health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
-    limits.init_app(app, settings, redis_health)  # Flask-Limiter registers itself in app.extensions["limiter"]
-    tracer = tracing.init_app(app, settings)
     facts = access.RequestFacts()
-    observer = Observers(facts, prometheus) if prometheus is not None else facts
-    gateway = build_gateway(settings, observer, tracer, redis_health=redis_health)
-    service = PromptService(
+    observer = Observers(facts, instruments.observer) if instruments is not None else facts
+    gateway = build_gateway(
+        settings, observer, traces.tracer if traces is not None else None, redis_health=redis_health
+    )
+    prompts = PromptService(
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
     )
-    app.extensions["prompt_service"] = service
     provider = gateway.upstream.provider
-    observer.known(provider.name, provider.model, *service.label_values())
-    if prometheus is not None and gateway.l1 is not None:
-        prometheus.m.cache_max_bytes.set(gateway.l1.max_bytes)
+    if instruments is not None:
+        instruments.observer.known(provider.name, provider.model, *prompts.label_values())
+        if gateway.l1 is not None:
+            instruments.metrics.cache_max_bytes.set(gateway.l1.max_bytes)
+    found = Parts(
+        settings=settings,
+        started_at=time.time(),
+        prompts=prompts,
+        access=access.AccessLog(settings.llm_provider, settings.llm_model),
+        credentials=auth.Credentials(settings),
+        instruments=instruments,
+        tracing=traces,
+        limit=limits.RateLimit(settings, redis_health) if settings.rate_limit else None,
+    )
+    app.extensions[KEY] = found
     api.init_app(app)
-    metrics.init_endpoint_series(app)
+    if instruments is not None:
+        metrics.init_endpoint_series(app, instruments.metrics)
+    found.pipeline = Pipeline(app, found, app.wsgi_app)
+    app.wsgi_app = headers.wrap_proxy_fix(found.pipeline, settings)  # type: ignore[method-assign]
     return app

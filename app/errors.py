@@ -6,8 +6,11 @@ import logging
 import math
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+
+from app.exchange import current
+from app.render import Answer, json_parts
 
 __all__ = [
     "APIError",
@@ -18,16 +21,21 @@ __all__ = [
     "InvalidAnswerError",
     "MalformedJSONError",
     "PayloadTooLargeError",
+    "RateLimitUnavailableError",
     "ServiceUnavailableError",
+    "TooManyRequestsError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
     "UpstreamAuthError",
     "UpstreamError",
     "ValidationFailedError",
+    "api_error_parts",
     "error_from_wire",
+    "error_parts",
     "error_response",
     "error_to_wire",
     "init_app",
+    "unexpected_error_parts",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,18 @@ class PayloadTooLargeError(APIError):
     default_details = "the body is larger than MAX_BODY_BYTES"
 
 
+class TooManyRequestsError(APIError):
+    status_code = 429
+    message = "Too many requests"
+    default_details = "the rate limit is reached; retry after Retry-After seconds"
+
+
+class RateLimitUnavailableError(APIError):
+    status_code = 503
+    message = "Rate limit unavailable"
+    default_details = "the shared rate limit cannot be checked (RATE_LIMIT_ON_REDIS_ERROR=closed); retry shortly"
+
+
 class UpstreamError(APIError):
     """The model API failed or answered something unusable."""
 
@@ -128,20 +148,37 @@ class CircuitOpenError(ServiceUnavailableError):
     default_details = "recent upstream calls failed; calls resume after Retry-After seconds"
 
 
-def error_response(status: int, message: str, details: str, **extra: Any) -> Response:
-    """Build the one JSON error shape: {"error", "details", "requestId", ...extra}."""
+def _request_id() -> str | None:
+    exchange = current()
+    return exchange.request_id if exchange is not None else None
+
+
+def error_parts(status: int, message: str, details: str, *, retry_after: float | None = None, **extra: Any) -> Answer:
+    """The one JSON error shape as WSGI parts: {"error", "details", ...extra, "requestId"}, with
+    Retry-After (whole seconds, at least 1) when given."""
     body = {"error": message, "details": details, **{k: v for k, v in extra.items() if v is not None}}
-    body["requestId"] = g.get("request_id")
-    response = jsonify(body)
-    response.status_code = status
-    return response
+    body["requestId"] = _request_id()
+    headers = [("Retry-After", str(max(1, math.ceil(retry_after))))] if retry_after is not None else []
+    return json_parts(status, body, headers)
+
+
+def api_error_parts(error: APIError) -> Answer:
+    """An APIError as WSGI parts."""
+    return error_parts(error.status_code, error.message, error.details, retry_after=error.retry_after)
+
+
+def error_response(status: int, message: str, details: str, **extra: Any) -> Response:
+    """The one JSON error shape as a Flask response."""
+    return _response(error_parts(status, message, details, **extra))
+
+
+def _response(parts: Answer) -> Response:
+    status, headers, body = parts
+    return Response(body, status, headers)
 
 
 def _handle_api_error(error: APIError) -> Response:
-    response = error_response(error.status_code, error.message, error.details)
-    if error.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return response
+    return _response(api_error_parts(error))
 
 
 def _handle_http_exception(error: HTTPException) -> Response:
@@ -150,8 +187,6 @@ def _handle_http_exception(error: HTTPException) -> Response:
         return error_response(404, "Not found", "no route for this path", path=request.path)
     if status == 413:
         return error_response(413, PayloadTooLargeError.message, PayloadTooLargeError.default_details)
-    if status == 429:
-        return error_response(429, "Too many requests", f"rate limit {error.description}")
     allowed = sorted(getattr(error, "valid_methods", None) or ()) if status == 405 else None
     if allowed:
         response = error_response(405, error.name, f"allowed methods: {', '.join(allowed)}")
@@ -161,8 +196,13 @@ def _handle_http_exception(error: HTTPException) -> Response:
 
 
 def _handle_unexpected(error: Exception) -> Response:
-    log.exception("unhandled error", extra={"request_id": g.get("request_id")})
-    return error_response(500, APIError.message, APIError.default_details)
+    return _response(unexpected_error_parts())
+
+
+def unexpected_error_parts() -> Answer:
+    """Log the exception being handled, with the request id; return the 500 answer."""
+    log.exception("unhandled error", extra={"request_id": _request_id()})
+    return error_parts(500, APIError.message, APIError.default_details)
 
 
 def init_app(app: Flask) -> None:

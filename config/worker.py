@@ -115,9 +115,9 @@ class GracefulGeventWorker(GeventWorker):
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         # A worker still booting has no app yet: SIGTERM must not raise into its imports.
-        extensions = getattr(getattr(self, "wsgi", None), "extensions", None)
-        if extensions is not None:
-            extensions["draining"] = True  # /health/ready answers 503 from now on
+        found = getattr(getattr(self, "wsgi", None), "extensions", {}).get("prompt_builder")
+        if found is not None:
+            found.draining = True  # /health/ready answers 503 from now on
         gevent.spawn(self._close_idle)  # not inside the signal handler
 
     def handle_quit(self, sig: int, frame: Any) -> None:

@@ -1,12 +1,21 @@
-"""What every /api view shares: parse and validate the JSON body, read Cache-Control, answer."""
+"""What every JSON endpoint shares: read and validate the body, read Cache-Control, answer.
+
+A `JsonEndpoint` is one of the six POST endpoints that answer JSON. Its `handle` works on the
+WSGI environ and returns WSGI parts, so the request pipeline (app.pipeline) can run it without
+Flask's routing and request objects, and its Flask view runs the same `handle`: one code path
+for the answer, whichever way the request came in.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from flask import Response, current_app, request
+from flask import Response, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.wrappers import Request
 
 from app.errors import (
     MalformedJSONError,
@@ -15,9 +24,11 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.gateway import Completion
+from app.parts import parts
+from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
 
-__all__ = ["JSON_TYPE", "VALIDATED", "cache_policy", "decode_body", "parse_body", "prompt_service", "render", "respond"]
+__all__ = ["JsonEndpoint", "cache_policy", "decode_body", "read_body"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,45 +40,35 @@ def _reject_constant(name: str) -> Any:
 def _describe(error: ValidationError) -> str:
     """Every invalid field with its reason, in the body's order: `a: Field required; b.c: ...`.
     Each reason is cut at 200 characters, so one long message cannot hide the fields after it."""
-    parts = []
+    parts_ = []
     for problem in error.errors(include_url=False, include_input=False):
         where = ".".join(str(part) for part in problem["loc"]) or "body"
-        parts.append(f"{where}: {problem['msg'][:200]}")
-    return "; ".join(parts)
+        parts_.append(f"{where}: {problem['msg'][:200]}")
+    return "; ".join(parts_)
 
 
-def _read_body(limit: int) -> bytes:
+def _read(environ: dict[str, Any], limit: int) -> bytes:
     """Return the body, or raise 413 when it is over `limit` bytes however it arrives."""
-    length = request.content_length
-    if length is not None:
-        if length > limit:
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit():
+        if int(length) > limit:
             raise PayloadTooLargeError(details=f"limit is {limit} bytes")
-        # The server's stream ends at Content-Length; read it directly rather than through
-        # werkzeug's per-request stream wrapper (~5 µs here). A short body fails as JSON below.
-        body: bytes = request.environ["wsgi.input"].read(length)
+        # The server's stream ends at Content-Length. A short body fails as JSON below.
+        body: bytes = environ["wsgi.input"].read(int(length))
         return body
-    # Chunked (no Content-Length): werkzeug's limited stream ends quietly at the limit, so a
-    # larger body would arrive cut short. Read one byte past the limit from the server's own
+    # Chunked (no Content-Length): read one byte past the limit from the server's own
     # (de-chunked) stream to tell "exactly the limit" from "over it".
-    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+    raw: bytes = environ["wsgi.input"].read(limit + 1)
     if len(raw) > limit:
         raise PayloadTooLargeError(details=f"limit is {limit} bytes")
     return raw
 
 
-# WSGI environ key: the body as app.api._cached validated it before handing the request on
-# (a miss), so that Flask's path does not decode and validate it a second time.
-VALIDATED = "prompt_builder.validated_body"
-
-
-def parse_body(model: type[M]) -> M:
+def read_body(environ: dict[str, Any], model: type[M], limit: int) -> M:
     """Return the request body validated as `model`, or raise the matching 4xx error."""
-    if not request.is_json:
+    if not Request(environ, shallow=True).is_json:
         raise UnsupportedMediaTypeError()
-    validated = request.environ.get(VALIDATED)
-    if type(validated) is model:
-        return validated
-    return decode_body(_read_body(current_app.config["MAX_CONTENT_LENGTH"]), model)
+    return decode_body(_read(environ, limit), model)
 
 
 def decode_body(raw: bytes, model: type[M]) -> M:
@@ -90,11 +91,11 @@ def decode_body(raw: bytes, model: type[M]) -> M:
 _DEFAULT_POLICY = CachePolicy()
 
 
-def cache_policy() -> CachePolicy:
+def cache_policy(environ: dict[str, Any]) -> CachePolicy:
     """Read the request's Cache-Control: no-cache skips the read, no-store skips everything."""
-    if "HTTP_CACHE_CONTROL" not in request.environ:
+    if "HTTP_CACHE_CONTROL" not in environ:
         return _DEFAULT_POLICY  # most requests: no header to parse
-    control = request.cache_control
+    control = Request(environ, shallow=True).cache_control
     if control.no_store:
         return CachePolicy(read=False, write=False)
     if control.no_cache:
@@ -102,27 +103,28 @@ def cache_policy() -> CachePolicy:
     return _DEFAULT_POLICY
 
 
-def prompt_service() -> PromptService:
-    """Return the app's PromptService (built once per worker by create_app)."""
-    return current_app.extensions["prompt_service"]  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class JsonEndpoint(Generic[M]):
+    """One POST endpoint that answers JSON: its path, its body's model and the service call."""
 
+    path: str
+    model: type[M]
+    answer: Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]
 
-# The bytes jsonify writes with this app's settings (compact, key order kept, UTF-8, a final
-# newline), without its provider lookups and keyword plumbing: ~8 µs less a response here.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-JSON_TYPE = "application/json"
+    def handle(self, environ: dict[str, Any], prompts: PromptService, limit: int) -> Answer:
+        """Answer the request in `environ`: 200 with X-Cache (and Age for a cached answer), or
+        raise the APIError that says what went wrong."""
+        body = read_body(environ, self.model, limit)
+        answer, completion = self.answer(prompts, body, cache_policy(environ))
+        data = render(answer)
+        status = completion.cache_status
+        headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]
+        if status == "HIT" or status == "STALE":
+            headers.append(("Age", str(completion.age)))
+        return status_line(200), headers, data
 
-
-def render(body: dict[str, Any]) -> bytes:
-    """Return the bytes of a JSON answer."""
-    return (_encode(body) + "\n").encode("utf-8")
-
-
-def respond(body: dict[str, Any], completion: Completion) -> Response:
-    """Return the JSON answer with X-Cache, and Age when it came from the cache."""
-    response = Response(render(body), content_type=JSON_TYPE)
-    status = completion.cache_status
-    response.headers["X-Cache"] = status
-    if status == "HIT" or status == "STALE":
-        response.headers["Age"] = str(completion.age)
-    return response
+    def view(self) -> Response:
+        """The endpoint as a Flask view (the pipeline's shortcut off: Flask routes to it)."""
+        found = parts()
+        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes)
+        return Response(data, status, headers)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from app.api._body import prompt_service
+from app.parts import parts
 
 __all__ = ["bp"]
 
@@ -19,19 +19,20 @@ def _now() -> str:
 
 
 def _checks() -> dict[str, dict[str, object]]:
-    checks = prompt_service().readiness()
-    checks["draining"] = {"status": "fail" if current_app.extensions.get("draining") else "ok"}
+    found = parts()
+    checks = found.prompts.readiness()
+    checks["draining"] = {"status": "fail" if found.draining else "ok"}
     return checks
 
 
 @bp.get("/health")
 def health() -> Response:
-    started = current_app.extensions["started_at"]
-    settings = current_app.extensions["settings"]
+    found = parts()
+    settings = found.settings
     return jsonify(
         status="healthy",
         timestamp=_now(),
-        uptime=round(time.time() - started, 3),
+        uptime=round(time.time() - found.started_at, 3),
         provider=settings.llm_provider,
         model=settings.llm_model,
     )

@@ -1,27 +1,32 @@
 """POST /api/optimize: a rough prompt plus a mode in, an optimized prompt out; and
 POST /api/optimize-stream: the same answer as server-sent events, as the model writes it."""
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response, request
 
-from app.api._body import cache_policy, parse_body, prompt_service, respond
+from app.api._body import JsonEndpoint, cache_policy, read_body
+from app.exchange import current
+from app.parts import parts
 from app.schemas import OptimizeRequest
 
-__all__ = ["bp"]
+__all__ = ["OPTIMIZE", "bp"]
 
 bp = Blueprint("optimize", __name__)
+OPTIMIZE = JsonEndpoint("/api/optimize", OptimizeRequest, lambda prompts, body, policy: prompts.optimize(body, policy))
 
 
-@bp.post("/api/optimize")
+@bp.post(OPTIMIZE.path)
 def optimize() -> Response:
-    body = parse_body(OptimizeRequest)
-    answer, completion = prompt_service().optimize(body, cache_policy())
-    return respond(answer, completion)
+    return OPTIMIZE.view()
 
 
 @bp.post("/api/optimize-stream")
 def optimize_stream() -> Response:
-    body = parse_body(OptimizeRequest)  # bad input: the same 4xx JSON errors, before any stream
-    stream = prompt_service().optimize_stream(body, cache_policy(), g.request_id)
+    found = parts()
+    environ = request.environ
+    body = read_body(environ, OptimizeRequest, found.settings.max_body_bytes)  # bad input: 4xx JSON, before any stream
+    exchange = current()
+    origin = exchange.request_id if exchange is not None else ""
+    stream = found.prompts.optimize_stream(body, cache_policy(environ), origin)
     response = Response(stream.events, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once

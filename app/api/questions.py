@@ -2,16 +2,17 @@
 
 from flask import Blueprint, Response
 
-from app.api._body import cache_policy, parse_body, prompt_service, respond
+from app.api._body import JsonEndpoint
 from app.schemas import QuestionsRequest
 
-__all__ = ["bp"]
+__all__ = ["QUESTIONS", "bp"]
 
 bp = Blueprint("questions", __name__)
+QUESTIONS = JsonEndpoint(
+    "/api/generate-questions", QuestionsRequest, lambda prompts, body, policy: prompts.answer("questions", body, policy)
+)
 
 
-@bp.post("/api/generate-questions")
+@bp.post(QUESTIONS.path)
 def generate_questions() -> Response:
-    body = parse_body(QuestionsRequest)
-    answer, completion = prompt_service().answer("questions", body, cache_policy())
-    return respond(answer, completion)
+    return QUESTIONS.view()

@@ -2,16 +2,17 @@
 
 from flask import Blueprint, Response
 
-from app.api._body import cache_policy, parse_body, prompt_service, respond
+from app.api._body import JsonEndpoint
 from app.schemas import SceneChangeRequest
 
-__all__ = ["bp"]
+__all__ = ["SCENE", "bp"]
 
 bp = Blueprint("scenes", __name__)
+SCENE = JsonEndpoint(
+    "/api/detect-scene-change", SceneChangeRequest, lambda prompts, body, policy: prompts.answer("scene", body, policy)
+)
 
 
-@bp.post("/api/detect-scene-change")
+@bp.post(SCENE.path)
 def detect_scene_change() -> Response:
-    body = parse_body(SceneChangeRequest)
-    answer, completion = prompt_service().answer("scene", body, cache_policy())
-    return respond(answer, completion)
+    return SCENE.view()

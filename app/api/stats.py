@@ -3,11 +3,11 @@ summed over its workers. Behind nginx each request reaches one instance: `instan
 
 import socket
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from app.api._body import prompt_service
 from app.errors import error_response
 from app.observability.stats import server_stats
+from app.parts import parts
 
 __all__ = ["bp"]
 
@@ -16,12 +16,11 @@ bp = Blueprint("stats", __name__)
 
 @bp.get("/stats")
 def stats() -> Response:
-    registry = current_app.extensions.get("metrics_registry")
-    if registry is None:
+    found = parts()
+    if found.instruments is None:
         return error_response(404, "Statistics are off", "METRICS_ENABLED is false on this server")
-    settings = current_app.extensions["settings"]
     return jsonify(
         scope="instance",
-        instance=f"{socket.gethostname()}:{settings.port}",
-        **server_stats(registry, prompt_service().breaker_state),
+        instance=f"{socket.gethostname()}:{found.settings.port}",
+        **server_stats(found.instruments.registry, found.prompts.breaker_state),
     )

@@ -2,30 +2,39 @@
 
 from flask import Blueprint, Response
 
-from app.api._body import cache_policy, parse_body, prompt_service, respond
+from app.api._body import JsonEndpoint
 from app.schemas import CreativeRequest, CustomSuggestionsRequest, EnhancementRequest
 
-__all__ = ["bp"]
+__all__ = ["CREATIVE", "CUSTOM", "ENHANCEMENT", "bp"]
 
 bp = Blueprint("suggestions", __name__)
+ENHANCEMENT = JsonEndpoint(
+    "/api/get-enhancement-suggestions",
+    EnhancementRequest,
+    lambda prompts, body, policy: prompts.answer("enhancement", body, policy),
+)
+CUSTOM = JsonEndpoint(
+    "/api/get-custom-suggestions",
+    CustomSuggestionsRequest,
+    lambda prompts, body, policy: prompts.answer("custom", body, policy),
+)
+CREATIVE = JsonEndpoint(
+    "/api/get-creative-suggestions",
+    CreativeRequest,
+    lambda prompts, body, policy: prompts.answer("creative", body, policy),
+)
 
 
-@bp.post("/api/get-enhancement-suggestions")
+@bp.post(ENHANCEMENT.path)
 def enhancement() -> Response:
-    body = parse_body(EnhancementRequest)
-    answer, completion = prompt_service().answer("enhancement", body, cache_policy())
-    return respond(answer, completion)
+    return ENHANCEMENT.view()
 
 
-@bp.post("/api/get-custom-suggestions")
+@bp.post(CUSTOM.path)
 def custom() -> Response:
-    body = parse_body(CustomSuggestionsRequest)
-    answer, completion = prompt_service().answer("custom", body, cache_policy())
-    return respond(answer, completion)
+    return CUSTOM.view()
 
 
-@bp.post("/api/get-creative-suggestions")
+@bp.post(CREATIVE.path)
 def creative() -> Response:
-    body = parse_body(CreativeRequest)
-    answer, completion = prompt_service().answer("creative", body, cache_policy())
-    return respond(answer, completion)
+    return CREATIVE.view()

@@ -139,24 +139,6 @@ class Gateway:
         shape = {"provider": provider.name, "model": provider.model, **request.identity()}
         return request_key(request.task, shape)
 
-    def fresh(self, request: LLMRequest, admit: Callable[[], bool]) -> tuple[Completion, float] | None:
-        """Return the answer to `request` and the seconds its lookup took, if this worker's L1
-        holds it fresh and `admit()` then agrees to serve it: counted as a hit, as `complete`
-        counts one. Otherwise None with nothing counted (the caller then asks `complete`)."""
-        if self.l1 is None:
-            return None
-        key = self.key_for(request)
-        started = time.perf_counter()
-        cached = self.l1.get(key)
-        now = time.time()
-        if cached is None or not cached.is_fresh(now):
-            return None
-        seconds = time.perf_counter() - started
-        if not admit():
-            return None
-        self._observer.cache_lookup(request.task, "HIT", seconds)
-        return _completion(cached, "HIT", now), seconds
-
     def complete(
         self,
         request: LLMRequest,

@@ -7,11 +7,12 @@ import functools
 import gc
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
 import psutil
-from flask import Flask, Response, g, request
+from flask import Flask
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
@@ -20,7 +21,7 @@ from app.gateway.observer import Observer
 from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
 from config.settings import Settings
 
-__all__ = ["PrometheusObserver", "RequestMetrics", "init_app", "init_endpoint_series"]
+__all__ = ["Instruments", "PrometheusObserver", "RequestMetrics", "init_app", "init_endpoint_series"]
 
 # From sub-millisecond cache hits to minute-long video calls.
 LATENCY_BUCKETS = (
@@ -193,8 +194,8 @@ class _Metrics:
 
 
 class RequestMetrics:
-    """Records one HTTP request: in progress, then answered (count, duration, our overhead).
-    The Flask hooks below and the cached-answer path (app.api._cached) both record through it."""
+    """Records one HTTP request for the pipeline (app.pipeline): in progress, then answered
+    (count, duration, our overhead), then ended."""
 
     def __init__(self, metrics: _Metrics) -> None:
         self.m = metrics
@@ -359,69 +360,46 @@ class PrometheusObserver(Observer):
         self.m.redis_errors.inc()
 
 
-def init_app(app: Flask, settings: Settings) -> PrometheusObserver | None:
-    """Install HTTP metrics and /metrics; return the observer the gateway reports to."""
+@dataclass(frozen=True)
+class Instruments:
+    """The metrics parts the app wires: the families, the request recorder (the pipeline's), the
+    gateway's observer, and the registry /metrics and /stats read."""
+
+    metrics: _Metrics
+    recorder: RequestMetrics
+    observer: PrometheusObserver
+    registry: Any
+
+
+def init_app(app: Flask, settings: Settings) -> Instruments | None:
+    """Serve /metrics; return the instruments (None when METRICS_ENABLED is false)."""
     if not settings.metrics_enabled:
         return None
     # Under gunicorn, on_starting sets PROMETHEUS_MULTIPROC_DIR before the workers fork and load
     # their settings; a plain create_app (tests, benchmarks) has none and uses its own registry.
     multiproc = bool(settings.prometheus_multiproc_dir)
     registry = None if multiproc else CollectorRegistry()
-    # The exporter serves /metrics (aggregating the workers' files); the request metrics are ours,
-    # recorded in one after_request hook: the exporter's defaults cost ~20 µs per request here and
+    # The exporter serves /metrics (aggregating the workers' files). The request metrics are the
+    # pipeline's (RequestMetrics): the exporter records them in Flask hooks, which a request the
+    # pipeline answers without Flask never runs, and its defaults cost ~20 us per request and
     # duplicate http_requests_total without the endpoint label.
     options = {"export_defaults": False}
     if multiproc:
         exporter = GunicornInternalPrometheusMetrics(app, **options)
     else:
         exporter = PrometheusMetrics(app, registry=registry, **options)
-    app.extensions["metrics_exporter"] = exporter
     metrics = _Metrics(registry)
-    app.extensions["metrics"] = metrics
-    app.extensions["metrics_registry"] = exporter.registry
     metrics.started.set(time.time())
     for scope in ("worker", "cluster"):
         metrics.waiting.labels(scope).set(0)  # a series from the start: 0, not "no data"
-    recorder = RequestMetrics(metrics)
-    app.extensions["request_metrics"] = recorder
-
-    # One hook of each kind (Flask checks every hook for a coroutine on every request).
-    @app.before_request
-    def _start() -> None:
-        g.counted_active = True
-        recorder.started()
-
-    @app.after_request
-    def _count(response: Response) -> Response:
-        # One proxy lookup each, not five.
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        if req.path == "/metrics":
-            return response
-        facts = g._get_current_object()
-        started = getattr(facts, "started", None)
-        recorder.answered(
-            req.method,
-            req.endpoint or "none",  # route names only: never the raw path
-            response.status_code,
-            time.perf_counter() - started if started is not None else None,
-            getattr(facts, "upstream_seconds", 0.0),
-        )
-        return response
-
-    @app.teardown_request
-    def _finish(_exc: BaseException | None) -> None:
-        if g.get("counted_active"):
-            recorder.ended()
-
-    return PrometheusObserver(metrics, settings.llm_prices)
+    return Instruments(
+        metrics, RequestMetrics(metrics), PrometheusObserver(metrics, settings.llm_prices), exporter.registry
+    )
 
 
-def init_endpoint_series(app: Flask) -> None:
+def init_endpoint_series(app: Flask, metrics: _Metrics) -> None:
     """Create the request series of every /api route with 0 (call after the blueprints are in):
     a fresh server shows 0 requests and 0 rate-limited, not "No data"."""
-    metrics: _Metrics | None = app.extensions.get("metrics")
-    if metrics is None:
-        return
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith("/api/"):
             labels = ("POST", rule.endpoint, "200")

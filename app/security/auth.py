@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-
-from flask import Flask, g, request
+from typing import Any
 
 from app.errors import ForbiddenError, UnauthorizedError
 from config.settings import Settings
 
-__all__ = ["init_app", "presented_key"]
+__all__ = ["Credentials", "presented_key"]
 
 _OPERATOR_PATHS = ("/metrics", "/stats")
 
@@ -19,12 +18,12 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
-def presented_key() -> str | None:
+def presented_key(environ: dict[str, Any]) -> str | None:
     """Return the key the caller sent in X-API-Key or Authorization: Bearer, if any."""
-    key = request.headers.get("X-API-Key")
+    key = environ.get("HTTP_X_API_KEY")
     if key:
-        return key.strip()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return str(key).strip()
+    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
@@ -37,30 +36,34 @@ def _matches(key: str, allowed: tuple[bytes, ...]) -> bool:
     return found
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Register the check before every view (after the request id, before the rate limit)."""
-    api_keys = tuple(_digest(k) for k in settings.api_keys)
-    metrics_token = (_digest(settings.metrics_token),) if settings.metrics_token else ()
-    if not api_keys and not metrics_token:
-        return  # nothing to check: no hook at all, rather than one that looks and returns
+class Credentials:
+    """API_KEYS and METRICS_TOKEN, as digests; `check` runs before the rate limit."""
 
-    @app.before_request
-    def _authenticate() -> None:
-        if request.method == "OPTIONS":
-            return  # CORS preflight carries no credentials
-        if request.path.startswith("/api/"):
-            allowed = api_keys
-        elif request.path in _OPERATOR_PATHS:
-            allowed = metrics_token
+    def __init__(self, settings: Settings) -> None:
+        self._api_keys = tuple(_digest(k) for k in settings.api_keys)
+        self._metrics_token = (_digest(settings.metrics_token),) if settings.metrics_token else ()
+
+    def __bool__(self) -> bool:
+        """Is anything checked at all?"""
+        return bool(self._api_keys or self._metrics_token)
+
+    def check(self, method: str, path: str, environ: dict[str, Any]) -> str | None:
+        """Return the caller's key id (key:<digest>: rate limits count per key) when a key was
+        required and valid, None when none was required; raise 401 (no key) or 403 (wrong key)."""
+        if method == "OPTIONS":
+            return None  # CORS preflight carries no credentials
+        if path.startswith("/api/"):
+            allowed = self._api_keys
+        elif path in _OPERATOR_PATHS:
+            allowed = self._metrics_token
         else:
-            return
+            return None
         if not allowed:
-            return
-        key = presented_key()
+            return None
+        key = presented_key(environ)
         if key is None:
             raise UnauthorizedError()
         if not _matches(key, allowed):
             raise ForbiddenError()
-        g.authenticated = True
-        # Rate limits count per key; a short digest names it without revealing it.
-        g.client_id = "key:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        # A short digest names the key without revealing it.
+        return "key:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]

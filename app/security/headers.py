@@ -1,13 +1,15 @@
-"""Security headers on every response, CORS for the configured origins, and proxy trust."""
+"""Security headers on every response, CORS for the configured origins, and proxy trust
+(the request pipeline adds them: app.pipeline)."""
 
 from __future__ import annotations
 
-from flask import Flask, Response, g, request
+from typing import Any
+
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.settings import Settings
 
-__all__ = ["SECURITY", "cors_headers", "init_app"]
+__all__ = ["SECURITY", "cors_headers", "wrap_proxy_fix"]
 
 # No view sets these: added in one call rather than one setdefault each (~5 µs a response here).
 SECURITY = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
@@ -32,25 +34,7 @@ def cors_headers(origins: frozenset[str], origin: str | None, method: str) -> li
     return [*headers, ("Vary", "Origin")]
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    """Trust X-Forwarded-* only from TRUSTED_PROXIES hops; add headers to every response."""
-    if settings.trusted_proxies:
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)  # type: ignore[method-assign]
-    origins = frozenset(settings.cors_origins)
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        headers = response.headers
-        headers.extend(SECURITY)
-        if g.get("authenticated"):
-            headers["Cache-Control"] = "no-store"
-        if origins:
-            environ = request.environ
-            cors = cors_headers(origins, environ.get("HTTP_ORIGIN"), environ["REQUEST_METHOD"])
-            for name, value in cors:
-                if name == "Vary":
-                    headers.add(name, value)
-                else:
-                    headers[name] = value
-        return response
+def wrap_proxy_fix(app: Any, settings: Settings) -> Any:
+    """Trust X-Forwarded-For and -Proto from TRUSTED_PROXIES hops (none: `app` unchanged)."""
+    n = settings.trusted_proxies
+    return ProxyFix(app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0) if n else app

@@ -1,32 +1,46 @@
-"""Rate limits on /api/* with Flask-Limiter: per API key or client IP, in memory or in Redis."""
+"""RATE_LIMIT on /api/*, per API key or client address, counted with `limits` (the engine
+Flask-Limiter is built on) by the request pipeline: in this worker's memory, or in Redis when
+REDIS_URL is set (shared by every worker and instance).
+
+The sliding window counter: two counters per client (this window and the last, the last
+weighted by how much of it still overlaps), O(1) per request in memory and in Redis. (The moving
+window kept one timestamp per request and scanned them all: O(limit); docs/performance.md.)
+
+Redis failing: RATE_LIMIT_ON_REDIS_ERROR=open (the default) counts in this worker's memory until
+Redis is back; closed refuses with 503 and Retry-After. The storages share the service's
+RedisHealth with the cache and coalescing, so a slow Redis costs a request one timeout, not one
+per part.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
-from flask import Flask, Response, g, request
-from flask_limiter import Limiter, RequestLimit
 from limits import RateLimitItem, WindowStats
 from limits import parse as parse_limit
 from limits.errors import StorageError
-from limits.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage
+from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.cache import RedisHealth
-from app.errors import error_response
+from app.errors import RateLimitUnavailableError, TooManyRequestsError
+from app.security._memory_storage import SWEPT_MEMORY_URI
 from config.settings import Settings
 
-__all__ = ["ApplicationLimit", "client_for", "init_app", "limit_headers"]
+__all__ = ["RateLimit", "Verdict", "client_for"]
+
+RETRY_WHEN_UNAVAILABLE = 5  # seconds: Retry-After of a closed refusal
 
 
 class _SharedHealth:
-    """Mixed into `limits`' Redis storages: they share the service's RedisHealth. While the cache
-    and coalescing leave a failing Redis alone, so does the limiter (it counts in memory
-    meanwhile), and a limiter call that fails starts that pause for them too: a slow Redis then
-    costs a request at most one REDIS_SOCKET_TIMEOUT, not one for the limiter and one for the
-    cache. Registered under "pb+" plus each base scheme (pb+redis, pb+redis+cluster, ...)."""
+    """Mixed into `limits`' Redis storages (their public storage methods): they share the
+    service's RedisHealth. While the cache and coalescing leave a failing Redis alone, so does the
+    limiter, and a limiter call that fails starts that pause for them too. Registered under "pb+"
+    plus each base scheme (pb+redis, pb+redis+cluster, ...)."""
 
     _health: RedisHealth
 
@@ -54,15 +68,6 @@ class _SharedHealth:
         )
         return window
 
-    def check(self) -> bool:
-        """Flask-Limiter's probe for a storage that failed: is it back?"""
-        if not self._health.available():
-            return False
-        if super().check():  # type: ignore[misc]
-            return True
-        self._health.failed("rate limit check", redis.ConnectionError("ping failed"))
-        return False
-
 
 # Defining a storage class registers its schemes with `limits`.
 for _base in (RedisStorage, RedisClusterStorage, RedisSentinelStorage):
@@ -71,27 +76,6 @@ for _base in (RedisStorage, RedisClusterStorage, RedisSentinelStorage):
         (_SharedHealth, _base),
         {"STORAGE_SCHEME": [f"pb+{s}" for s in _base.STORAGE_SCHEME]},
     )
-
-
-class _SweptMemoryStorage(MemoryStorage):
-    """`limits`' memory storage, sweeping expired counters at most once a second. The base class
-    starts a new `threading.Timer` (10 ms) on a request whenever the last one has fired: under
-    gevent a new greenlet-backed thread every 10 ms, which took 14 % of a worker serving 1,100
-    requests/s here (py-spy). Counts do not depend on the sweep (each read drops an expired
-    counter itself); it only frees memory, and a second's delay in that is harmless."""
-
-    STORAGE_SCHEME = ["pb+memory"]
-    SWEEP_SECONDS = 1.0
-
-    def __init__(self, uri: str | None = None, **options: Any) -> None:
-        self._next_sweep = 0.0
-        super().__init__(uri, **options)
-
-    def _MemoryStorage__schedule_expiry(self) -> None:  # the base class's private hook, by its mangled name
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + self.SWEEP_SECONDS
-            super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
 
 
 def _storage_uri(redis_url: str) -> str:
@@ -106,88 +90,68 @@ def client_for(remote_addr: str | None) -> str:
     return f"ip:{remote_addr or 'unknown'}"
 
 
-def _client() -> str:
-    return g.get("client_id") or client_for(request.remote_addr)
+@dataclass(frozen=True)
+class Verdict:
+    """One request counted: allowed or not, and the RateLimit headers its answer carries."""
+
+    allowed: bool
+    headers: list[tuple[str, str]]
 
 
-def init_app(app: Flask, settings: Settings, redis_health: RedisHealth | None = None) -> Limiter | None:
-    """Limit /api/* to RATE_LIMIT per client; shared by all workers when REDIS_URL is set
-    (pausing Redis calls together with the cache and coalescing, through `redis_health`)."""
-    if not settings.rate_limit:
-        return None
-    storage_options: dict[str, Any] = {}
-    storage_uri = "pb+memory://"
-    if settings.redis_url:
-        storage_options = {
-            "socket_timeout": settings.redis_socket_timeout,
-            "socket_connect_timeout": settings.redis_socket_timeout,
-            "health": redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout),
-        }
-        storage_uri = _storage_uri(settings.redis_url)
-    limiter = Limiter(
-        _client,
-        application_limits=[settings.rate_limit],
-        application_limits_exempt_when=lambda: not request.path.startswith("/api/") or request.method == "OPTIONS",
-        storage_uri=storage_uri,
-        storage_options=storage_options,  # type: ignore[arg-type]
-        # The sliding window counter: two counters per client (this window and the last, the
-        # last weighted by how much of it still overlaps), O(1) per request in memory and in
-        # Redis. The moving window kept one timestamp per request and scanned them all for the
-        # RateLimit headers: O(limit) per request, 0.47x of the unlimited throughput at a high
-        # limit in memory (make bench, 2026-12-02).
-        strategy="sliding-window-counter",
-        key_prefix=f"{settings.redis_prefix}rl",
-        headers_enabled=False,  # ours below: IETF names, Retry-After only where it means something
-        # Redis unreachable: "open" goes on counting in this worker's memory until it is back;
-        # "closed" lets the storage error through, answered below with 503.
-        swallow_errors=settings.rate_limit_on_redis_error == "open",
-        in_memory_fallback_enabled=settings.rate_limit_on_redis_error == "open",
-    )
-    limiter.init_app(app)
-    if settings.redis_url and settings.rate_limit_on_redis_error == "closed":
+class RateLimit:
+    """RATE_LIMIT for every client, counted in memory or in Redis (see the module's docstring)."""
 
-        def _fail_closed(_error: Exception) -> Response:
-            # Only the limiter lets Redis errors out of a request (the cache and coalescing
-            # serve without Redis), so this is the shared count being unreachable.
-            response = error_response(
-                503,
-                "Rate limit unavailable",
-                "the shared rate limit cannot be checked (RATE_LIMIT_ON_REDIS_ERROR=closed); retry shortly",
-            )
-            response.headers["Retry-After"] = "5"
-            return response
+    def __init__(self, settings: Settings, health: RedisHealth | None = None) -> None:
+        self.item: RateLimitItem = parse_limit(settings.rate_limit)
+        self._memory = SlidingWindowCounterRateLimiter(storage_from_string(SWEPT_MEMORY_URI))
+        self._shared: SlidingWindowCounterRateLimiter | None = None
+        self._closed = settings.rate_limit_on_redis_error == "closed"
+        # The application limit's key, as Flask-Limiter built it: counts survive the move.
+        self._prefix = f"{settings.redis_prefix}rl"
+        if settings.redis_url:
+            options: dict[str, Any] = {
+                "socket_timeout": settings.redis_socket_timeout,
+                "socket_connect_timeout": settings.redis_socket_timeout,
+                "health": health or RedisHealth.for_timeout(settings.redis_socket_timeout),
+            }
+            storage = storage_from_string(_storage_uri(settings.redis_url), **options)
+            self._shared = SlidingWindowCounterRateLimiter(storage)
+            self.scope = "shared by all workers"
+        else:
+            # Each worker counts on its own: the policy header says so, since with N workers a
+            # client may get up to N times RateLimit-Limit (README, "Rate limits").
+            self.scope = f"counted per worker, {settings.web_concurrency} worker(s)"
 
-        app.register_error_handler(redis.RedisError, _fail_closed)
-        app.register_error_handler(StorageError, _fail_closed)
-    # Without shared storage each worker counts on its own: the policy header says so, since
-    # with N workers a client may get up to N times RateLimit-Limit (README, "Rate limits").
-    workers = settings.web_concurrency
-    scope = "shared by all workers" if settings.redis_url else f"counted per worker, {workers} worker(s)"
-    app.extensions["application_limit"] = ApplicationLimit(limiter, settings, scope)
+    def hit(self, client: str) -> Verdict:
+        """Count one request of `client`. Raises RateLimitUnavailableError when the shared count
+        cannot be reached and RATE_LIMIT_ON_REDIS_ERROR is closed."""
+        args = (self._prefix, client, "global")
+        if self._shared is not None:
+            try:
+                allowed = self._shared.hit(self.item, *args)
+            except (redis.RedisError, StorageError):
+                if self._closed:
+                    raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
+            else:
+                return self._verdict(self._shared, allowed, args)
+        return self._verdict(self._memory, self._memory.hit(self.item, *args), args)
 
-    @app.after_request
-    def _rate_limit_headers(response: Response) -> Response:
-        current = limiter.current_limit
-        if current is not None:
-            response.headers.extend(limit_headers(current, response.status_code, scope))
-        return response
+    def _verdict(self, strategy: SlidingWindowCounterRateLimiter, allowed: bool, args: tuple[str, ...]) -> Verdict:
+        try:  # the window's state is one more storage read: Redis may fail it even after the hit
+            window: WindowStats | None = strategy.get_window_stats(self.item, *args)
+        except (redis.RedisError, StorageError):
+            window = None
+        return Verdict(allowed, _headers(self.item, window, allowed, self.scope))
 
-    return limiter
+    def refused(self) -> TooManyRequestsError:
+        """The error a refused request gets (its Retry-After is among the verdict's headers)."""
+        return TooManyRequestsError(details=f"rate limit {self.item}")
 
 
-def limit_headers(current: RequestLimit, status: int, scope: str) -> list[tuple[str, str]]:
-    """RateLimit-Limit, -Policy, -Remaining and -Reset for the limit a request counted against,
-    and Retry-After when it was refused."""
-    try:  # the window's state is one more storage read: Redis may fail it even after the hit
-        window = current.window
-    except (redis.RedisError, StorageError):
-        window = None
-    return _headers(current.limit, window, status, scope)
-
-
-def _headers(item: RateLimitItem, window: WindowStats | None, status: int, scope: str) -> list[tuple[str, str]]:
-    """The headers for `item` whose window is now `window` (None when unknown: the answer goes
-    out without -Remaining and -Reset)."""
+def _headers(item: RateLimitItem, window: WindowStats | None, allowed: bool, scope: str) -> list[tuple[str, str]]:
+    """RateLimit-Limit, -Policy, -Remaining and -Reset for `item` whose window is now `window`
+    (None when unknown: the answer goes out without -Remaining and -Reset), and Retry-After when
+    the request was refused."""
     expiry = item.get_expiry()
     headers = [
         ("RateLimit-Limit", str(item.amount)),
@@ -195,44 +159,9 @@ def _headers(item: RateLimitItem, window: WindowStats | None, status: int, scope
     ]
     reset_in = expiry
     if window is not None:
-        reset_at = int(window.reset_time + 1)  # as Flask-Limiter's RequestLimit.reset_at has it
+        reset_at = int(window.reset_time + 1)
         reset_in = max(0, math.ceil(reset_at - time.time()))
         headers += [("RateLimit-Remaining", str(window.remaining)), ("RateLimit-Reset", str(reset_in))]
-    if status == 429:
+    if not allowed:
         headers.append(("Retry-After", str(max(1, reset_in))))
     return headers
-
-
-class ApplicationLimit:
-    """RATE_LIMIT counted for a request that does not go through Flask (app.api._cached): the
-    same strategy, storage and keys Flask-Limiter uses for its application limit, so both paths
-    count into one window. Anything but a plain allowed hit is left to Flask-Limiter's own path."""
-
-    def __init__(self, limiter: Limiter, settings: Settings, scope: str) -> None:
-        self._limiter = limiter
-        self._item = parse_limit(settings.rate_limit)
-        self._prefix = f"{settings.redis_prefix}rl"
-        self._scope = scope
-
-    def hit(self, client: str) -> list[tuple[str, str]] | None:
-        """Count one request of `client` (as `_client` names it); return its RateLimit headers,
-        or None when it must go through Flask: over the limit (Flask-Limiter answers 429 without
-        counting it again), the storage failing, or the limiter counting in memory until the
-        storage is back (Flask-Limiter's own requests notice that)."""
-        limiter = self._limiter
-        if limiter._storage_dead:  # the fallback's state: Flask-Limiter keeps no public flag
-            return None
-        args = (self._prefix, client, "global")  # the application limit's key, as Flask-Limiter builds it
-        strategy = limiter.limiter
-        try:
-            if not strategy.hit(self._item, *args):
-                return None
-        except (redis.RedisError, StorageError):
-            return None
-        # The window straight from the strategy, not through a RequestLimit as Flask's path has
-        # it: 8 of the ~35 us this method took here (in-process, memory storage, 2026-12-03).
-        try:
-            window = strategy.get_window_stats(self._item, *args)
-        except (redis.RedisError, StorageError):
-            window = None
-        return _headers(self._item, window, 200, self._scope)

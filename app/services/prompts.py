@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,19 +66,6 @@ class PromptService:
         request = self._optimize_request(body)
         completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
         return _optimized(request, completion), completion
-
-    def fresh_optimize(
-        self, body: OptimizeRequest, admit: Callable[[], bool]
-    ) -> tuple[dict[str, Any], Completion, float] | None:
-        """Return `optimize`'s answer, its completion and the seconds the cache lookup took, if
-        this worker holds the answer fresh and `admit()` agrees to serve it; else None (nothing
-        counted)."""
-        request = self._optimize_request(body)
-        found = self.gateway.fresh(request, admit)
-        if found is None:
-            return None
-        completion, seconds = found
-        return _optimized(request, completion), completion, seconds
 
     def optimize_stream(self, body: OptimizeRequest, policy: CachePolicy, request_id: str) -> Stream:
         """The same answer as `optimize`, as server-sent events (same key, same cache)."""

@@ -1,5 +1,6 @@
-"""Cached answers served in front of Flask (app.api._cached), on a real gunicorn: the same answer
-as Flask's path gives, one access line and one count each, and one rate-limit window in Redis."""
+"""Cached answers on a real gunicorn, through the one request pipeline (app.pipeline): a hit is
+answered alike whatever request headers that change nothing it carries, with one access line and
+one count each, and every request counts into one rate-limit window in Redis."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def _json(line: str) -> dict[str, object]:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def test_a_hit_served_in_front_of_flask_is_the_hit_flask_serves() -> None:
+def test_hits_are_answered_alike_and_counted_once_each() -> None:
     settings = {"LOG_LEVEL": "INFO", "RATE_LIMIT": "1000/minute", "CORS_ORIGINS": "https://ui.example"}
     with start_server(settings) as server, requests.Session() as session:
         url, origin = server.url + "/api/optimize", {"Origin": "https://ui.example"}
         assert session.post(url, json=BODY, timeout=10).headers["X-Cache"] == "MISS"
-        # A Cache-Control request header that changes nothing sends a hit through Flask's path.
+        # A Cache-Control request header that changes nothing changes nothing in the answer.
         flask = session.post(url, json=BODY, headers={**origin, "Cache-Control": "max-age=600"}, timeout=10)
         ours = session.post(url, json=BODY, headers=origin, timeout=10)  # the same connection, kept alive
 
@@ -59,14 +60,14 @@ def test_a_hit_served_in_front_of_flask_is_the_hit_flask_serves() -> None:
         assert lines[2]["request_id"] == ours.headers["X-Request-ID"]
 
 
-def test_both_paths_count_into_one_shared_window_in_redis() -> None:
-    """Two workers sharing Redis: hits answered in front of Flask and requests through Flask
-    count against one window, whichever worker answers."""
+def test_every_request_counts_into_one_shared_window_in_redis() -> None:
+    """Two workers sharing Redis: hits, and requests with a Cache-Control header, count against
+    one window, whichever worker answers."""
     with redis_server() as redis_url, start_server({**redis_env(redis_url), "RATE_LIMIT": "6/minute"}, 2) as server:
         url = server.url + "/api/optimize"
         statuses, caches = [], []
         for i in range(8):
-            headers = {"Cache-Control": "max-age=600"} if i % 3 == 0 else {}  # every third through Flask
+            headers = {"Cache-Control": "max-age=600"} if i % 3 == 0 else {}  # every third with a header
             response = requests.post(url, json=BODY, headers=headers, timeout=10)
             statuses.append(response.status_code)
             caches.append(response.headers.get("X-Cache"))

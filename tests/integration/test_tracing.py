@@ -139,9 +139,9 @@ def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_up
     assert not [s for s in hit_spans if s["name"].startswith("chat")]
 
 
-def test_a_hit_answered_in_front_of_flask_is_traced_as_flask_traces_one(traced: tuple[str, Receiver]) -> None:
-    """A hit with a Cache-Control header goes through Flask; one without is answered in front
-    of it (app.api._cached): both make the same spans, under the caller's trace."""
+def test_hits_are_traced_alike_under_the_callers_trace(traced: tuple[str, Receiver]) -> None:
+    """A hit with a Cache-Control header that changes nothing and one without make the same
+    spans, under the caller's trace."""
     url, receiver = traced
     body = {"prompt": "trace a hit both ways", "mode": "code"}
     requests.post(url + "/api/optimize", json=body, timeout=10).raise_for_status()

@@ -3,6 +3,8 @@
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.parts import parts_of
+
 
 def test_health_shapes(client: FlaskClient) -> None:
     health = client.get("/health").get_json()
@@ -14,7 +16,7 @@ def test_health_shapes(client: FlaskClient) -> None:
 
 
 def test_not_ready_while_draining(app: Flask, client: FlaskClient) -> None:
-    app.extensions["draining"] = True  # what the worker sets on SIGTERM
+    parts_of(app).draining = True  # what the worker sets on SIGTERM
     ready = client.get("/health/ready")
     assert ready.status_code == 503
     assert ready.get_json()["status"] == "not ready"

@@ -16,24 +16,17 @@ from flask import Flask
 from opentelemetry.sdk.trace import sampling
 
 from app import create_app
+from app.exchange import Exchange, enter, leave
 from app.observability.logs import JSONFormatter
-from app.observability.tracing import (
-    TRACED,
-    _decider,
-    _Edge,
-    _edge_sampler,
-    _Instrumented,
-    _only_traced,
-    _replace_entry,
-    sampler,
-)
+from app.observability.tracing import _decider, _edge_sampler, sampler
+from app.parts import parts_of
 from config.settings import load_settings
 
 
 def _lines(app: Flask) -> io.StringIO:
     """Point the app's access log at a buffer; its lines are read back from it."""
     buffer = io.StringIO()
-    app.extensions["access_log"].stream = buffer
+    parts_of(app).access.stream = buffer
     return buffer
 
 
@@ -114,7 +107,7 @@ def test_sampler_from_settings(name: str, arg: str, kind: type, ratio: float | N
 
 
 def test_tracing_off_means_no_tracer_provider() -> None:
-    assert "tracer_provider" not in create_app({"APP_ENV": "testing"}).extensions
+    assert parts_of(create_app({"APP_ENV": "testing"})).tracing is None
 
 
 @pytest.mark.parametrize(
@@ -144,35 +137,6 @@ def test_the_edge_ratio_is_a_ratio_of_requests() -> None:
     assert 4_400 <= sampled <= 5_600  # Binomial(20000, 0.25): mean 5000, sd 61
 
 
-def test_the_edge_marks_sampled_requests_and_flasks_entry_sends_them_through_the_instrumentation() -> None:
-    calls: list[tuple[str, bool]] = []
-
-    def app(label: str) -> Any:
-        def wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-            calls.append((label, bool(environ.get(TRACED))))
-            return [label.encode()]
-
-        return wsgi
-
-    class Middleware:  # the chain between the edge and Flask's entry
-        def __init__(self, app: Any) -> None:
-            self.app = app
-
-        def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-            calls.append(("middleware", bool(environ.get(TRACED))))
-            return self.app(environ, start_response)
-
-    flask_app = Flask(__name__)
-    entry = type(flask_app).wsgi_app.__get__(flask_app)
-    flask_app.wsgi_app = Middleware(Middleware(entry))  # type: ignore[method-assign]
-    _replace_entry(flask_app, entry, _Instrumented(app("plain"), app("traced")))
-    edge = _Edge(flask_app.wsgi_app, lambda environ: environ["PATH_INFO"] == "/sampled")
-    assert edge({"PATH_INFO": "/sampled"}, None) == [b"traced"]
-    assert edge({"PATH_INFO": "/other"}, None) == [b"plain"]
-    marked = [("middleware", True)] * 2 + [("traced", True)]
-    assert calls == marked + [("middleware", False)] * 2 + [("plain", False)]
-
-
 @pytest.mark.parametrize("name", ["traceidratio", "parentbased_traceidratio"])
 def test_spans_follow_the_edge_in_a_request_and_the_sampler_outside(name: str) -> None:
     """In a request the edge has decided (the SDK must not sample the request's root again);
@@ -180,26 +144,17 @@ def test_spans_follow_the_edge_in_a_request_and_the_sampler_outside(name: str) -
     from opentelemetry.sdk.trace.sampling import Decision
 
     edge_sampler = _edge_sampler(load_settings({"OTEL_TRACES_SAMPLER": name, "OTEL_TRACES_SAMPLER_ARG": "0"}))
-    app = Flask(__name__)
 
-    def decision(environ: dict[str, Any] | None) -> Decision:
+    def decision(traced: bool | None) -> Decision:
         trace_id = 0x0AF7651916CD43DD8448EB211C80319C
-        if environ is None:
+        if traced is None:
             return edge_sampler.should_sample(None, trace_id, "outside").decision
-        with app.test_request_context(environ_base=environ):
+        token = enter(Exchange({}, "request-1", 0.0, traced=traced))
+        try:
             return edge_sampler.should_sample(None, trace_id, "inside").decision
+        finally:
+            leave(token)
 
     assert decision(None) == Decision.DROP
-    assert decision({TRACED: True}) == Decision.RECORD_AND_SAMPLE
-    assert decision({}) == Decision.DROP
-
-
-def test_the_instrumentation_hook_runs_only_for_sampled_requests() -> None:
-    ran: list[bool] = []
-    gated = _only_traced(lambda: ran.append(True))
-    app = Flask(__name__)
-    with app.test_request_context():
-        gated()
-    with app.test_request_context(environ_base={TRACED: True}):
-        gated()
-    assert ran == [True]
+    assert decision(True) == Decision.RECORD_AND_SAMPLE
+    assert decision(False) == Decision.DROP

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
+from app.parts import parts_of
 
 
 def _samples(app: Flask) -> dict[str, float]:
@@ -27,7 +31,7 @@ def test_sets_count_what_the_cache_stored() -> None:
     app = create_app({"APP_ENV": "testing"})
     assert [_optimize(app, p) for p in ("one", "two", "three", "one")] == ["MISS", "MISS", "MISS", "HIT"]
     samples = _samples(app)
-    l1 = app.extensions["prompt_service"].gateway.l1
+    l1 = parts_of(app).prompts.gateway.l1
     assert samples["cache_sets_total"] == len(l1) == samples["cache_entries"] == 3
     assert samples["cache_bytes"] == l1.bytes
 
@@ -36,7 +40,7 @@ def test_an_answer_too_big_for_the_cache_is_not_counted_as_stored() -> None:
     app = create_app({"APP_ENV": "testing", "CACHE_MAX_BYTES": "100"})  # smaller than any answer
     assert [_optimize(app, p) for p in ("one", "one")] == ["MISS", "MISS"]
     samples = _samples(app)
-    assert samples["cache_sets_total"] == 0 == len(app.extensions["prompt_service"].gateway.l1)
+    assert samples["cache_sets_total"] == 0 == len(parts_of(app).prompts.gateway.l1)
 
 
 DOCUMENTED = [
@@ -86,26 +90,19 @@ def test_request_facts_do_not_need_metrics(fake_upstream) -> None:  # type: igno
     app = create_app(
         {
             "APP_ENV": "testing",
+            "LOG_LEVEL": "INFO",
             "METRICS_ENABLED": "false",
             "ANTHROPIC_API_KEY": "sk-ant-test",
             "ANTHROPIC_BASE_URL": fake_upstream.url,
         }
     )
-    seen: dict = {}
-
-    @app.after_request
-    def _capture(response):  # type: ignore[no-untyped-def]
-        from flask import g, request
-
-        if request.path == "/api/optimize":
-            seen.update(tokens=g.get("tokens"), upstream=g.get("upstream_seconds"), cache=g.get("cache_seconds"))
-        return response
-
+    log = parts_of(app).access.stream = io.StringIO()
     response = app.test_client().post("/api/optimize", json={"prompt": "facts", "mode": "code"})
     assert response.status_code == 200
     assert app.test_client().get("/metrics").status_code == 404  # metrics really are off
     upstream = fake_upstream.stats()["tokens"]
-    assert seen["tokens"] == (upstream["input"], upstream["output"]) and seen["tokens"][0] > 0
-    assert seen["upstream"] > 0 and seen["cache"] is not None
+    line = json.loads(log.getvalue().splitlines()[0])
+    assert (line["input_tokens"], line["output_tokens"]) == (upstream["input"], upstream["output"])
+    assert line["input_tokens"] > 0 and line["upstream_ms"] > 0
     timing = response.headers["Server-Timing"]
     assert "upstream;dur=" in timing and "cache;dur=" in timing

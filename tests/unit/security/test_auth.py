@@ -29,8 +29,8 @@ def locked() -> Flask:
     ],
 )
 def test_presented_key(headers: dict[str, str], found: str | None) -> None:
-    with Flask(__name__).test_request_context(headers=headers):
-        assert presented_key() == found
+    with Flask(__name__).test_request_context(headers=headers) as context:
+        assert presented_key(context.request.environ) == found
 
 
 def test_matching_compares_digests_of_every_allowed_key() -> None:

@@ -1,0 +1,66 @@
+"""One request's facts, from the moment it arrives to its access line: its id, start time,
+tracing decision, endpoint, caller and what the gateway did for it (cache, upstream, tokens).
+
+The pipeline (app.pipeline) creates it and makes it current for the request's greenlet; the
+gateway's observer (app.observability.access.RequestFacts), the error handlers and the tracer
+read and write it there. Outside a request `current()` is None.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Exchange", "current", "enter", "leave", "new_request_id", "request_id"]
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def new_request_id() -> str:
+    """Return 32 random hex digits: what uuid4().hex gives, without building a UUID."""
+    return os.urandom(16).hex()
+
+
+def request_id(environ: dict[str, Any]) -> str:
+    """Return the caller's X-Request-ID when it is safe to echo and log, else a new id."""
+    incoming = environ.get("HTTP_X_REQUEST_ID")
+    return incoming if incoming and _SAFE_ID.fullmatch(incoming) else new_request_id()
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as the pipeline sees it."""
+
+    environ: dict[str, Any]
+    request_id: str
+    started: float  # time.perf_counter() when it arrived
+    traced: bool = False  # the edge sampled it
+    endpoint: str = "none"  # the route's name (metric and log label): never the raw path
+    route: str | None = None  # the route's rule, e.g. /api/optimize
+    client: str = ""  # who the rate limit counts: key:<digest> or ip:<address>
+    authenticated: bool = False
+    trace_id: str | None = None  # hex, when traced
+    cache_seconds: float | None = None
+    upstream_seconds: float = 0.0
+    tokens: tuple[int, int] = (0, 0)
+    limit_headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+_current: ContextVar[Exchange | None] = ContextVar("prompt_builder_exchange", default=None)
+
+
+def current() -> Exchange | None:
+    """The request this greenlet is serving, if any."""
+    return _current.get()
+
+
+def enter(exchange: Exchange) -> Any:
+    """Make `exchange` current; return the token `leave` takes."""
+    return _current.set(exchange)
+
+
+def leave(token: Any) -> None:
+    _current.reset(token)

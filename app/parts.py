@@ -1,0 +1,50 @@
+"""The service's parts, built once per worker by create_app and held in one typed object
+(app.extensions["prompt_builder"], Flask's place for an extension's state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
+
+if TYPE_CHECKING:
+    from app.observability.access import AccessLog
+    from app.observability.metrics import Instruments
+    from app.observability.tracing import Tracing
+    from app.pipeline import Pipeline
+    from app.security.auth import Credentials
+    from app.security.limits import RateLimit
+    from app.services import PromptService
+    from config.settings import Settings
+
+__all__ = ["KEY", "Parts", "parts", "parts_of"]
+
+KEY = "prompt_builder"
+
+
+@dataclass
+class Parts:
+    """Everything a request may need, each part None when its setting turns it off."""
+
+    settings: Settings
+    started_at: float  # time.time() when the app was built (uptime in /health)
+    prompts: PromptService
+    access: AccessLog
+    credentials: Credentials
+    instruments: Instruments | None  # METRICS_ENABLED=false: None
+    tracing: Tracing | None  # tracing off: None
+    limit: RateLimit | None  # RATE_LIMIT empty: None
+    pipeline: Pipeline | None = None  # set once the routes are in
+    draining: bool = False  # SIGTERM received: /health/ready answers 503
+
+
+def parts_of(app: Flask) -> Parts:
+    """The parts of `app`."""
+    found: Parts = app.extensions[KEY]
+    return found
+
+
+def parts() -> Parts:
+    """The parts of the app handling the current request."""
+    return parts_of(current_app)

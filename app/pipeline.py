@@ -1,0 +1,290 @@
+"""The one request pipeline: every request passes through here, whichever handler answers it.
+
+    edge     request id, start time, the tracing decision; http_active_requests up (and, however
+             the request ends, back down)
+    route    the endpoint's name for metrics, logs and spans, from the path and method
+    span     a sampled request runs inside the OpenTelemetry WSGI instrumentation's server span
+    guard    API key (401/403), then the rate limit (429; 503 when it cannot be counted)
+    handler  a JSON endpoint's `handle` (app.api) — the shortcut past Flask's routing and
+             request objects — or Flask for everything else (streams, health, stats, errors)
+    finish   RateLimit, security, Cache-Control, CORS, Server-Timing and X-Request-ID headers;
+             the request metrics and the access line (a stream's when it ends)
+
+What a caller and an operator see of an answer is made here for every handler, so a cached
+answer and any other are alike by construction. A fault in the pipeline's own steps (the access
+line, the metrics, a span) answers JSON 500 with the request id, counts nothing twice, and
+leaves the next request unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from app.api import JSON_ENDPOINTS
+from app.errors import APIError, api_error_parts, unexpected_error_parts
+from app.exchange import Exchange, current, enter, leave, request_id
+from app.iterators import observed
+from app.observability.access import server_timing
+from app.parts import Parts
+from app.security.headers import SECURITY, cors_headers
+from app.security.limits import client_for
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+Body = bytes | Iterable[bytes]
+Result = tuple[str, list[tuple[str, str]], Body]
+StartResponse = Callable[..., Any]
+_STREAM_TYPE = "text/event-stream"
+
+
+def _no_write(data: bytes) -> None:
+    raise RuntimeError("the pipeline's handlers return their body; they never write()")
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers:
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+class Pipeline:
+    """The app's WSGI entry (inside ProxyFix): see the module's docstring for its steps."""
+
+    def __init__(self, flask_app: Flask, parts: Parts, flask_entry: Callable[..., Iterable[bytes]]) -> None:
+        """`flask_entry` is Flask's own WSGI entry (routing, views, error handlers); `parts`,
+        the app's. Build after the blueprints are registered: the routes are read once here."""
+        self._flask = flask_entry
+        self._parts = parts
+        settings = parts.settings
+        self._prompts = parts.prompts
+        self._max_body = settings.max_body_bytes
+        self._origins = frozenset(settings.cors_origins)
+        self._credentials = parts.credentials if parts.credentials else None
+        self._limit = parts.limit
+        self._recorder = parts.instruments.recorder if parts.instruments is not None else None
+        self._access = parts.access
+        tracing = parts.tracing
+        self._decide = tracing.decide if tracing is not None else None
+        self._traced = tracing.wrap(self._traced_core) if tracing is not None else None
+        self._handlers = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
+        self.shortcut = True  # False: the JSON endpoints too are routed by Flask to their views
+        # path -> method -> endpoint name (every route here is a fixed path)
+        self._routes: dict[str, dict[str, str]] = {}
+        for rule in flask_app.url_map.iter_rules():
+            if rule.arguments:
+                raise ValueError(f"the pipeline routes fixed paths only: {rule.rule}")
+            methods = self._routes.setdefault(rule.rule, {})
+            for method in rule.methods or ():
+                methods[method] = rule.endpoint
+
+    # --- edge -------------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        exchange = Exchange(environ, request_id(environ), time.perf_counter())
+        if self._decide is not None:
+            exchange.traced = self._decide(environ)
+        token = enter(exchange)
+        recorder, counted = self._recorder, False
+        body: Body = b""
+        try:
+            if recorder is not None:
+                try:
+                    recorder.started()
+                    counted = True
+                except Exception:
+                    log.exception("counting a request failed", extra={"request_id": exchange.request_id})
+            status, headers, body = self._answer(exchange)
+            if not isinstance(body, bytes):  # a stream: recorded, and ended, when it ends
+                body, counted = self._streamed(exchange, status, headers, body), False
+        finally:
+            leave(token)
+            if counted and recorder is not None:
+                recorder.ended()
+        start_response(status, headers)
+        return [body] if isinstance(body, bytes) else body
+
+    def _answer(self, exchange: Exchange) -> Result:
+        """The answer and its headers, recorded; a fault in any step: JSON 500, recorded once."""
+        try:
+            status, headers, body = self._respond(exchange)
+        except Exception:
+            self._reset_trace_context(exchange)
+            status, headers, body = unexpected_error_parts()
+        self._finish(exchange, status, headers)
+        if isinstance(body, bytes):
+            attempted: set[str] = set()
+            try:
+                self._record(exchange, status, headers, attempted)
+            except Exception:  # the answer is not sent: the caller gets the 500 instead
+                status, headers, body = unexpected_error_parts()
+                self._finish(exchange, status, headers)
+                try:  # in the sinks not yet tried; each is tried once a request
+                    self._record(exchange, status, headers, attempted)
+                except Exception:
+                    log.exception("recording a request failed", extra={"request_id": exchange.request_id})
+        return status, headers, body
+
+    def _reset_trace_context(self, exchange: Exchange) -> None:
+        """A fault inside the server span may leave its context attached to this greenlet (which
+        serves the connection's next request too): make the empty context current again."""
+        if exchange.traced:
+            from opentelemetry import context
+
+            context.attach(context.Context())
+
+    # --- route, span, guard, handler -------------------------------------------------------------------
+
+    def _respond(self, exchange: Exchange) -> Result:
+        environ = exchange.environ
+        methods = self._routes.get(environ.get("PATH_INFO", ""))
+        if methods is not None:
+            exchange.route = environ["PATH_INFO"]
+            exchange.endpoint = methods.get(environ["REQUEST_METHOD"], "none")
+        if exchange.traced and self._traced is not None:
+            return self._through(self._traced, environ)
+        return self._core(exchange)
+
+    def _traced_core(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The core as a WSGI app, for the tracing instrumentation to wrap."""
+        exchange = current()
+        assert exchange is not None
+        status, headers, body = self._core(exchange)
+        start_response(status, headers)
+        return [body] if isinstance(body, bytes) else body
+
+    def _core(self, exchange: Exchange) -> Result:
+        environ = exchange.environ
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        try:
+            if self._credentials is not None:
+                client = self._credentials.check(method, path, environ)
+                if client is not None:
+                    exchange.client, exchange.authenticated = client, True
+            limit = self._limit
+            # Routed /api/* requests only; a CORS preflight is never counted.
+            if limit is not None and exchange.endpoint != "none" and path.startswith("/api/") and method != "OPTIONS":
+                verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")))
+                exchange.limit_headers = verdict.headers
+                if not verdict.allowed:
+                    raise limit.refused()
+            if method == "POST" and self.shortcut:
+                handler = self._handlers.get(path)
+                if handler is not None:
+                    return handler.handle(environ, self._prompts, self._max_body)
+        except APIError as error:
+            return api_error_parts(error)
+        return self._through(self._flask, environ)
+
+    @staticmethod
+    def _through(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> Result:
+        """Run a WSGI app; return its answer as parts (a body that is not a stream, read whole
+        and closed: a span or a handler's clean-up ends here, inside the pipeline)."""
+        captured: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, list(headers)]
+            return _no_write
+
+        iterable = app(environ, start_response)
+        status, headers = captured
+        if (_header(headers, "Content-Type") or "").startswith(_STREAM_TYPE):
+            return status, headers, iterable
+        try:
+            body = b"".join(iterable)
+        finally:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+        return status, headers, body
+
+    # --- finish -------------------------------------------------------------------------------------
+
+    def _finish(self, exchange: Exchange, status: str, headers: list[tuple[str, str]]) -> None:
+        """The headers every answer carries, in one order."""
+        headers += exchange.limit_headers
+        headers += SECURITY
+        if exchange.authenticated:  # an answer for one key is no one else's: never stored
+            headers[:] = [(k, v) for k, v in headers if k.lower() != "cache-control"]
+            headers.append(("Cache-Control", "no-store"))
+        if self._origins:
+            headers += cors_headers(
+                self._origins, exchange.environ.get("HTTP_ORIGIN"), exchange.environ["REQUEST_METHOD"]
+            )
+        total = time.perf_counter() - exchange.started
+        headers.append(("Server-Timing", server_timing(total, exchange.cache_seconds, exchange.upstream_seconds)))
+        headers.append(("X-Request-ID", exchange.request_id))
+
+    def _record(
+        self, exchange: Exchange, status: str, headers: list[tuple[str, str]], attempted: set[str]
+    ) -> dict[str, Any] | None:
+        """Write the answer's access line, then count it, skipping a sink already `attempted`
+        for this request (a stream's line is returned instead, unwritten: it is written when
+        the stream ends)."""
+        environ = exchange.environ
+        code = int(status[:3])
+        total = time.perf_counter() - exchange.started
+        method = environ["REQUEST_METHOD"]
+        stream = (_header(headers, "Content-Type") or "").startswith(_STREAM_TYPE)
+        fields = None
+        access = self._access
+        if "access" not in attempted and access.enabled():
+            attempted.add("access")
+            fields = access.fields(
+                method,
+                exchange.endpoint,
+                code,
+                total,
+                exchange.request_id,
+                exchange.trace_id,
+                _header(headers, "X-Cache"),
+                exchange.upstream_seconds,
+                exchange.tokens,
+            )
+            if not stream:
+                access.write(fields)
+        if "metrics" not in attempted and self._recorder is not None and environ.get("PATH_INFO") != "/metrics":
+            attempted.add("metrics")
+            self._recorder.answered(method, exchange.endpoint, code, total, exchange.upstream_seconds)
+        return fields if stream else None
+
+    def _streamed(
+        self, exchange: Exchange, status: str, headers: list[tuple[str, str]], events: Iterable[bytes]
+    ) -> Iterable[bytes]:
+        """A stream's events, passed on; counted when its headers go, logged (time to first
+        event, bytes, total) and ended when it ends or the caller leaves."""
+        try:
+            fields = self._record(exchange, status, headers, set())
+        except Exception:  # nothing sent yet, but the stream's producer may run: end it
+            log.exception("recording a stream failed", extra={"request_id": exchange.request_id})
+            fields = None
+        started = exchange.started
+        sent = [0]
+        first: list[float] = []
+        recorder, access = self._recorder, self._access
+
+        def on_event(chunk: bytes) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            sent[0] += len(chunk)
+
+        def on_close() -> None:
+            try:
+                if fields is not None:
+                    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                    fields["ttft_ms"] = round((first[0] - started) * 1000, 2) if first else None
+                    fields["bytes"] = sent[0]
+                    access.write(fields)
+            finally:
+                if recorder is not None:
+                    recorder.ended()
+
+        return observed(events, on_event, on_close)
