@@ -170,17 +170,26 @@ def _wrk(url: str, body: str, seconds: float, connections: int) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
+OPTIMIZE = ("/api/optimize", {"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"})
+QUESTIONS = ("/api/generate-questions", {"prompt": "Explain the CAP theorem with one example"})
+
+
 def bench_throughput(
-    seconds: float, connections: int, rounds: int, variants: dict[str, dict[str, str]] | None = None
+    seconds: float,
+    connections: int,
+    rounds: int,
+    variants: dict[str, dict[str, str]] | None = None,
+    endpoint: tuple[str, dict[str, Any]] = OPTIMIZE,
 ) -> dict[str, list[float]]:
-    """Requests per second of each variant and of the bare app, every server up at once and
-    measured in short turns, round after round, each round in a new order; return each one's
-    figures by round (`paired` turns two of them into a ratio)."""
-    print("\n== Cached-request throughput through gunicorn (1 gevent worker, wrk keep-alive) ==")
+    """Requests per second of each variant and of the bare app on `endpoint` (path, body), every
+    server up at once and measured in short turns, round after round, each round in a new order;
+    return each one's figures by round (`paired` turns two of them into a ratio)."""
+    path, payload = endpoint
+    print(f"\n== Cached-request throughput of {path} through gunicorn (1 gevent worker, wrk keep-alive) ==")
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk): throughput comparison skipped")
         return {}
-    body = json.dumps({"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"})
+    body = json.dumps(payload)
     variants = variants or {"service (template provider, cache hit)": {}}
     results: dict[str, list[float]] = {BARE: []} | {name: [] for name in variants}
     with contextlib.ExitStack() as stack:
@@ -190,7 +199,7 @@ def bench_throughput(
             urls[name], proc, _ = stack.enter_context(gunicorn(env, workers=1))
             workers[name] = psutil.Process(proc.pid).children()[0]
             first = requests.post(
-                urls[name] + "/api/optimize", data=body, headers={"Content-Type": "application/json"}, timeout=10
+                urls[name] + path, data=body, headers={"Content-Type": "application/json"}, timeout=10
             )
             first.raise_for_status()
         answer = stack.enter_context(tempfile.NamedTemporaryFile("wb", suffix=".json"))
@@ -201,14 +210,14 @@ def bench_throughput(
         )
         workers[BARE] = psutil.Process(proc.pid).children()[0]
         for url in urls.values():  # warm: each server's first turn is not its first second
-            _wrk(url + "/api/optimize", body, 1, connections)
+            _wrk(url + path, body, 1, connections)
         names = list(results)
         for round_ in range(rounds):
             # This machine's speed drifts 2x within a minute on a busy day: short turns, and a
             # rotating order so that no server always follows the same one.
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:
-                results[name].append(_wrk(urls[name] + "/api/optimize", body, seconds, connections))
+                results[name].append(_wrk(urls[name] + path, body, seconds, connections))
                 _settle(workers[name])
             line = ", ".join(
                 f"{name.split(':')[0] if name == BARE else name}: {results[name][-1]:.0f}" for name in names
@@ -559,9 +568,13 @@ def main(argv: list[str] | None = None) -> None:
         redis_binary = shutil.which("redis-server")
         with _SpanSink() as sink, redis(redis_binary) if redis_binary else contextlib.nullcontext() as redis_url:
             measured = bench_throughput(args.seconds, args.connections, args.rounds, _variants(sink, redis_url))
+            questions = bench_throughput(
+                args.seconds, args.connections, args.rounds, {DEFAULTS: {"LOG_LEVEL": "INFO"}}, QUESTIONS
+            )
         if measured:
             production = measured[DEFAULTS]
-            chart["cached answer / bare Flask"] = (paired(production, measured[BARE]), 0.75, True)
+            chart["cached answer / bare Flask, optimize"] = (paired(production, measured[BARE]), 0.85, True)
+            chart["cached answer / bare Flask, questions"] = (paired(questions[DEFAULTS], questions[BARE]), 0.85, True)
             chart["tracing 10% / tracing off"] = (paired(measured[TRACED_10], production), 0.90, True)
             chart["rate limit (memory) / off"] = (paired(measured[LIMITED], production), 0.95, True)
             for name, (value, _, _) in list(chart.items())[1:]:

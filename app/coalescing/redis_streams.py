@@ -1,18 +1,26 @@
-"""Streams shared across workers and instances through Redis Streams.
+"""One upstream call per key across workers and instances: one lease and one channel per key,
+shared by JSON callers and stream callers alike. The leader of a key appends its events to the
+channel.
 
-The leader of a key (holding its redis-py Lock, renewed while it streams) appends every event to
-a Redis stream named after the lock's token, so one stream's events never mix with another's.
+The lease is a redis-py Lock (SET NX PX with a token, token-checked release and extend), renewed
+while its holder works; the channel is a Redis Stream named after the lock's token, so one call's
+events never mix with another's.
 A follower in another process reads that stream from its first entry and then
 blocks for the rest (XREAD from the last id it saw), so it gets the whole stream and can never
 miss an event published between its replay and its wait. An end marker closes the stream, which
 is kept a short while for late joiners and then expires. Followers are counted in Redis, so a
 leader whose own callers have all left goes on while followers elsewhere still read.
 
+A JSON leader appends no events, only the end marker (with its error, when it failed); a stream
+leader appends every event. Either way the answer is in L2 before the end marker, so a follower
+— a JSON caller waiting for the end, or a stream relaying the events — finishes from it.
+
 Every key of one stream shares a hash tag, so they live in one slot of a Redis Cluster.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +29,9 @@ import gevent
 import redis
 from redis.lock import Lock
 
+from app.cache.memory import CachedValue
 from app.cache.redis import RedisHealth
+from app.errors import GatewayTimeoutError, error_from_wire, error_to_wire
 
 __all__ = ["RELAY_BLOCK", "UNREACHABLE", "SharedStreams"]
 
@@ -46,6 +56,7 @@ class SharedStreams:
         lease_seconds: float,
         health: RedisHealth,
         retention_seconds: float = 60.0,
+        on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         # Locks are renewed and released even while Redis is paused after a failure.
@@ -55,6 +66,7 @@ class SharedStreams:
         self._lease = lease_seconds
         self._retention_ms = int(retention_seconds * 1000)
         self.health = health
+        self._on_wait = on_wait or (lambda _delta: None)
 
     def _tag(self, key: str) -> str:
         return f"{self._prefix}sse:{{{key}}}"
@@ -95,14 +107,18 @@ class SharedStreams:
             return False
         return True
 
-    def end(self, key: str, lock: Lock, ok: bool) -> None:
-        """Close the stream for its followers, keep it a while for late joiners, let go the lead.
+    def end(self, key: str, lock: Lock, ok: bool, error: BaseException | None = None) -> None:
+        """Close the stream for its followers, keep it a while for late joiners, let go the lead;
+        a failed call's `error` goes with the end marker (JSON followers raise the same one).
         Tried even while Redis is paused after a failure: no caller waits for it, and without
         the end marker followers elsewhere would wait out the lease and fail."""
         events = self._events(key, lock.local.token)
+        fields: dict[str, bytes] = {"end": END_OK if ok else END_FAILED}
+        if error is not None:
+            fields["error"] = json.dumps(error_to_wire(error)).encode()
         try:
             pipe = self._locks.pipeline(transaction=False)
-            pipe.xadd(events, {"end": END_OK if ok else END_FAILED})
+            pipe.xadd(events, fields)  # type: ignore[arg-type]
             pipe.pexpire(events, self._retention_ms)
             pipe.execute()
         except redis.RedisError as exc:
@@ -122,6 +138,58 @@ class SharedStreams:
             self.health.failed("stream followers", exc)
             return 0
 
+    # --- a JSON caller ---------------------------------------------------------------------------
+
+    def run(
+        self, key: str, call: Callable[[], CachedValue], timeout: float, stored: Callable[[], CachedValue | None]
+    ) -> tuple[CachedValue, bool]:
+        """Return (value, coalesced): `call()`'s value when this process leads the key (`call`
+        stores it in L2 before the end marker goes out), else the leader's — a JSON call's or a
+        stream's — read with `stored()` once its channel ends; raise the leader's error. Redis
+        trouble never fails a request: the caller then runs the call itself."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.health.available():  # Redis failed a moment ago: coalesce in this worker only
+                return call(), False
+            try:
+                lock = self.claim(key)
+            except redis.RedisError as exc:
+                self.health.failed("coalescing lock", exc)
+                return call(), False
+            if lock is not None:
+                return self._lead(key, lock, call), False
+            end: dict[bytes, bytes] = {}
+            self._on_wait(1)
+            try:
+                ended = self.relay(key, _discard, deadline, _no_event, end.update)
+            finally:
+                self._on_wait(-1)
+            if ended == UNREACHABLE:
+                self.health.failed("coalescing follow", redis.ConnectionError("stream unreachable"))
+                return call(), False
+            if b"error" in end:
+                raise error_from_wire(json.loads(end[b"error"]))
+            value = stored()
+            if value is not None:
+                return value, True
+            if time.monotonic() >= deadline:
+                raise GatewayTimeoutError("Timed out waiting for an identical request in flight")
+            # No answer to show (the leader died, or its answer could not be stored): lead.
+
+    def _lead(self, key: str, lock: Lock, call: Callable[[], CachedValue]) -> CachedValue:
+        heartbeat = self.keep(lock)
+        error: BaseException | None = None
+        try:
+            return call()
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            heartbeat.kill(block=False)
+            # Off the caller's time: on a slow Redis, ending would add up to two socket
+            # timeouts to an answer that is already made.
+            gevent.spawn(self.end, key, lock, error is None, error)
+
     # --- follower --------------------------------------------------------------------------------
 
     def relay(
@@ -130,13 +198,14 @@ class SharedStreams:
         append: Callable[[bytes], None],
         deadline: float,
         lost: Callable[[str], bytes],
+        on_end: Callable[[dict[bytes, bytes]], None] | None = None,
     ) -> bool | str | None:
         """Copy the key's stream, from its first event, into `append` until its end marker;
         return whether it ended well, None when no stream leads the key any more (it just
         ended: its answer is in the cache), or UNREACHABLE when Redis failed first (before any
         event, or READ_ATTEMPTS times in a row after some; the caller decides what its callers
         get). When the leader is gone without an end, or the deadline passes, `lost(reason)` is
-        the last event."""
+        the last event. `on_end` gets the end marker's fields."""
         lock_key, counter = self._tag(key) + ":lock", self._tag(key) + ":followers"
         try:
             token: Any = self._client.get(lock_key)
@@ -173,6 +242,8 @@ class SharedStreams:
                 for entry_id, fields in batches[0][1]:
                     last = entry_id
                     if b"end" in fields:
+                        if on_end is not None:
+                            on_end(fields)
                         ok = fields[b"end"] == END_OK
                         if not ok and not relayed.startswith(b"event: error"):
                             # The leader failed without publishing an error event (it was
@@ -201,3 +272,11 @@ class SharedStreams:
             pipe.execute()
         except redis.RedisError as exc:
             self.health.failed("stream follower count", exc)
+
+
+def _discard(event: bytes) -> None:
+    """A JSON follower reads the channel for its end marker only."""
+
+
+def _no_event(reason: str) -> bytes:
+    return b""

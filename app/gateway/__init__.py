@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.cache import MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisTopology
-from app.coalescing import InFlight, RedisCoalescer, SharedStreams
+from app.coalescing import InFlight, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
 from app.gateway.breaker import Breaker
 from app.gateway.gateway import Completion, Gateway, Stream
@@ -38,7 +38,7 @@ def build_gateway(
         if settings.cache_enabled
         else None
     )
-    l2 = shared = shared_streams = None
+    l2 = shared_streams = None
     if settings.redis_url and settings.cache_enabled:
         health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
         health.on_failure = observer.redis_error
@@ -49,19 +49,15 @@ def build_gateway(
         )
         l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
         if settings.coalescing_enabled:
-            # Pub/sub blocks on reads by design: its connection has no read timeout.
-            listener = where.client(socket_connect_timeout=timeout, socket_keepalive=True)
-            shared = RedisCoalescer(
+            reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
+            shared_streams = SharedStreams(
                 client,
-                listener,
+                reader,
                 settings.redis_prefix,
                 settings.redis_lease_seconds,
-                l2,
                 health,
                 on_wait=lambda delta: observer.waiting("cluster", delta),
             )
-            reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
-            shared_streams = SharedStreams(client, reader, settings.redis_prefix, settings.redis_lease_seconds, health)
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )
@@ -70,7 +66,6 @@ def build_gateway(
         l1=l1,
         l2=l2,
         inflight=inflight,
-        shared=shared,
         shared_streams=shared_streams,
         observer=observer,
         tracer=tracer,

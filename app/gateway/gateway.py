@@ -15,7 +15,7 @@ import redis
 from redis.lock import Lock
 
 from app.cache import CachedValue, MemoryCache, RedisCache
-from app.coalescing import InFlight, RedisCoalescer, SharedStreams
+from app.coalescing import InFlight, SharedStreams
 from app.coalescing.redis_streams import UNREACHABLE
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.keys import request_key
@@ -99,7 +99,6 @@ class Gateway:
         l1: MemoryCache | None = None,
         l2: RedisCache | None = None,
         inflight: InFlight | None = None,
-        shared: RedisCoalescer | None = None,
         shared_streams: SharedStreams | None = None,
         observer: Observer | None = None,
         tracer: Tracer | None = None,
@@ -108,7 +107,6 @@ class Gateway:
         self.l1 = l1
         self.l2 = l2
         self.inflight = inflight
-        self.shared = shared
         self.shared_streams = shared_streams
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
@@ -221,9 +219,10 @@ class Gateway:
             self._observer.in_flight(len(self.inflight) - 1)  # this call's entry leaves right after
 
     def _lead(self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]) -> tuple[CachedValue, str]:
-        if self.shared is None:
+        shared = self.shared_streams
+        if shared is None:
             return produce(), "MISS"
-        value, remote = self.shared.run(key, produce, request.timeout)
+        value, remote = shared.run(key, produce, request.timeout, lambda: self.l2.get(key) if self.l2 else None)
         if remote:
             self._observer.coalesced(request.task, "cluster")
             self._store_l1(key, value)
@@ -397,6 +396,7 @@ class Gateway:
         deadline = time.monotonic() + request.timeout  # the whole stream, draft stage included
         first: list[float] = []
         outcome = "failed"
+        failure: APIError | None = None  # told to JSON followers elsewhere with the end marker
         shared_value: CachedValue | None = None
         self._observer.stream_started(provider.name, provider.model)
 
@@ -452,14 +452,14 @@ class Gateway:
             run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
             raise
         except APIError as exc:
+            failure = exc
             run.append(_error_event(exc, origin))
             run.result.set_exception(exc)
-        except Exception as exc:
+        except Exception:
             log.exception("stream failed", extra={"request_id": origin})
             failure = APIError()
             run.append(_error_event(failure, origin))
             run.result.set_exception(failure)
-            del exc
         finally:
             if heartbeat is not None:
                 heartbeat.kill(block=False)
@@ -470,7 +470,7 @@ class Gateway:
                 # Before the end marker: a follower elsewhere reads the answer from L2 at the end.
                 self.l2.set(key, shared_value, even_paused=True)
             if shared is not None and lock is not None:
-                shared.end(key, lock, ok=outcome == "completed")
+                shared.end(key, lock, ok=outcome == "completed", error=failure)
             self._observer.stream_finished(provider.name, provider.model, outcome, time.perf_counter() - begun)
 
     def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:

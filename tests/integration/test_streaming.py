@@ -27,6 +27,7 @@ from tests.support import (
     redis_server,
     start_server,
     wait_until,
+    waiting_requests,
 )
 
 pytestmark = pytest.mark.integration
@@ -195,6 +196,68 @@ def test_two_instances_share_one_stream_through_redis(fake_upstream: FakeUpstrea
         assert fake_upstream.calls() == 1
         again = requests.post(b.url + "/api/optimize", json=body, timeout=10)
         assert again.headers["X-Cache"] == "HIT"  # b kept the answer it relayed
+
+
+def _joined(urls: list[str]) -> int:
+    """Callers waiting on another's call: JSON callers (the waiting gauge) and callers that
+    joined a call in flight (counted as they join: streams, and JSON callers of a stream)."""
+    return waiting_requests(urls) + int(metric_total(urls, "coalesced_requests_total"))
+
+
+def _json_text(url: str, body: dict) -> tuple[str, str]:
+    response = requests.post(url + "/api/optimize", json=body, headers={"Connection": "close"}, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    return response.headers["X-Cache"], response.json()["optimizedPrompt"].strip()
+
+
+def _stream_text(url: str, body: dict) -> tuple[str, str]:
+    status, events = _read(url, body)
+    return status, _text(events).strip()
+
+
+@pytest.mark.parametrize("first", ["json", "stream"])
+def test_json_and_stream_callers_on_two_instances_make_one_call(
+    first: str, fake_upstream: FakeUpstreamProcess, redis_url: str
+) -> None:
+    """One lease and one channel per key across processes, whichever kind of caller leads."""
+    env = {**provider_env("anthropic", fake_upstream), **redis_env(redis_url)}
+    body = {"prompt": f"one call across instances, {first} first", "mode": "code"}
+    kinds = {"json": _json_text, "stream": _stream_text}
+    second = "stream" if first == "json" else "json"
+    with (
+        start_server(env, workers=1) as a,
+        start_server(env, workers=1) as b,
+        ThreadPoolExecutor(2) as pool,
+        fake_upstream.hold(),  # exited first: the gate opens before the pool waits for its threads
+    ):
+        led = pool.submit(kinds[first], a.url, body)
+        wait_until(lambda: fake_upstream.held() == 1, what=f"the {first} call upstream, on a")
+        followed = pool.submit(kinds[second], b.url, body)
+        wait_until(lambda: _joined([b.url]) == 1, what=f"the {second} caller on b waiting")
+        fake_upstream.release()
+        (status_a, text_a), (status_b, text_b) = led.result(), followed.result()
+    assert fake_upstream.calls() == 1
+    assert (status_a, status_b) == ("MISS", "COALESCED")
+    assert text_a == text_b != ""
+
+
+def test_twenty_mixed_callers_on_two_instances_make_one_call(
+    fake_upstream: FakeUpstreamProcess, redis_url: str
+) -> None:
+    env = {**provider_env("anthropic", fake_upstream), **redis_env(redis_url)}
+    body = {"prompt": "twenty mixed callers, two instances", "mode": "research"}
+    with start_server(env, workers=1) as a, start_server(env, workers=1) as b:
+        urls = [a.url, b.url]
+
+        def send(i: int) -> tuple[str, str]:  # JSON and streams, on a and b in turn
+            return (_json_text if i % 4 < 2 else _stream_text)(urls[i % 2], body)
+
+        results, parked = held_burst(fake_upstream, urls, send, 20, waiting=lambda: _joined(urls))
+    statuses = [status for status, _ in results]
+    print(f"\n20 mixed callers (10 JSON, 10 streams) on 2 instances: {fake_upstream.calls()} upstream call(s)")
+    assert fake_upstream.calls() == parked == 1
+    assert statuses.count("MISS") == 1 and statuses.count("COALESCED") == 19
+    assert len({text for _, text in results}) == 1
 
 
 def _redis_answers(url: str) -> bool:
