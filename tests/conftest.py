@@ -9,7 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from tests.support import FakeUpstreamProcess
+from tests.support import FakeUpstreamProcess, redis_server
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -47,3 +47,17 @@ def fake_upstream(_fake_upstream_process: FakeUpstreamProcess) -> FakeUpstreamPr
     """The fake model API, with counters, faults and latency reset for each test."""
     _fake_upstream_process.reset()
     return _fake_upstream_process
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A private Redis on a free port, shared by one test module (each test uses its own keys)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture
+def own_redis_url() -> Iterator[str]:
+    """A private Redis for one test alone: it may stop it."""
+    with redis_server() as url:
+        yield url

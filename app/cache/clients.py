@@ -5,7 +5,7 @@
     redis+cluster://[:password@]host:port[,host:port...]
 
 The same forms the rate limiter's storage (`limits`) understands. The service's own client
-(cache, locks, streams) pauses after a failure (see PausingRedis); pub/sub and stream reads get
+(cache, locks, streams) pauses after a failure (see PausingRedis); stream reads get
 plain clients of the same topology with their own read timeouts.
 """
 
@@ -71,7 +71,7 @@ class RedisTopology:
         return PausingRedis.connect(self.url, health, **options)
 
     def client(self, **options: Any) -> redis.Redis:
-        """A plain client (pub/sub, stream reads): no pause, the given timeouts."""
+        """A plain client (stream reads): no pause, the given timeouts."""
         if self.kind == "cluster":
             return cast("redis.Redis", self._cluster(RedisCluster, **options))
         if self.kind == "sentinel":

@@ -8,23 +8,16 @@ identical call (`held_burst`), so no assertion depends on how fast the machine i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.support import FakeUpstreamProcess, free_port, held_burst, redis_env, redis_server, start_server
+from tests.support import FakeUpstreamProcess, free_port, held_burst, redis_env, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 N = 50  # as many as proves it: the burst is concurrent by construction, whatever its size
 WORKERS = 2
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 def _env(upstream: FakeUpstreamProcess, **extra: str) -> dict[str, str]:

@@ -144,12 +144,6 @@ def _comparable(raw: bytes) -> bytes:
     return b"".join(block + b"\n\n" for block in raw.split(b"\n\n") if block and not block.startswith(b":"))
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
-
-
 @pytest.mark.parametrize(("workers", "shared"), [(1, False), (2, False), (2, True)])
 def test_identical_concurrent_streams_share_one_upstream_stream(
     workers: int, shared: bool, fake_upstream: FakeUpstreamProcess, request: pytest.FixtureRequest

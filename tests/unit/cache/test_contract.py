@@ -10,15 +10,8 @@ import pytest
 import redis
 
 from app.cache import CachedValue, MemoryCache, RedisCache, RedisHealth
-from tests.support import redis_server
 
 STALE_SECONDS = 60
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with redis_server() as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "redis"])
