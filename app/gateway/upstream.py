@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator
+from typing import TypeVar
 
 import gevent
 
@@ -26,6 +27,7 @@ __all__ = ["UpstreamCaller", "to_api_error"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 8.0
 
@@ -101,24 +103,11 @@ class UpstreamCaller:
         probe = self.breaker.admit()
         outcome: ProviderResult | UpstreamFailure | None = None  # the request's, once known
         try:
-            attempt = 0
-            while True:
-                result = self._attempt(request, deadline)
-                if isinstance(result, ProviderResult):
-                    outcome = result
-                    return result
-                delay = self._retry_delay(result, attempt, deadline)
-                if delay is None:
-                    outcome = result
-                    span.set_attribute("error.type", str(result.status or result.kind))
-                    raise to_api_error(result, self.provider.name)
-                attempt += 1
-                span.add_event(
-                    "retry",
-                    {"attempt": attempt, "delay_s": round(delay, 3), "reason": str(result.status or result.kind)},
-                )
-                self._observer.upstream_retry(self.provider.name, request, result, delay)
-                self._sleep(delay)
+            outcome = self._retrying(request, deadline, lambda: self._attempt(request, deadline), span)
+            if isinstance(outcome, UpstreamFailure):
+                span.set_attribute("error.type", str(outcome.status or outcome.kind))
+                raise to_api_error(outcome, self.provider.name)
+            return outcome
         finally:
             self._settle(probe, outcome)
 
@@ -136,33 +125,13 @@ class UpstreamCaller:
         probe = self.breaker.admit()
         outcome: ProviderResult | UpstreamFailure | None = None  # the stream's, once known
         try:
-            attempt = 0
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise to_api_error(UpstreamFailure("timeout", "request deadline reached"), self.provider.name)
-                started = time.perf_counter()
-                pieces = self.provider.stream(request, timeout=remaining, model=model)
-                try:
-                    first = _next(pieces, deadline)
-                except UpstreamFailure as failure:
-                    pieces.close()
-                    self._observe(request, failure, started, model)
-                    delay = self._retry_delay(failure, attempt, deadline)
-                    if delay is None:
-                        outcome = failure
-                        raise to_api_error(failure, self.provider.name) from None
-                    attempt += 1
-                    self._observer.upstream_retry(self.provider.name, request, failure, delay)
-                    self._sleep(delay)
-                    continue
-                except BaseException:
-                    pieces.close()
-                    raise
-                break
-            item: str | ProviderResult = first
+            opened = self._retrying(request, deadline, lambda: self._open(request, deadline, model))
+            if isinstance(opened, UpstreamFailure):
+                outcome = opened
+                raise to_api_error(opened, self.provider.name)
+            pieces, item, started = opened
             try:
-                yield first
+                yield item
                 while not isinstance(item, ProviderResult):
                     item = _next(pieces, deadline)
                     yield item
@@ -176,6 +145,49 @@ class UpstreamCaller:
             outcome = item
         finally:
             self._settle(probe, outcome)
+
+    def _retrying(
+        self, request: LLMRequest, deadline: float, attempt: Callable[[], T | UpstreamFailure], span: Span | None = None
+    ) -> T | UpstreamFailure:
+        """The one retry loop, for whole and streamed calls: `attempt()` until it succeeds or
+        its failure is final (not retryable, out of retries, or no time left for the wait and
+        another attempt inside the deadline); return the success or that final failure."""
+        tries = 0
+        while True:
+            result = attempt()
+            if not isinstance(result, UpstreamFailure):
+                return result
+            delay = self._retry_delay(result, tries, deadline)
+            if delay is None:
+                return result
+            tries += 1
+            if span is not None:
+                span.add_event(
+                    "retry", {"attempt": tries, "delay_s": round(delay, 3), "reason": str(result.status or result.kind)}
+                )
+            self._observer.upstream_retry(self.provider.name, request, result, delay)
+            self._sleep(delay)
+
+    def _open(
+        self, request: LLMRequest, deadline: float, model: str
+    ) -> tuple[Generator[str | ProviderResult, None, None], str | ProviderResult, float] | UpstreamFailure:
+        """One attempt at a stream: open it and read its first item (the pieces, that item and
+        when the attempt began), or the attempt's failure (counted, the connection closed)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return UpstreamFailure("timeout", "request deadline reached")
+        started = time.perf_counter()
+        pieces = self.provider.stream(request, timeout=remaining, model=model)
+        try:
+            first = _next(pieces, deadline)
+        except UpstreamFailure as failure:
+            pieces.close()
+            self._observe(request, failure, started, model)
+            return failure
+        except BaseException:
+            pieces.close()
+            raise
+        return pieces, first, started
 
     def _settle(self, probe: bool, outcome: ProviderResult | UpstreamFailure | None) -> None:
         """Give the breaker one request's outcome after its retries (a failure counts once,

@@ -229,7 +229,7 @@ def _served(response: requests.Response) -> requests.Response | None:
 def _lost_mid_relay(outcome: Outcome) -> bool:
     """A stream relayed from another process that ended with the documented error event after
     relaying some of its events (status 200, no `done`): the leader's publishing or this relay's
-    reads failed, and the rest could not be read back from L2 either (app.gateway.gateway says
+    reads failed, and the rest could not be read back from L2 either (app.gateway.streaming says
     "Lost the identical stream ..." or "Lost part of the identical stream ...", only once some
     events were relayed)."""
     lost = ("Lost the identical stream", "Lost part of the identical stream")

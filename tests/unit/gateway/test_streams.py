@@ -17,8 +17,10 @@ from app.coalescing import InFlight
 from app.errors import CircuitOpenError
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
-from app.gateway.gateway import DONE, HEARTBEAT_SECONDS, _rest
 from app.gateway.observer import NullObserver
+from app.gateway.replay import DONE
+from app.gateway.replay import rest as _rest
+from app.gateway.streaming import HEARTBEAT_SECONDS
 from app.gateway.streams import HEARTBEAT, sse_event
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure

@@ -1,0 +1,101 @@
+"""What every path through the gateway shares: its parts, the cache key, the cache read, and
+storing into L1."""
+
+from __future__ import annotations
+
+import time
+
+from app.cache import CachedValue, MemoryCache, RedisCache
+from app.coalescing import InFlight, SharedStreams
+from app.gateway.keys import request_key
+from app.gateway.observer import NullObserver, Observer
+from app.gateway.streams import StreamRun
+from app.gateway.tracer import NullTracer, Tracer
+from app.gateway.upstream import UpstreamCaller
+from app.providers.base import LLMRequest
+
+__all__ = ["GatewayCore"]
+
+
+class GatewayCore:
+    """The gateway's parts. Every part but the upstream is optional (None = off)."""
+
+    def __init__(
+        self,
+        upstream: UpstreamCaller,
+        *,
+        l1: MemoryCache | None = None,
+        l2: RedisCache | None = None,
+        inflight: InFlight | None = None,
+        shared_streams: SharedStreams | None = None,
+        observer: Observer | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.l1 = l1
+        self.l2 = l2
+        self.inflight = inflight
+        self.shared_streams = shared_streams
+        self._observer = observer or NullObserver()
+        self._tracer = tracer or NullTracer()
+        self._streams: dict[str, StreamRun] = {}  # streams in flight in this worker, by key
+        self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
+
+    @property
+    def breaker_state(self) -> str:
+        """closed, open or half-open."""
+        return self.upstream.breaker.state
+
+    def readiness(self) -> dict[str, dict[str, object]]:
+        """Checks for /health/ready that never call the paid upstream: provider, breaker, Redis."""
+        state = self.breaker_state
+        checks: dict[str, dict[str, object]] = {
+            "provider": {"status": "ok", "name": self.upstream.provider.name},
+            # An open breaker still serves cached and stale answers: a warning, not "not ready".
+            "circuitBreaker": {"status": "ok" if state == "closed" else "warn", "state": state},
+        }
+        if self.l2 is not None:
+            # Redis down degrades to L1 and upstream: reported, never fatal.
+            checks["redis"] = {"status": "ok" if self.l2.ping() else "warn"}
+        return checks
+
+    def key_for(self, request: LLMRequest) -> str:
+        """Return the cache key: namespace plus a hash of provider, model and request identity."""
+        provider = self.upstream.provider
+        shape = {"provider": provider.name, "model": provider.model, **request.identity()}
+        return request_key(request.task, shape)
+
+    def _read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
+        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh)."""
+        if not read:
+            self._observer.cache_lookup(request.task, "BYPASS")
+            return None, False
+        started = time.perf_counter()
+        with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
+            cached = self._lookup(key)
+            fresh = cached is not None and cached.is_fresh(time.time())
+            status = "MISS" if cached is None else "HIT" if fresh else "STALE"
+            span.set_attribute("cache.status", status.lower())
+        self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started)
+        return cached, fresh
+
+    def _lookup(self, key: str) -> CachedValue | None:
+        cached = self.l1.get(key) if self.l1 is not None else None
+        if cached is None and self.l2 is not None:
+            cached = self.l2.get(key)
+            if cached is not None:
+                self._store_l1(key, cached)
+        return cached
+
+    def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
+        """Put `value` in L1; `new` marks an answer this process produced (counted as stored),
+        as opposed to a copy from L2 or from another instance's call."""
+        if self.l1 is None:
+            return
+        evicted = self.l1.evictions
+        stored = self.l1.set(key, value)
+        if self.l1.evictions != evicted:
+            self._observer.cache_evicted(self.l1.evictions - evicted)
+        if stored and new:
+            self._observer.cache_stored()
+        self._observer.cache_size(len(self.l1), self.l1.bytes)

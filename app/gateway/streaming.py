@@ -1,0 +1,353 @@
+"""Gateway.stream: an answer as server-sent events — replayed from the cache, joined to an
+identical stream or JSON call in flight (in this worker, or in another process through Redis),
+or streamed from the upstream by one producer greenlet per key."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import redis
+from redis.lock import Lock
+
+from app.cache import CachedValue
+from app.coalescing import SharedStreams
+from app.coalescing.redis_streams import UNREACHABLE
+from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
+from app.gateway.core import GatewayCore
+from app.gateway.replay import DONE, error_event, refined, replay, rest
+from app.gateway.streams import StreamRun, sse_event
+from app.gateway.values import encode
+from app.iterators import observed
+from app.providers.base import LLMRequest, ProviderResult
+
+__all__ = ["HEARTBEAT_SECONDS", "Stream", "StreamingGateway"]
+
+log = logging.getLogger(__name__)
+
+# Seconds of silence after which a stream's caller gets an SSE comment: keeps proxies from timing
+# out, and a caller who left is noticed within a beat or two, so an unfollowed stream stops soon.
+HEARTBEAT_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class _StreamJob:
+    """What a stream's producer needs besides its run: the request and how to answer it."""
+
+    request: LLMRequest
+    parse: Callable[[str], Any]
+    store: bool
+    draft_model: str | None
+    origin: str  # the request id that started the stream, for its error event
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream as one caller gets it: where it came from, and its event bytes."""
+
+    cache_status: str  # HIT | MISS | COALESCED
+    events: Iterator[bytes]
+
+
+@dataclass
+class _Production:
+    """One producer's stream as it goes: what its stages share."""
+
+    run: StreamRun
+    request: LLMRequest
+    begun: float  # perf_counter at the start
+    deadline: float  # monotonic: the whole stream's, draft stage included
+    shared: SharedStreams | None  # leading for other processes too
+    first: float | None = None  # perf_counter of the first delta
+    span: Any = None
+
+
+class _Tee:
+    """A leader's events into the key's channel, for followers in other processes."""
+
+    def __init__(self, shared: SharedStreams, key: str, lock: Lock, run: StreamRun) -> None:
+        self._shared, self._key, self._lock, self._run = shared, key, lock, run
+
+    def __call__(self, event: bytes) -> None:
+        if not self._shared.publish(self._key, self._lock, event):
+            # Followers elsewhere may miss this event: publish nothing more. They finish from
+            # the answer in L2 (stored before the end marker), or end with an error event when
+            # it is not there — never with a text that has a hole.
+            self._run.tee = None
+
+
+class StreamingGateway(GatewayCore):
+    """The stream half of the gateway (Gateway adds the JSON half)."""
+
+    def stream(
+        self,
+        request: LLMRequest,
+        parse: Callable[[str], Any],
+        *,
+        read: bool = True,
+        write: bool = True,
+        draft_model: str | None = None,
+        origin: str = "",
+    ) -> Stream:
+        """Return the answer to `request` as server-sent events: replayed from the cache, joined
+        to an identical stream or JSON call in flight, or streamed from the upstream (one
+        upstream stream per key in this worker). `origin` names the request that starts a new
+        stream (in its error event)."""
+        key = self.key_for(request)
+        cached, fresh = self._read(key, request, read and write)
+        if cached is not None and fresh:
+            return Stream("HIT", self._counted(iter([replay(cached, request.mode)])))
+        if write:
+            run = self._streams.get(key)
+            if run is not None:
+                self._observer.coalesced(request.task, "worker")
+                self._observer.stream_follower("worker")
+                return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+            pending = self.inflight.pending(key) if self.inflight is not None else None
+            if pending is not None:  # the same answer is being made for a JSON caller
+                self._observer.coalesced(request.task, "worker")
+                self._observer.stream_follower("worker")
+                return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
+        refused = self.upstream.breaker.refusal()
+        if refused is not None:  # known before any header is sent: no stream to start
+            if cached is None:
+                raise refused  # 503 JSON with Retry-After, as /api/optimize answers
+            self._observer.cache_lookup(request.task, "STALE")
+            return Stream("STALE", self._counted(iter([replay(cached, request.mode)])))
+        job = _StreamJob(request, parse, write, draft_model, origin)
+        run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
+        if write:
+            self._streams[key] = run
+        lock = None
+        # Redis failed a moment ago: stream on our own until its pause is over.
+        if write and self.shared_streams is not None and self.shared_streams.health.available():
+            try:
+                lock = self.shared_streams.claim(key)
+            except redis.RedisError as exc:
+                self.shared_streams.health.failed("stream claim", exc)  # stream on our own
+            else:
+                if lock is None:  # another process streams this key: follow it through Redis
+                    self._observer.coalesced(request.task, "cluster")
+                    self._observer.stream_follower("cluster")
+                    run.producer = gevent.spawn(self._tracer.carry(self._follow_stream), job, run)
+                    return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+        run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
+        # Let the producer send its upstream request now, while this request's response hooks
+        # run: the upstream's wait then overlaps our own work (measured: ~0.5 ms off TTFT).
+        gevent.sleep(0)
+        return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
+
+    def _buffer_changed(self, change: int) -> None:
+        """Stream buffers hold `change` more (or fewer) bytes: they take room from L1 while the
+        streams last, so one byte bound covers cached answers and answers being written."""
+        self._buffered += change
+        if self.l1 is not None:
+            if change > 0:
+                evicted = self.l1.evictions
+                self.l1.reserve(change)
+                if self.l1.evictions != evicted:
+                    self._observer.cache_evicted(self.l1.evictions - evicted)
+                    self._observer.cache_size(len(self.l1), self.l1.bytes)
+            else:
+                self.l1.release(-change)
+        self._observer.stream_buffers(self._buffered)
+
+    def _counted(self, events: Iterator[bytes]) -> Iterator[bytes]:
+        return observed(events, lambda chunk: self._observer.stream_bytes(len(chunk)))
+
+    def _after(self, pending: Any, request: LLMRequest, origin: str) -> Iterator[bytes]:
+        """A JSON call's outcome, as a stream."""
+        try:
+            value, _ = pending.get(timeout=request.timeout)
+        except gevent.Timeout:
+            yield error_event(GatewayTimeoutError(), origin)
+            return
+        except APIError as exc:
+            yield error_event(exc, origin)
+            return
+        yield replay(value, request.mode)
+
+    def _wait_stream(self, run: StreamRun, timeout: float) -> CachedValue:
+        try:
+            value: CachedValue = run.wait(timeout)
+        except gevent.Timeout:
+            raise GatewayTimeoutError("Timed out waiting for an identical stream in flight") from None
+        return value
+
+    def _cancel(self, run: StreamRun) -> None:
+        """Nobody follows `run` any more: stop its upstream stream (closing the connection),
+        unless followers in other processes still read it (the producer checks again later)."""
+        if run.shared and self.shared_streams is not None and self.shared_streams.followers(run.key) > 0:
+            run.orphaned = True  # the producer stops once those have gone too
+            return
+        self._forget(run)  # a newcomer starts afresh, never joins a dying stream
+        if run.producer is not None and not run.done:
+            run.producer.kill(block=False)
+
+    def _forget(self, run: StreamRun) -> None:
+        if self._streams.get(run.key) is run:
+            del self._streams[run.key]
+
+    def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lock | None = None) -> None:
+        """Stream the answer from the upstream into `run` (and, holding `lock`, into the key's
+        channel for followers in other processes); store it; end the run and the channel."""
+        key, request, origin = run.key, job.request, job.origin
+        provider = self.upstream.provider
+        shared = self.shared_streams if lock is not None else None
+        heartbeat = None
+        if shared is not None and lock is not None:
+            run.shared = True
+            run.tee = _Tee(shared, key, lock, run)
+            heartbeat = shared.keep(lock)
+        production = _Production(run, request, time.perf_counter(), time.monotonic() + request.timeout, shared)
+        outcome = "failed"
+        failure: APIError | None = None  # told to JSON followers elsewhere with the end marker
+        shared_value: CachedValue | None = None
+        self._observer.stream_started(provider.name, provider.model)
+        try:
+            with (
+                gevent.Timeout(request.timeout + 1, GatewayTimeoutError()),  # a backstop: the caller times out first
+                self._tracer.span(f"stream {provider.model}", {"prompt_builder.mode": request.mode}) as span,
+            ):
+                production.span = span
+                if job.draft_model:
+                    _, draft = self._stage(production, "draft", job.draft_model)
+                    run.append(sse_event("draft", {"draft": draft, "status": "complete"}))
+                result, text = self._stage(production, "refined", None)
+                payload = job.parse(text)
+                now = time.time()
+                usage = (result.input_tokens, result.output_tokens)
+                value = CachedValue(
+                    encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
+                )
+                run.append(sse_event("refined", refined(text, request.mode, provider.name, result.model, usage)))
+                run.append(DONE)
+                if job.store:
+                    self._store_l1(key, value, new=True)
+                    shared_value = value  # into L2 below, once our callers are done
+                run.result.set(value)
+                outcome = "completed"
+        except gevent.GreenletExit:
+            outcome = "cancelled"  # nobody follows: the upstream connection is closed on the way out
+            run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
+            raise
+        except APIError as exc:
+            failure = exc
+            run.append(error_event(exc, origin))
+            run.result.set_exception(exc)
+        except Exception:
+            log.exception("stream failed", extra={"request_id": origin})
+            failure = APIError()
+            run.append(error_event(failure, origin))
+            run.result.set_exception(failure)
+        finally:
+            if heartbeat is not None:
+                heartbeat.kill(block=False)
+            run.tee = None
+            run.finish()  # our own callers first: they need nothing more from Redis
+            self._forget(run)
+            if shared_value is not None and self.l2 is not None:
+                # Before the end marker: a follower elsewhere reads the answer from L2 at the end.
+                self.l2.set(key, shared_value, even_paused=True)
+            if shared is not None and lock is not None:
+                shared.end(key, lock, ok=outcome == "completed", error=failure)
+            self._observer.stream_finished(
+                provider.name, provider.model, outcome, time.perf_counter() - production.begun
+            )
+
+    def _stage(self, production: _Production, name: str, model: str | None) -> tuple[ProviderResult, str]:
+        """Stream one stage (the draft, or the refined answer) into the run as `<name>_delta`
+        events; return the upstream's result and the stage's whole text."""
+        run, request, provider = production.run, production.request, self.upstream.provider
+        pieces: list[str] = []
+        result: ProviderResult | None = None
+        asked = time.perf_counter()
+        for item in self.upstream.stream(request, model=model, deadline=production.deadline):
+            if isinstance(item, ProviderResult):
+                result = item
+                continue
+            pieces.append(item)
+            run.append(sse_event(f"{name}_delta", {"delta": item}))
+            if production.first is None:
+                production.first = time.perf_counter()
+                # Let the followers send the first delta now, before this greenlet records it
+                # and parses whatever else the upstream already sent (less time to first token).
+                gevent.sleep(0)
+                if production.span is not None:
+                    production.span.add_event("first_token")
+                total_ttft = production.first - production.begun
+                self._observer.stream_first_delta(
+                    provider.name, provider.model, total_ttft, max(0.0, total_ttft - (production.first - asked))
+                )
+            shared = production.shared
+            if run.orphaned and run.followers == 0 and shared is not None and not shared.followers(run.key):
+                raise gevent.GreenletExit  # the last follower elsewhere has gone too
+        assert result is not None  # providers end every stream with their result
+        return result, "".join(pieces)
+
+    def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:
+        """Relay another process's stream of the run's key into `run`; lead it ourselves when
+        that stream has just ended without an answer to show."""
+        assert self.shared_streams is not None
+        key, request, origin = run.key, job.request, job.origin
+        deadline = time.monotonic() + request.timeout
+        handed_over = False
+
+        def lost(reason: str) -> bytes:
+            return error_event(ServiceUnavailableError(reason), origin)
+
+        try:
+            for _ in range(3):
+                ended = self.shared_streams.relay(key, run.append, deadline, lost)
+                if ended == UNREACHABLE:
+                    if not run.events:  # our callers have nothing yet: stream it ourselves
+                        handed_over = True
+                        self._produce_stream(job, run)
+                        return
+                    run.append(lost("Lost the identical stream in another process (Redis unavailable)"))
+                    run.result.set_exception(ServiceUnavailableError("The identical stream was lost"))
+                    return
+                cached = self.l2.get(key) if self.l2 is not None and ended is not False else None
+                if ended is None and cached is None:  # between two streams: try to lead the next
+                    try:
+                        lock = self.shared_streams.claim(key)
+                    except redis.RedisError:
+                        lock = None
+                    if lock is not None:
+                        handed_over = True
+                        self._produce_stream(job, run, lock)
+                        return
+                    continue
+                if ended is None and cached is not None:
+                    run.append(replay(cached, request.mode))
+                elif ended is True and not (run.events and run.events[-1].endswith(DONE)):
+                    # The leader finished, but stopped publishing on the way (Redis failed it).
+                    remainder = rest(run.events, cached, request.mode) if cached is not None else None
+                    if remainder is None and not run.events:  # our callers have nothing yet: stream it ourselves
+                        handed_over = True
+                        self._produce_stream(job, run)
+                        return
+                    if remainder is None:
+                        run.append(lost("Lost part of the identical stream in another process"))
+                        cached = None
+                    else:
+                        run.append(remainder)
+                if cached is not None:
+                    self._store_l1(key, cached)
+                    run.result.set(cached)
+                else:
+                    run.result.set_exception(ServiceUnavailableError("The identical stream failed"))
+                return
+            run.append(lost("Could not follow the identical stream in another process"))
+            run.result.set_exception(ServiceUnavailableError("The identical stream could not be followed"))
+        except gevent.GreenletExit:
+            run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
+            raise
+        finally:
+            if not handed_over:
+                run.finish()
+                self._forget(run)
