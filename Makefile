@@ -54,7 +54,7 @@ format: $(DEV) ## Reformat the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-typecheck: $(DEV) ## Type-check the services with mypy
+typecheck: $(DEV) ## Type-check app/, config/, loadtest/ and wsgi.py with mypy
 	$(BIN)/mypy
 
 bench: $(BENCH) ## The hot path's figures against their floors, as ratios, and docs/bench-ratios.png (needs wrk)

@@ -5,6 +5,7 @@ gunicorn -c config/gunicorn.conf.py wsgi:app
 
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,7 +64,7 @@ def on_starting(server):
     _hooks["mark_process_dead"] = multiprocess.mark_process_dead
 
 
-_hooks = {}
+_hooks: dict[str, Any] = {}
 
 
 def on_exit(server):

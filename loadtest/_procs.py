@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -314,7 +314,7 @@ def redis_sentinel(binary: str, service: str = "mymaster") -> Iterator[str]:
             _wait_redis(redis_py.Redis(port=port))
             client = redis_py.Redis(port=port)
             deadline = time.monotonic() + 20
-            while not client.sentinel_masters().get(service):
+            while not cast("dict[str, Any]", client.sentinel_masters()).get(service):
                 if time.monotonic() > deadline:
                     raise RuntimeError("Sentinel does not know the primary")
                 time.sleep(0.1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -76,16 +77,16 @@ def bench_keys() -> None:
         request = LLMRequest("optimize", "research", mode.system, (("user", "x" * size),), 4096)
         shape = {"provider": "anthropic", "model": "claude", **request.identity()}
         data = canonical_json(shape)
-        json_time = _per_call(lambda shape=shape: canonical_json(shape))
+        json_time = _per_call(functools.partial(canonical_json, shape))
         row = f"{size // 1000:>4}KB {_us(json_time):>15}"
         for name, digest in candidates.items():
             if name.startswith("fnv") and size > 10_000:
-                hashed = _per_call(lambda data=data, digest=digest: digest(data), min_time=0.05)
+                hashed = _per_call(functools.partial(digest, data), min_time=0.05)
             else:
-                hashed = _per_call(lambda data=data, digest=digest: digest(data))
+                hashed = _per_call(functools.partial(digest, data))
             row += f" {_us(hashed):>13}"
         print(row)
-        whole = _per_call(lambda shape=shape: request_key("optimize", shape))
+        whole = _per_call(functools.partial(request_key, "optimize", shape))
         print(f"{'':6} whole key with the chosen hash (sha256): {_us(whole)}")
 
 
@@ -191,7 +192,7 @@ def bench_throughput(
         return {}
     body = json.dumps(payload)
     variants = variants or {"service (template provider, cache hit)": {}}
-    results: dict[str, list[float]] = {BARE: []} | {name: [] for name in variants}
+    results: dict[str, list[float]] = {name: [] for name in (BARE, *variants)}
     with contextlib.ExitStack() as stack:
         urls: dict[str, str] = {}
         workers: dict[str, psutil.Process] = {}

@@ -124,6 +124,7 @@ class SteadyLoad:
                     self._count += 1
                     n = self._count
                 started = time.monotonic()
+                status: int | str
                 try:
                     status, kind, detail = self.request(session, self.url, n, rng)
                 except requests.RequestException as exc:
