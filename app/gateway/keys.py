@@ -24,9 +24,8 @@ def _xxh3_128(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-# Candidates measured by `make bench` (2-core x86_64 with SHA extensions, per 1 KB / 10 KB / 100 KB:
-# sha256 1.1 / 5.3 / 47 µs, blake2b-128 1.6 / 7.6 / 70 µs, xxh3-128 0.1 / 0.2 / 0.9 µs; the
-# canonical JSON dump itself costs 5 / 16 / 127 µs). SHA-256 is the one used: the fastest of the
+# Candidates measured by `make bench` (figures: docs/performance.md, "Figures behind choices in
+# the code"). SHA-256 is the one used: the fastest of the
 # collision-resistant candidates here, and collision resistance matters because the cache is
 # shared between callers: with a non-cryptographic hash such as xxh3 a caller could craft a
 # prompt whose key collides with another caller's and poison that answer.

@@ -137,7 +137,7 @@ class StreamingGateway(GatewayCore):
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
         run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
-        # run: the upstream's wait then overlaps our own work (measured: ~0.5 ms off TTFT).
+        # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
         return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
 

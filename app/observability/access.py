@@ -54,8 +54,8 @@ def server_timing(total: float, cache: float | None, upstream: float) -> str:
 class AccessLog:
     """Writes one access line per request: the JSON object app.observability.logs writes for a
     record ("time", "level", "logger", "message", then the fields), built by one encoder call and
-    written with one write. Going through `logging` (a LogRecord, `extra=`, the formatter's scan
-    of the record's attributes) cost ~60 µs a request here, 12 % of a cached answer's time."""
+    written with one write: going through `logging` (a LogRecord, `extra=`, the formatter's scan
+    of the record's attributes) cost a good part of a cached answer's time (docs/performance.md)."""
 
     def __init__(self, provider: str, model: str, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout

@@ -229,7 +229,7 @@ class RequestMetrics:
 
     def _sample_process(self) -> None:
         # Multiprocess mode has no process collector: sample RSS, CPU and descriptors here, at
-        # most every 5 s; greenlets every 10 s (counting them walks the heap: ~20 ms).
+        # most every 5 s; greenlets every 10 s (counting them walks the heap).
         now = time.monotonic()
         sampled, metrics = self._sampled, self.m
         if now - sampled["at"] > 5:
@@ -381,7 +381,7 @@ def init_app(app: Flask, settings: Settings) -> Instruments | None:
     registry = None if multiproc else CollectorRegistry()
     # The exporter serves /metrics (aggregating the workers' files). The request metrics are the
     # pipeline's (RequestMetrics): the exporter records them in Flask hooks, which a request the
-    # pipeline answers without Flask never runs, and its defaults cost ~20 us per request and
+    # pipeline answers without Flask never runs, and its defaults cost time on every request and
     # duplicate http_requests_total without the endpoint label.
     options = {"export_defaults": False}
     if multiproc:

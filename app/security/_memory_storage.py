@@ -2,8 +2,8 @@
 counters at most once a second.
 
 The base class starts a new `threading.Timer` (10 ms) on a request whenever the last one has
-fired: under gevent a new greenlet-backed thread every 10 ms, which took 14 % of a worker serving
-1,100 requests/s (py-spy; docs/performance.md). Counts do not depend on the sweep (each read
+fired: under gevent a new greenlet-backed thread every 10 ms, a measurable share of a busy
+worker's CPU (py-spy; docs/performance.md). Counts do not depend on the sweep (each read
 drops an expired counter itself); it only frees memory, and a second's delay there is harmless.
 `limits` has no public hook for the sweep: this overrides its private one, by its mangled name,
 and tests/unit/security/test_limits.py fails if an upgrade renames or drops it.
