@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +31,23 @@ def encode(payload: Any, provider: str, model: str, usage: tuple[int, int]) -> b
     ).encode("utf-8")
 
 
+@functools.lru_cache(maxsize=256)
+def _decoded(data: bytes) -> tuple[Any, str, str, int, int]:
+    """A stored answer's fields, decoded once for the answers asked most (a hit decodes the same
+    bytes object again and again: its hash is kept by the object, so a repeat costs a lookup).
+    The payload is shared between callers: nothing may change it."""
+    fields = json.loads(data)
+    return fields["p"], fields["v"], fields["m"], fields["u"][0], fields["u"][1]
+
+
 def completion_of(value: CachedValue, status: str, now: float) -> Completion:
-    data = json.loads(value.data)
+    payload, provider, model, input_tokens, output_tokens = _decoded(value.data)
     return Completion(
-        payload=data["p"],
-        provider=data["v"],
-        model=data["m"],
-        input_tokens=data["u"][0],
-        output_tokens=data["u"][1],
+        payload=payload,
+        provider=provider,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         cache_status=status,
         age=max(0, int(now - value.stored_at)),
     )

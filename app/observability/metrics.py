@@ -250,6 +250,9 @@ class PrometheusObserver(Observer):
     def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
         self.m = metrics
         self._prices = prices
+        # Labelled children memoised (a label lookup costs more than the increment): per namespace.
+        self._hits_by = functools.lru_cache(maxsize=64)(metrics.hits.labels)
+        self._misses_by = functools.lru_cache(maxsize=64)(metrics.misses.labels)
 
     def known(self, provider: str, model: str, namespaces: tuple[str, ...], modes: tuple[str, ...]) -> None:
         # Every series a dashboard or alert reads exists from the start with 0, not "No data"
@@ -279,9 +282,9 @@ class PrometheusObserver(Observer):
 
     def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
         if status == "HIT":
-            self.m.hits.labels(namespace).inc()
+            self._hits_by(namespace).inc()
         elif status == "MISS":
-            self.m.misses.labels(namespace).inc()
+            self._misses_by(namespace).inc()
         elif status == "STALE":
             self.m.stale.labels(namespace).inc()
 
