@@ -79,11 +79,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     prompts = PromptService(
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
     )
-    provider = gateway.upstream.provider
     if instruments is not None:
-        instruments.observer.known(provider.name, provider.model, *prompts.label_values())
-        if gateway.l1 is not None:
-            instruments.metrics.cache_max_bytes.set(gateway.l1.max_bytes)
+        instruments.observer.known(gateway.provider_name, gateway.model, *prompts.label_values())
+        instruments.metrics.cache_max_bytes.set(gateway.cache_max_bytes)
     found = Parts(
         settings=settings,
         started_at=time.time(),

@@ -42,6 +42,20 @@ class GatewayCore:
         self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
 
     @property
+    def provider_name(self) -> str:
+        return self.upstream.provider.name
+
+    @property
+    def model(self) -> str:
+        """The model the provider asks by default."""
+        return self.upstream.provider.model
+
+    @property
+    def cache_max_bytes(self) -> int:
+        """L1's byte bound (0 with the cache off)."""
+        return self.l1.max_bytes if self.l1 is not None else 0
+
+    @property
     def breaker_state(self) -> str:
         """closed, open or half-open."""
         return self.upstream.breaker.state

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Generator
 from typing import TypeVar
 
 import gevent
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
+from tenacity.stop import stop_base
 
 from app.errors import (
     APIError,
@@ -28,7 +29,7 @@ __all__ = ["UpstreamCaller", "to_api_error"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-BACKOFF_BASE = 0.25
+BACKOFF_BASE = 0.25  # seconds: the first retry waits up to this long, each next one up to twice as long
 BACKOFF_CAP = 8.0
 
 
@@ -60,6 +61,16 @@ def _next(pieces: Generator[str | ProviderResult, None, None], deadline: float) 
         raise UpstreamFailure("invalid", "upstream stream ended without a result") from None
 
 
+class _NoTimeLeft(stop_base):
+    """Stop when the wait would leave no time for another attempt before the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return time.monotonic() + state.upcoming_sleep >= self._deadline
+
+
 class UpstreamCaller:
     """Call the provider through the breaker, retrying transient failures with full-jitter
     exponential backoff (or the server's retry-after), never past the request's deadline."""
@@ -79,6 +90,7 @@ class UpstreamCaller:
         self._max_retries = max_retries
         self._sleep = sleep
         self._tracer = tracer or NullTracer()
+        self._jitter = wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP)
 
     def call(self, request: LLMRequest) -> ProviderResult:
         """Return the provider's answer, or raise the APIError its last failure maps to."""
@@ -149,24 +161,31 @@ class UpstreamCaller:
     def _retrying(
         self, request: LLMRequest, deadline: float, attempt: Callable[[], T | UpstreamFailure], span: Span | None = None
     ) -> T | UpstreamFailure:
-        """The one retry loop, for whole and streamed calls: `attempt()` until it succeeds or
-        its failure is final (not retryable, out of retries, or no time left for the wait and
-        another attempt inside the deadline); return the success or that final failure."""
-        tries = 0
-        while True:
-            result = attempt()
-            if not isinstance(result, UpstreamFailure):
-                return result
-            delay = self._retry_delay(result, tries, deadline)
-            if delay is None:
-                return result
-            tries += 1
+        """The one retry policy, for whole and streamed calls (tenacity): `attempt()` until it
+        succeeds or its failure is final — not retryable, out of retries, or no time left for the
+        wait and another attempt inside the deadline; return the success or that final failure.
+        The wait is the server's Retry-After when it sent one, else full-jitter exponential."""
+
+        def wait(state: RetryCallState) -> float:
+            failure: UpstreamFailure = state.outcome.result()  # type: ignore[union-attr]
+            return failure.retry_after if failure.retry_after is not None else self._jitter(state)
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure: UpstreamFailure = state.outcome.result()  # type: ignore[union-attr]
+            delay, reason = state.upcoming_sleep, str(failure.status or failure.kind)
             if span is not None:
-                span.add_event(
-                    "retry", {"attempt": tries, "delay_s": round(delay, 3), "reason": str(result.status or result.kind)}
-                )
-            self._observer.upstream_retry(self.provider.name, request, result, delay)
-            self._sleep(delay)
+                span.add_event("retry", {"attempt": state.attempt_number, "delay_s": round(delay, 3), "reason": reason})
+            self._observer.upstream_retry(self.provider.name, request, failure, delay)
+
+        retrying = Retrying(
+            retry=retry_if_result(lambda outcome: isinstance(outcome, UpstreamFailure) and outcome.retryable),
+            stop=stop_after_attempt(self._max_retries + 1) | _NoTimeLeft(deadline),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+        )
+        return retrying(attempt)  # type: ignore[no-any-return]
 
     def _open(
         self, request: LLMRequest, deadline: float, model: str
@@ -218,15 +237,3 @@ class UpstreamCaller:
             outcome = failure
         self._observe(request, outcome, started, self.provider.model)
         return outcome
-
-    def _retry_delay(self, failure: UpstreamFailure, attempt: int, deadline: float) -> float | None:
-        if not failure.retryable or attempt >= self._max_retries:
-            return None
-        if failure.retry_after is not None:
-            delay = failure.retry_after
-        else:
-            delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-        # Only retry when the wait leaves time for another attempt inside the deadline.
-        if time.monotonic() + delay >= deadline:
-            return None
-        return delay
