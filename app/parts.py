@@ -35,6 +35,7 @@ class Parts:
     instruments: Instruments | None  # METRICS_ENABLED=false: None
     tracing: Tracing | None  # tracing off: None
     limit: RateLimit | None  # RATE_LIMIT empty: None
+    warm: tuple[int, float] | None = None  # L1 warmed from L2 at start: (answers, seconds)
     pipeline: Pipeline | None = None  # set once the routes are in
     draining: bool = False  # SIGTERM received: /health/ready answers 503
 

@@ -52,6 +52,11 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+# Where the on-machine cache lives by default: in the user's cache directory, so that `make run`
+# keeps its answers across restarts with nothing to configure.
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "prompt-builder-api")
+
+
 class ConfigError(ValueError):
     """A variable is missing, unknown or invalid; the message names it in one line."""
 
@@ -191,7 +196,8 @@ ENVIRONMENT_DEFAULTS: dict[str, dict[str, str]] = {
         "LOG_LEVEL": "WARNING",
         "WEB_CONCURRENCY": "1",
         "RATE_LIMIT": "",
-    },  # tests set a limit when they need one
+        "CACHE_DIR": "",
+    },  # tests set a limit, or a cache directory, when they need one
 }
 
 
@@ -226,6 +232,10 @@ class Settings:
     cache_enabled: bool = _var("true", _bool)
     coalescing_enabled: bool = _var("true", _bool)
     stale_if_error_seconds: int = _var("86400", _int(0))
+    # The on-machine L2 when REDIS_URL is unset; empty: none (each worker has only its L1).
+    cache_dir: str = _var(DEFAULT_CACHE_DIR, _path, empty="")
+    cache_disk_max_bytes: int = _var(str(1024**3), _int(0))  # 0: no disk tier
+    cache_warm_entries: int = _var("2000", _int(0, 1_000_000))  # 0: no warming
     redis_url: str = _var("", _redis_url, empty="")  # empty: no Redis
     redis_prefix: str = _var("pb:", _str, empty="")  # empty: keys without a prefix
     redis_socket_timeout: float = _var("0.25", _float(0.001))

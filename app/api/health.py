@@ -22,6 +22,8 @@ def _checks() -> dict[str, dict[str, object]]:
     found = parts()
     checks = found.prompts.readiness()
     checks["draining"] = {"status": "fail" if found.draining else "ok"}
+    if found.warm is not None:
+        checks["cacheWarm"] = {"status": "ok", "entries": found.warm[0], "seconds": found.warm[1]}
     return checks
 
 

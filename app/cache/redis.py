@@ -106,6 +106,8 @@ class PausingRedis(redis.Redis):
 class RedisCache:
     """Entries are CachedValue.encode() bytes, expiring when even a stale answer would be too old."""
 
+    tier = "redis"
+
     def __init__(self, client: redis.Redis, prefix: str, stale_seconds: float, health: RedisHealth) -> None:
         self._client = client
         self._prefix = f"{prefix}cache:"
@@ -138,6 +140,42 @@ class RedisCache:
             self.health.failed("cache set", exc)
             return False
         return True
+
+    def recent(self, limit: int, deadline: float) -> list[tuple[str, CachedValue]]:
+        """Up to `limit` entries still worth serving, most recently stored first, read until the
+        monotonic `deadline` (what was read by then: a large Redis is sampled, not read whole)."""
+        if limit <= 0:
+            return []
+        found: list[tuple[str, CachedValue]] = []
+        skip = len(self._prefix) + 1  # the prefix and the hash tag's opening brace
+        try:
+            batch: list[bytes] = []
+            for name in self._client.scan_iter(match=self._prefix + "*", count=500):
+                batch.append(name)
+                if len(batch) == 500 or time.monotonic() >= deadline:
+                    found += self._decoded(batch, skip)
+                    batch = []
+                if time.monotonic() >= deadline:
+                    break
+            found += self._decoded(batch, skip)
+        except redis.RedisError as exc:
+            self.health.failed("cache warm", exc)
+        found.sort(key=lambda item: item[1].stored_at, reverse=True)
+        return found[:limit]
+
+    def _decoded(self, names: list[bytes], skip: int) -> list[tuple[str, CachedValue]]:
+        if not names:
+            return []
+        pipe = self._client.pipeline(transaction=False)  # GETs, not MGET: a cluster's keys span slots
+        for name in names:
+            pipe.get(name)
+        raws = cast("list[bytes | None]", pipe.execute())
+        pairs = []
+        for name, raw in zip(names, raws, strict=True):
+            value = CachedValue.decode(raw) if raw else None
+            if value is not None:
+                pairs.append((name.decode()[skip:-1], value))
+        return pairs
 
     def ping(self) -> bool:
         """Whether Redis answers now (asked even while paused: readiness must tell the truth)."""

@@ -3,7 +3,7 @@ circuit breaker and retries around the provider."""
 
 from __future__ import annotations
 
-from app.cache import MemoryCache, RedisCache, RedisHealth
+from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisTopology
 from app.coalescing import InFlight, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
@@ -38,7 +38,17 @@ def build_gateway(
         if settings.cache_enabled
         else None
     )
-    l2 = shared_streams = None
+    l2: RedisCache | DiskCache | None = None
+    shared_streams = None
+    if settings.cache_enabled and not settings.redis_url and settings.cache_dir and settings.cache_disk_max_bytes:
+        # One machine, one cache: every worker of the instance shares it, and it outlives them.
+        l2 = DiskCache(
+            settings.cache_dir,
+            settings.cache_disk_max_bytes,
+            settings.stale_if_error_seconds,
+            on_failure=observer.disk_error,
+            on_size=observer.disk_size,
+        )
     if settings.redis_url and settings.cache_enabled:
         health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
         health.on_failure = observer.redis_error

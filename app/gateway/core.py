@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from app.cache import CachedValue, MemoryCache, RedisCache
+from app.cache import CachedValue, DiskCache, MemoryCache, RedisCache
 from app.coalescing import InFlight, SharedStreams
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
@@ -25,7 +25,7 @@ class GatewayCore:
         upstream: UpstreamCaller,
         *,
         l1: MemoryCache | None = None,
-        l2: RedisCache | None = None,
+        l2: RedisCache | DiskCache | None = None,
         inflight: InFlight | None = None,
         shared_streams: SharedStreams | None = None,
         observer: Observer | None = None,
@@ -68,10 +68,31 @@ class GatewayCore:
             # An open breaker still serves cached and stale answers: a warning, not "not ready".
             "circuitBreaker": {"status": "ok" if state == "closed" else "warn", "state": state},
         }
-        if self.l2 is not None:
+        if isinstance(self.l2, RedisCache):
             # Redis down degrades to L1 and upstream: reported, never fatal.
             checks["redis"] = {"status": "ok" if self.l2.ping() else "warn"}
+        elif isinstance(self.l2, DiskCache):
+            # So does the disk tier: the path and the last error say what to fix.
+            disk = self.l2
+            checks["diskCache"] = {"status": "ok" if disk.ping() else "warn", "path": disk.directory}
+            if disk.last_error:
+                checks["diskCache"]["lastError"] = disk.last_error
         return checks
+
+    def warm(self, limit: int, seconds: float) -> int:
+        """Copy up to `limit` of the most recently stored answers from L2 into L1, reading for at
+        most `seconds`; return how many were copied (0 without L1 or L2)."""
+        if self.l1 is None or self.l2 is None or limit <= 0:
+            return 0
+        now = time.time()
+        warmed = 0
+        # Oldest first, so that the most recent stay when L1 is too small for them all.
+        for key, value in reversed(self.l2.recent(limit, time.monotonic() + seconds)):
+            if value.fresh_until > now:
+                warmed += bool(self.l1.set(key, value))
+        if warmed:
+            self._observer.cache_size(len(self.l1), self.l1.bytes)
+        return warmed
 
     def key_for(self, request: LLMRequest) -> str:
         """Return the cache key: namespace plus a hash of provider, model and request identity."""
@@ -86,20 +107,26 @@ class GatewayCore:
             return None, False
         started = time.perf_counter()
         with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
-            cached = self._lookup(key)
+            cached, tier = self._lookup(key)
             fresh = cached is not None and cached.is_fresh(time.time())
             status = "MISS" if cached is None else "HIT" if fresh else "STALE"
             span.set_attribute("cache.status", status.lower())
-        self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started)
+            if cached is not None:
+                span.set_attribute("cache.tier", tier)
+        self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started, tier)
         return cached, fresh
 
-    def _lookup(self, key: str) -> CachedValue | None:
+    def _lookup(self, key: str) -> tuple[CachedValue | None, str]:
+        """The entry and the tier it came from (L1, else L2, copied into L1)."""
         cached = self.l1.get(key) if self.l1 is not None else None
-        if cached is None and self.l2 is not None:
+        if cached is not None:
+            return cached, "l1"
+        if self.l2 is not None:
             cached = self.l2.get(key)
             if cached is not None:
                 self._store_l1(key, cached)
-        return cached
+                return cached, self.l2.tier
+        return None, "l1"
 
     def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
         """Put `value` in L1; `new` marks an answer this process produced (counted as stored),

@@ -13,8 +13,9 @@ class Observer:
     def known(self, provider: str, model: str, namespaces: tuple[str, ...], modes: tuple[str, ...]) -> None:
         """The label values this server can report, told once at start-up."""
 
-    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
-        """status: HIT, MISS, STALE (served stale) or BYPASS; seconds spent looking."""
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0, tier: str = "l1") -> None:
+        """status: HIT, MISS, STALE (served stale) or BYPASS; seconds spent looking; the tier that
+        answered a hit: l1, disk or redis."""
 
     def coalesced(self, namespace: str, scope: str) -> None:
         """A request got another's in-flight answer; scope: worker or cluster."""
@@ -69,6 +70,12 @@ class Observer:
 
     def redis_error(self) -> None:
         """A Redis operation failed; the request went on without Redis."""
+
+    def disk_error(self) -> None:
+        """An operation of the on-machine cache tier failed; the request went on without it."""
+
+    def disk_size(self, entries: int, size: int) -> None:
+        """The on-machine cache tier holds `entries` answers in `size` bytes on disk."""
 
 
 class NullObserver(Observer):

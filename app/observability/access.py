@@ -24,7 +24,7 @@ class RequestFacts(Observer):
     """Keeps what the gateway did for the current request on its Exchange, for the access line
     and Server-Timing (nothing outside a request, e.g. in a stream's producer greenlet)."""
 
-    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0, tier: str = "l1") -> None:
         exchange = current()
         if exchange is not None:
             exchange.cache_seconds = seconds

@@ -102,7 +102,12 @@ class _Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
-        self.hits = Counter("cache_hits_total", "Cache hits", ("cache_type",), registry=r)
+        self.hits = Counter(
+            "cache_hits_total",
+            "Cache hits, by the tier that answered: l1, disk or redis",
+            ("cache_type", "tier"),
+            registry=r,
+        )
         self.misses = Counter("cache_misses_total", "Cache misses", ("cache_type",), registry=r)
         self.stale = Counter(
             "stale_responses_total", "Expired answers served because the upstream failed", ("cache_type",), registry=r
@@ -172,6 +177,19 @@ class _Metrics:
         )
         self.redis_errors = Counter(
             "redis_errors_total", "Redis operations that failed (served without Redis)", registry=r
+        )
+        self.disk_errors = Counter(
+            "cache_disk_errors_total", "Disk cache operations that failed (served without the disk tier)", registry=r
+        )
+        # The disk tier is one per machine: every worker reports the same figure (the newest wins).
+        self.disk_bytes = Gauge(
+            "cache_disk_bytes",
+            "Bytes the on-machine cache tier holds on disk",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self.disk_entries = Gauge(
+            "cache_disk_entries", "Entries in the on-machine cache tier", multiprocess_mode="mostrecent", registry=r
         )
         self.worker_rss = Gauge(
             "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", registry=r
@@ -250,7 +268,7 @@ class PrometheusObserver(Observer):
     def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
         self.m = metrics
         self._prices = prices
-        # Labelled children memoised (a label lookup costs more than the increment): per namespace.
+        # Labelled children memoised (a label lookup costs more than the increment).
         self._hits_by = functools.lru_cache(maxsize=64)(metrics.hits.labels)
         self._misses_by = functools.lru_cache(maxsize=64)(metrics.misses.labels)
 
@@ -259,7 +277,9 @@ class PrometheusObserver(Observer):
         # until its first event (Prometheus instrumentation guidelines: initialise known labels).
         m = self.m
         for namespace in namespaces:
-            for family in (m.hits, m.misses, m.stale):
+            for tier in ("l1", "disk", "redis"):
+                m.hits.labels(namespace, tier)
+            for family in (m.misses, m.stale):
                 family.labels(namespace)
             for scope in ("worker", "cluster"):
                 m.coalesced.labels(scope, namespace)
@@ -280,9 +300,9 @@ class PrometheusObserver(Observer):
         for scope in ("worker", "cluster"):
             m.stream_followers.labels(scope)
 
-    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0) -> None:
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0, tier: str = "l1") -> None:
         if status == "HIT":
-            self._hits_by(namespace).inc()
+            self._hits_by(namespace, tier).inc()
         elif status == "MISS":
             self._misses_by(namespace).inc()
         elif status == "STALE":
@@ -361,6 +381,13 @@ class PrometheusObserver(Observer):
 
     def redis_error(self) -> None:
         self.m.redis_errors.inc()
+
+    def disk_error(self) -> None:
+        self.m.disk_errors.inc()
+
+    def disk_size(self, entries: int, size: int) -> None:
+        self.m.disk_entries.set(entries)
+        self.m.disk_bytes.set(size)
 
 
 @dataclass(frozen=True)

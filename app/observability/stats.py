@@ -93,6 +93,13 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
             "bytes": int(used),
             "maxBytes": int(max_bytes),
             "utilizationPercent": round(100 * used / max_bytes, 2) if max_bytes else 0.0,
+            # Which tier answered each hit, and what the on-machine tier holds (one per machine).
+            "hitsByTier": {tier: int(v) for tier, v in sorted(s.by("cache_hits_total", "tier").items())},
+            "disk": {
+                "entries": int(max((x.value for x in s.all("cache_disk_entries")), default=0)),
+                "bytes": int(max((x.value for x in s.all("cache_disk_bytes")), default=0)),
+                "errors": int(s.sum("cache_disk_errors_total")),
+            },
         },
         "coalescing": {
             "leaders": int(misses - coalesced),

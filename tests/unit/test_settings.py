@@ -44,6 +44,9 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "CACHE_ENABLED": ("off", False, "maybe", ERROR),
     "COALESCING_ENABLED": ("no", False, "2", ERROR),
     "STALE_IF_ERROR_SECONDS": ("0", 0, "forever", ERROR),
+    "CACHE_DIR": ("/var/cache/pb", "/var/cache/pb", "relative/dir", ""),  # empty: no disk tier
+    "CACHE_DISK_MAX_BYTES": ("1048576", 1048576, "-1", ERROR),
+    "CACHE_WARM_ENTRIES": ("0", 0, "all", ERROR),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0", "localhost:6379", ""),
     "REDIS_PREFIX": ("app1:", "app1:", ANY_TEXT, ""),
     "REDIS_SOCKET_TIMEOUT": ("0.5", 0.5, "nan", ERROR),
