@@ -45,12 +45,15 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "Share of responses with a 5xx (alerting) and 4xx (callers' mistakes) status.",
     ),
     (
-        "Cache hits / misses",
+        "Cache hits by tier / misses",
         "timeseries",
         "reqps",
-        [("sum(rate(cache_hits_total[1m]))", "hits"), ("sum(rate(cache_misses_total[1m]))", "misses")],
+        [
+            ("sum by (tier) (rate(cache_hits_total[1m]))", "hits: {{tier}}"),
+            ("sum(rate(cache_misses_total[1m]))", "misses"),
+        ],
         [],
-        "Cache lookups per second.",
+        "Cache lookups per second; a hit names the tier that answered it (l1, disk or redis).",
     ),
     (
         "Cache hit rate",
@@ -179,9 +182,13 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "Cache bytes vs limit",
         "timeseries",
         "bytes",
-        [("sum(cache_bytes)", "used"), ("sum(cache_max_bytes)", "limit")],
+        [
+            ("sum(cache_bytes)", "l1 used"),
+            ("sum(cache_max_bytes)", "l1 limit"),
+            ("max(cache_disk_bytes)", "disk used"),
+        ],
         [],
-        "L1 bytes held, summed over workers.",
+        "L1 bytes held, summed over workers; the on-machine disk tier's bytes (one per machine).",
     ),
     (
         "Memory per worker",

@@ -99,6 +99,8 @@ class DiskCache:
         except _FAILURES as exc:
             self._failed("open", exc)
             return False
+        if self._on_size is not None:  # what a restart found on disk, reported from the start
+            self._on_size(*self.size())
         return True
 
     def available(self) -> bool:

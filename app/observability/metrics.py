@@ -422,6 +422,8 @@ def init_app(app: Flask, settings: Settings) -> Instruments | None:
     metrics.started.set(time.time())
     for scope in ("worker", "cluster"):
         metrics.waiting.labels(scope).set(0)  # a series from the start: 0, not "no data"
+    metrics.disk_bytes.set(0)  # (a "most recent" gauge has no sample until it is set)
+    metrics.disk_entries.set(0)
     return Instruments(
         metrics, RequestMetrics(metrics), PrometheusObserver(metrics, settings.llm_prices), exporter.registry
     )
