@@ -5,7 +5,8 @@ Built on diskcache (SQLite in WAL mode, plus files for large values): process-sa
 bytes with its own eviction (least recently stored first), and kept on disk. Entries are the
 same `CachedValue.encode()` bytes Redis holds, expiring when even a stale answer would be too
 old. Each operation runs in gevent's thread pool, bounded in time: SQLite's calls block, and a
-locked or slow disk must cost a request at most `timeout`, like a slow Redis. After a failure the
+locked or slow disk must cost a request at most `timeout`, like a slow Redis (its own small pool:
+each thread holds an SQLite connection and its page cache). After a failure the
 tier is left alone for a moment (served from L1 and the model meanwhile); failures are counted,
 logged once per interval with the path and the reason, and make /health/ready say degraded.
 """
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 import diskcache
 import gevent
+import gevent.threadpool
 from diskcache.core import MODE_BINARY, MODE_RAW
 
 from app.cache.memory import CachedValue
@@ -35,6 +37,10 @@ T = TypeVar("T")
 _FAILURES = (OSError, sqlite3.Error, diskcache.Timeout, gevent.Timeout)
 SIZE_EVERY = 5.0  # seconds: how often a store also reports the tier's size
 OPEN_SECONDS = 1.0  # the longest opening (or creating) the database may take
+# Threads for the tier's operations, per worker: each holds its own SQLite connection and page
+# cache (diskcache's connections are per thread), so memory stays at THREADS x PAGE_CACHE.
+THREADS = 2
+PAGE_CACHE_PAGES = 2048  # SQLite pages (4 KiB) cached per connection: 8 MiB
 
 
 class _BytesOnly(diskcache.Disk):
@@ -78,6 +84,7 @@ class DiskCache:
         self._last_log = -log_interval
         self._skip_until = 0.0
         self._cache: diskcache.Cache | None = None
+        self._pool = gevent.threadpool.ThreadPool(THREADS)
         self._open()
 
     # --- state ------------------------------------------------------------------------------------
@@ -93,6 +100,7 @@ class DiskCache:
                     disk=_BytesOnly,
                     size_limit=self._max_bytes,
                     eviction_policy="least-recently-stored",
+                    sqlite_cache_size=PAGE_CACHE_PAGES,
                 ),
                 timeout=max(self._timeout, OPEN_SECONDS),  # opening takes a few statements
             )
@@ -137,7 +145,7 @@ class DiskCache:
             except Exception as exc:
                 return False, exc
 
-        ok, outcome = gevent.get_hub().threadpool.spawn(caught).get(timeout=timeout or self._timeout)
+        ok, outcome = self._pool.spawn(caught).get(timeout=timeout or self._timeout)
         if not ok:
             raise outcome
         result: T = outcome
@@ -224,3 +232,4 @@ class DiskCache:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+        self._pool.kill()

@@ -1,0 +1,20 @@
+"""The API's unit tests run twice: with the pipeline's shortcut (a JSON endpoint's handler run
+past Flask's routing) and without it (Flask routes to the endpoint's view). Both must answer
+alike (tests/unit/api/test_pipeline.py compares the two in full)."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from app import create_app
+from app.parts import parts_of
+
+
+@pytest.fixture(params=["shortcut", "through-flask"])
+def app(request: pytest.FixtureRequest) -> Flask:
+    built = create_app({"APP_ENV": "testing"})
+    pipeline = parts_of(built).pipeline
+    assert pipeline is not None
+    pipeline.shortcut = request.param == "shortcut"
+    return built
