@@ -37,10 +37,24 @@ T = TypeVar("T")
 _FAILURES = (OSError, sqlite3.Error, diskcache.Timeout, gevent.Timeout)
 SIZE_EVERY = 5.0  # seconds: how often a store also reports the tier's size
 OPEN_SECONDS = 1.0  # the longest opening (or creating) the database may take
-# Threads for the tier's operations, per worker: each holds its own SQLite connection and page
-# cache (diskcache's connections are per thread), so memory stays at THREADS x PAGE_CACHE.
+# Threads for the tier's operations, per process: each holds its own SQLite connection and page
+# cache (diskcache's connections are per thread), so memory stays at THREADS x PAGE_CACHE per
+# directory.
 THREADS = 2
 PAGE_CACHE_PAGES = 2048  # SQLite pages (4 KiB) cached per connection: 8 MiB
+
+
+_POOLS: dict[int, gevent.threadpool.ThreadPool] = {}
+
+
+def _pool() -> gevent.threadpool.ThreadPool:
+    """The disk tier's threads, one pool per process (made on first use: in the worker, after
+    gevent's patching), shared by every DiskCache in it."""
+    pid = os.getpid()
+    pool = _POOLS.get(pid)
+    if pool is None:
+        pool = _POOLS[pid] = gevent.threadpool.ThreadPool(THREADS)
+    return pool
 
 
 class _BytesOnly(diskcache.Disk):
@@ -84,7 +98,6 @@ class DiskCache:
         self._last_log = -log_interval
         self._skip_until = 0.0
         self._cache: diskcache.Cache | None = None
-        self._pool = gevent.threadpool.ThreadPool(THREADS)
         self._open()
 
     # --- state ------------------------------------------------------------------------------------
@@ -101,6 +114,9 @@ class DiskCache:
                     size_limit=self._max_bytes,
                     eviction_policy="least-recently-stored",
                     sqlite_cache_size=PAGE_CACHE_PAGES,
+                    # No memory-mapped reads: a page of a mapped file that a full disk cannot back
+                    # is a SIGBUS, which kills the worker; read() fails with an error instead.
+                    sqlite_mmap_size=0,
                 ),
                 timeout=max(self._timeout, OPEN_SECONDS),  # opening takes a few statements
             )
@@ -145,7 +161,7 @@ class DiskCache:
             except Exception as exc:
                 return False, exc
 
-        ok, outcome = self._pool.spawn(caught).get(timeout=timeout or self._timeout)
+        ok, outcome = _pool().spawn(caught).get(timeout=timeout or self._timeout)
         if not ok:
             raise outcome
         result: T = outcome
@@ -232,4 +248,3 @@ class DiskCache:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
-        self._pool.kill()

@@ -107,7 +107,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def _traced_app(shortcut: bool, exporter: InMemorySpanExporter) -> Flask:
-    app, _ = _app(shortcut, APP_ENV="development", OTEL_TRACES_SAMPLER="always_on", OTEL_BSP_SCHEDULE_DELAY="600000")
+    app, _ = _app(
+        shortcut,
+        APP_ENV="development",  # tracing on with the console exporter (no collector to run)
+        CACHE_DIR="",  # development's default is the user's disk cache: each app here starts empty
+        OTEL_TRACES_SAMPLER="always_on",
+        OTEL_BSP_SCHEDULE_DELAY="600000",
+    )
     tracing = parts_of(app).tracing
     assert tracing is not None
     tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
