@@ -108,9 +108,16 @@ class Pipeline:
         finally:
             leave(token)
             if counted and recorder is not None:
-                recorder.ended()
+                self._ended(recorder, exchange)
         start_response(status, headers)
         return [body] if isinstance(body, bytes) else body
+
+    @staticmethod
+    def _ended(recorder: Any, exchange: Exchange) -> None:
+        try:
+            recorder.ended()
+        except Exception:  # the answer is made: a failing gauge must not turn it into an HTML 500
+            log.exception("counting a request's end failed", extra={"request_id": exchange.request_id})
 
     def _answer(self, exchange: Exchange) -> Result:
         """The answer and its headers, recorded; a fault in any step: JSON 500, recorded once."""
@@ -285,6 +292,6 @@ class Pipeline:
                     access.write(fields)
             finally:
                 if recorder is not None:
-                    recorder.ended()
+                    self._ended(recorder, exchange)
 
         return observed(events, on_event, on_close)
