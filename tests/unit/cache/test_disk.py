@@ -264,3 +264,23 @@ def test_sqlite_errors_are_the_failures_counted(tmp_path: Path) -> None:
     (tmp_path / "cache.db").write_bytes(b"garbage")
     reopened = DiskCache(str(tmp_path), 10**7, 60)
     assert reopened.get("k") is None and reopened.failures >= 1
+
+
+def test_a_worker_warms_its_l1_from_redis_too(redis_url: str) -> None:
+    """With REDIS_URL, L2 is Redis: a new worker warms from it, most recently stored first."""
+    import redis as redis_py
+
+    redis_py.Redis.from_url(redis_url).flushdb()
+    settings = {"REDIS_URL": redis_url, "COALESCING_ENABLED": "false", "REDIS_SOCKET_TIMEOUT": "5"}
+    before = create_app({"APP_ENV": "testing", **settings})
+    prompts = [f"warm from redis {i}" for i in range(12)]
+    for prompt in prompts:
+        before.test_client().post("/api/optimize", json={"prompt": prompt, "mode": "code"})
+    after = create_app({"APP_ENV": "testing", "CACHE_WARM_ENTRIES": "5", **settings})
+    assert parts_of(after).warm is not None and parts_of(after).warm[0] == 5  # type: ignore[index]
+    client = after.test_client()
+    for prompt in prompts[-5:]:  # the five most recent are in L1 already
+        assert client.post("/api/optimize", json={"prompt": prompt, "mode": "code"}).headers["X-Cache"] == "HIT"
+    assert (_hits(after, "l1"), _hits(after, "redis")) == (5, 0)
+    assert client.post("/api/optimize", json={"prompt": prompts[0], "mode": "code"}).headers["X-Cache"] == "HIT"
+    assert _hits(after, "redis") == 1  # an older one: read from Redis
