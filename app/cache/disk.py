@@ -179,7 +179,9 @@ class DiskCache:
 
     # --- the L2 interface -------------------------------------------------------------------------
 
-    def get(self, key: str) -> CachedValue | None:
+    def get(self, key: str, *, even_paused: bool = False) -> CachedValue | None:
+        """The entry, or None (absent, or the disk failed). `even_paused` is Redis's (a read
+        right after the channel's end marker); the disk tier's pause is its own, and holds."""
         raw = self._guarded("get", lambda cache: cache.get(key), None)
         return CachedValue.decode(raw) if isinstance(raw, bytes) else None
 

@@ -118,9 +118,13 @@ class RedisCache:
         # The hash tag puts an answer in the same Redis Cluster slot as its call's lock and stream.
         return self._prefix + "{" + key + "}"
 
-    def get(self, key: str) -> CachedValue | None:
+    def get(self, key: str, *, even_paused: bool = False) -> CachedValue | None:
+        """The entry, or None (absent, or Redis failed). `even_paused`: ask while Redis is paused
+        after a failure too — for a read right after Redis answered (a follower that has just
+        read its leader's end marker: the answer is there, and the pause must not hide it)."""
+        client = getattr(self._client, "plain", self._client) if even_paused else self._client
         try:
-            raw = cast("bytes | None", self._client.get(self._key(key)))
+            raw = cast("bytes | None", client.get(self._key(key)))
         except redis.RedisError as exc:
             self.health.failed("cache get", exc)
             return None

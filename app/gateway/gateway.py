@@ -85,7 +85,10 @@ class Gateway(StreamingGateway):
         shared = self.shared_streams
         if shared is None:
             return produce(), "MISS"
-        value, remote = shared.run(key, produce, request.timeout, lambda: self.l2.get(key) if self.l2 else None)
+        # The follower's read comes right after Redis gave it the end marker: even while paused.
+        value, remote = shared.run(
+            key, produce, request.timeout, lambda: self.l2.get(key, even_paused=True) if self.l2 else None
+        )
         if remote:
             self._observer.coalesced(request.task, "cluster")
             self._store_l1(key, value)

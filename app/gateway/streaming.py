@@ -311,7 +311,8 @@ class StreamingGateway(GatewayCore):
                     run.append(lost("Lost the identical stream in another process (Redis unavailable)"))
                     run.result.set_exception(ServiceUnavailableError("The identical stream was lost"))
                     return
-                cached = self.l2.get(key) if self.l2 is not None and ended is not False else None
+                # Right after Redis answered the relay: read even while a failed read pauses it.
+                cached = self.l2.get(key, even_paused=True) if self.l2 is not None and ended is not False else None
                 if ended is None and cached is None:  # between two streams: try to lead the next
                     try:
                         lock = self.shared_streams.claim(key)
