@@ -63,7 +63,6 @@ class Pipeline:
         """`flask_entry` is Flask's own WSGI entry (routing, views, error handlers); `parts`,
         the app's. Build after the blueprints are registered: the routes are read once here."""
         self._flask = flask_entry
-        self._parts = parts
         settings = parts.settings
         self._prompts = parts.prompts
         self._max_body = settings.max_body_bytes

@@ -164,8 +164,7 @@ class SharedStreams:
                 ended = self.relay(key, _discard, deadline, _no_event, end.update)
             finally:
                 self._on_wait(-1)
-            if ended == UNREACHABLE:
-                self.health.failed("coalescing follow", redis.ConnectionError("stream unreachable"))
+            if ended == UNREACHABLE:  # the relay has told the health already: Redis is left alone
                 return call(), False
             if b"error" in end:
                 raise error_from_wire(json.loads(end[b"error"]))
