@@ -289,6 +289,38 @@ class StreamingGateway(GatewayCore):
         assert result is not None  # providers end every stream with their result
         return result, "".join(pieces)
 
+    def _finish_alone(self, job: _StreamJob, run: StreamRun) -> bool:
+        """Redis went away mid-relay, our callers holding part of the text: make the answer here
+        (one upstream stream, kept in L1) and finish their stream with the rest when it continues what
+        they have, as a cached or deterministic answer does. False when it cannot: they then get
+        an error event, never a text with a hole."""
+        request, provider = job.request, self.upstream.provider
+        pieces: list[str] = []
+        result: ProviderResult | None = None
+        try:  # the same streamed request the leader made: a deterministic model answers alike
+            for item in self.upstream.stream(request, deadline=time.monotonic() + request.timeout):
+                if isinstance(item, ProviderResult):
+                    result = item
+                else:
+                    pieces.append(item)
+            payload = job.parse("".join(pieces))
+        except APIError:
+            return False
+        assert result is not None  # providers end every stream with their result
+        now = time.time()
+        usage = (result.input_tokens, result.output_tokens)
+        value = CachedValue(
+            encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
+        )
+        if job.store:
+            self._store_l1(run.key, value, new=True)
+        remainder = rest(run.events, value, request.mode)
+        if remainder is None:
+            return False
+        run.append(remainder)
+        run.result.set(value)
+        return True
+
     def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:
         """Relay another process's stream of the run's key into `run`; lead it ourselves when
         that stream has just ended without an answer to show."""
@@ -307,6 +339,8 @@ class StreamingGateway(GatewayCore):
                     if not run.events:  # our callers have nothing yet: stream it ourselves
                         handed_over = True
                         self._produce_stream(job, run)
+                        return
+                    if self._finish_alone(job, run):
                         return
                     run.append(lost("Lost the identical stream in another process (Redis unavailable)"))
                     run.result.set_exception(ServiceUnavailableError("The identical stream was lost"))

@@ -7,6 +7,7 @@ counters say every caller has joined."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -260,6 +261,29 @@ def _redis_answers(url: str) -> bool:
             return bool(client.ping())
         except redis.TimeoutError:
             return False
+
+
+def test_a_follower_that_loses_redis_mid_stream_finishes_from_its_own_call(
+    fake_upstream: FakeUpstreamProcess, own_redis_url: str
+) -> None:
+    """Redis stops while a follower on another instance relays the leader's stream: the follower
+    makes the answer itself and, as it continues the text its caller already has (the fake model
+    is deterministic), sends the rest — the whole text, never a cut one."""
+    env = {**provider_env("anthropic", fake_upstream), **redis_env(own_redis_url)}
+    fake_upstream.control(stream_chunks=30, faults=[{"action": "stream_pause", "after": 10}])
+    body = {"prompt": "redis goes away mid-relay", "mode": "code"}
+    with start_server(env) as a, start_server(env) as b, ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_read, a.url, body)
+        wait_until(lambda: fake_upstream.stats()["paused"] == 1, what="the stream paused at 10 of 30")
+        second = pool.submit(_read, b.url, body)
+        wait_until(lambda: metric_total([b.url], "stream_followers_total") == 1, what="the follower on b")
+        with redis.Redis.from_url(own_redis_url) as client, contextlib.suppress(redis.ConnectionError):
+            client.shutdown(nosave=True)
+        fake_upstream.control(resume=True)
+        (status_a, events_a), (status_b, events_b) = first.result(), second.result()
+    assert (status_a, status_b) == ("MISS", "COALESCED")
+    assert _text(events_b) == _text(events_a) != ""
+    assert fake_upstream.calls() == 2  # the leader's stream, and the follower's own call
 
 
 def test_a_leader_that_could_not_publish_all_of_its_stream_still_finishes_its_followers(
