@@ -48,6 +48,48 @@ def _settings(config: Settings | Mapping[str, str] | None) -> Settings:
     return load_settings(config)  # None: os.environ; a mapping: exactly those variables
 
 
+def _jobs(settings: Settings, prompts: Any, metrics: Any) -> Any:
+    """The job service: on SQLite in CACHE_DIR (one machine), on Redis (a fleet); None when
+    there is nowhere to keep jobs (no CACHE_DIR, no REDIS_URL) or Redis is a Cluster."""
+    import os
+
+    from app.api import JSON_ENDPOINTS
+    from app.cache.clients import RedisTopology
+    from app.jobs import JobQueue, Jobs, RedisJobStore, RunnerLock, SqliteJobStore
+
+    lock = None
+    if settings.redis_url:
+        if settings.redis_url.startswith("redis+cluster://"):
+            logging.getLogger("app.jobs").warning("jobs are not available with a Redis Cluster (huey needs one node)")
+            return None
+        where = RedisTopology(settings.redis_url)
+        timeout = settings.redis_socket_timeout
+        store: Any = RedisJobStore(
+            where.client(socket_timeout=timeout, socket_connect_timeout=timeout), settings.redis_prefix
+        )
+        # The queue's blocking pop waits up to 1 s: its connections read for longer than that.
+        reader = where.client(socket_timeout=1.0 + max(timeout, 1.0), socket_connect_timeout=timeout)
+        queue = JobQueue.redis(reader.connection_pool, settings.redis_prefix)
+    elif settings.cache_dir:
+        path = os.path.join(settings.cache_dir, "jobs.sqlite3")
+        store, queue = SqliteJobStore(path), JobQueue.sqlite(path)
+        lock = RunnerLock(os.path.join(settings.cache_dir, "jobs.runner.lock"))
+    else:
+        return None
+    return Jobs(
+        store,
+        queue,
+        prompts,
+        {endpoint.name: endpoint for endpoint in JSON_ENDPOINTS},
+        result_ttl=settings.job_result_ttl,
+        queue_max=settings.job_queue_max,
+        lease_seconds=settings.job_lease_seconds,
+        concurrency=settings.job_concurrency,
+        metrics=metrics,
+        runner_lock=lock,
+    )
+
+
 def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """Build the app: settings, logging, the gateway, the API, and the request pipeline in front.
 
@@ -103,6 +145,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         limit=limits.RateLimit(settings, redis_health) if settings.rate_limit else None,
         warm=warm,
     )
+    found.jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None)
     app.extensions[KEY] = found
     api.init_app(app)
     if instruments is not None:

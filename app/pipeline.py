@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, MapAdapter, Rule
 
 from app.api import JSON_ENDPOINTS
 from app.errors import APIError, api_error_parts, unexpected_error_parts
@@ -65,6 +67,7 @@ class Pipeline:
         self._flask = flask_entry
         settings = parts.settings
         self._prompts = parts.prompts
+        self._jobs = parts.jobs
         self._max_body = settings.max_body_bytes
         self._origins = frozenset(settings.cors_origins)
         self._credentials = parts.credentials if parts.credentials else None
@@ -76,14 +79,17 @@ class Pipeline:
         self._traced = tracing.wrap(self._traced_core) if tracing is not None else None
         self._handlers = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
         self.shortcut = True  # False: the JSON endpoints too are routed by Flask to their views
-        # path -> method -> endpoint name (every route here is a fixed path)
+        # path -> method -> endpoint name, for fixed paths; a Map of the rest (/api/jobs/<job_id>)
         self._routes: dict[str, dict[str, str]] = {}
+        patterns = []
         for rule in flask_app.url_map.iter_rules():
             if rule.arguments:
-                raise ValueError(f"the pipeline routes fixed paths only: {rule.rule}")
+                patterns.append(Rule(rule.rule, endpoint=rule.endpoint, methods=rule.methods))
+                continue
             methods = self._routes.setdefault(rule.rule, {})
             for method in rule.methods or ():
                 methods[method] = rule.endpoint
+        self._patterns = Map(patterns).bind("") if patterns else None
 
     # --- edge -------------------------------------------------------------------------------------
 
@@ -155,9 +161,22 @@ class Pipeline:
         if methods is not None:
             exchange.route = environ["PATH_INFO"]
             exchange.endpoint = methods.get(environ["REQUEST_METHOD"], "none")
+        elif self._patterns is not None:
+            self._match(exchange, self._patterns)
         if exchange.traced and self._traced is not None:
             return self._through(self._traced, environ)
         return self._core(exchange)
+
+    @staticmethod
+    def _match(exchange: Exchange, patterns: MapAdapter) -> None:
+        """The route of a path with a variable part (its rule, e.g. /api/jobs/<job_id>: a
+        label's values stay bounded whatever ids callers send)."""
+        environ = exchange.environ
+        try:
+            rule, _ = patterns.match(environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"], return_rule=True)
+        except HTTPException:  # not found, or not allowed: Flask answers it
+            return
+        exchange.route, exchange.endpoint = rule.rule, rule.endpoint
 
     def _traced_core(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The core as a WSGI app, for the tracing instrumentation to wrap."""
@@ -185,7 +204,7 @@ class Pipeline:
             if method == "POST" and self.shortcut:
                 handler = self._handlers.get(path)
                 if handler is not None:
-                    return handler.handle(environ, self._prompts, self._max_body)
+                    return handler.handle(environ, self._prompts, self._max_body, self._jobs)
         except APIError as error:
             return api_error_parts(error)
         return self._through(self._flask, environ)

@@ -147,6 +147,12 @@ class CreativeRequest(_Request):
     concept: Optional10k = ""  # type: ignore[valid-type]
 
 
+class JobSubmission(_Request):
+    task: _text(100, required=True)  # type: ignore[valid-type]
+    input: _AffectedFields  # type: ignore[valid-type]  # the task's endpoint validates it
+    priority: _text(20) = "normal"  # type: ignore[valid-type]
+
+
 # --- what a model must answer (extra keys ignored, shape enforced) -------------------------------
 
 
@@ -236,6 +242,30 @@ class SceneChangeResponse(SceneChangeAnswer, _Meta):
 
 class CreativeResponse(CreativeAnswer, _Meta):
     pass
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+
+
+class JobError(BaseModel):
+    error: str
+    details: str | None = None
+    status: int
+
+
+class JobResponse(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    task: str
+    priority: Literal["high", "normal", "low"]
+    createdAt: str
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    result: dict[str, JsonValue] | None = None
+    error: JobError | None = None
+    links: JobLinks
 
 
 class ErrorResponse(BaseModel):

@@ -82,8 +82,28 @@ def child_exit(server, worker):
         mark_process_dead(worker.pid)
 
 
+def post_worker_init(worker):
+    """Jobs: with JOB_RUNNER=server one worker per machine runs them (the others stand by to
+    take over); otherwise each worker only reports the queue's figures."""
+    jobs = _jobs_of(worker)
+    if jobs is not None:
+        if _settings.job_runner == "server":
+            jobs.runner.start()
+        else:
+            jobs.start_reporting()
+
+
 def worker_exit(server, worker):
-    """Flush spans still queued in this worker before it goes."""
+    """Stop this worker's jobs (unfinished ones are queued again at once) and flush spans still
+    queued in this worker before it goes."""
+    jobs = _jobs_of(worker)
+    if jobs is not None:
+        jobs.stop(grace=5.0)
     provider = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tracer_provider")
     if provider is not None:
         provider.shutdown()
+
+
+def _jobs_of(worker):
+    found = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("prompt_builder")
+    return getattr(found, "jobs", None)

@@ -240,6 +240,15 @@ class Settings:
     redis_prefix: str = _var("pb:", _str, empty="")  # empty: keys without a prefix
     redis_socket_timeout: float = _var("0.25", _float(0.001))
     redis_lease_seconds: float = _var("15", _float(0.1))
+    # At most this many model calls in flight: across the fleet with REDIS_URL, per worker without.
+    upstream_max_concurrency: int = _var("", _int(1, 100_000), empty=0)  # 0 here: unlimited
+    job_result_ttl: int = _var("86400", _int(1))  # seconds a finished job's record and result are kept
+    job_queue_max: int = _var("10000", _int(1))  # queued jobs beyond this: 503 with Retry-After
+    job_concurrency: int = _var("50", _int(1, 10_000))  # jobs one runner process runs at once
+    # Where jobs run: server (one gunicorn worker per machine) or worker (only `make worker`
+    # processes); empty: server without REDIS_URL, worker with it.
+    job_runner: str = _var("", _choice("", "server", "worker"), empty="")
+    job_lease_seconds: float = _var("15", _float(1.0, 3600.0))  # a running job silent this long is run again
     breaker_fail_max: int = _var("5", _int(1, 10_000))
     breaker_reset_timeout: float = _var("30", _float(0.01))
     rate_limit: str = _var("60/minute", _rate_limit, empty="")  # empty: no rate limit
@@ -330,4 +339,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["LLM_PROVIDER"] = provider
     values["LLM_MODEL"] = values["LLM_MODEL"] or DEFAULT_MODELS[provider]
     values["UPSTREAM_POOL_SIZE"] = values["UPSTREAM_POOL_SIZE"] or values["WORKER_CONNECTIONS"]
+    values["JOB_RUNNER"] = values["JOB_RUNNER"] or ("worker" if values["REDIS_URL"] else "server")
     return Settings(**{name.lower(): value for name, value in values.items()})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flask import Response, request
 from pydantic import BaseModel, ValidationError
@@ -28,7 +28,10 @@ from app.parts import parts
 from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
 
-__all__ = ["JsonEndpoint", "cache_policy", "decode_body", "read_body"]
+if TYPE_CHECKING:
+    from app.jobs.service import Jobs
+
+__all__ = ["JsonEndpoint", "cache_policy", "decode_body", "describe", "read_body"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,7 +40,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
     """Every invalid field with its reason, in the body's order: `a: Field required; b.c: ...`.
     Each reason is cut at 200 characters, so one long message cannot hide the fields after it."""
     parts_ = []
@@ -86,7 +89,7 @@ def decode_body(raw: bytes, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailedError(details=_describe(exc)[:2000]) from None
+        raise ValidationFailedError(details=describe(exc)[:2000]) from None
 
 
 _DEFAULT_POLICY = CachePolicy()
@@ -112,10 +115,21 @@ class JsonEndpoint(Generic[M]):
     model: type[M]
     answer: Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]
 
-    def handle(self, environ: dict[str, Any], prompts: PromptService, limit: int) -> Answer:
+    @property
+    def name(self) -> str:
+        """The endpoint's name as a job's task: its path without /api/."""
+        return self.path.removeprefix("/api/")
+
+    def handle(self, environ: dict[str, Any], prompts: PromptService, limit: int, jobs: Jobs | None = None) -> Answer:
         """Answer the request in `environ`: 200 with X-Cache (and Age for a cached answer), or
-        raise the APIError that says what went wrong."""
+        raise the APIError that says what went wrong. With `Prefer: respond-async` (and jobs
+        available): 202, the request accepted as a job."""
         body = read_body(environ, self.model, limit)
+        if jobs is not None and "HTTP_PREFER" in environ:
+            from app.api.jobs import submit_async, wants_async
+
+            if wants_async(environ):
+                return submit_async(jobs, self.name, body)
         answer, completion = self.answer(prompts, body, cache_policy(environ))
         data = render(answer)
         status = completion.cache_status
@@ -127,5 +141,5 @@ class JsonEndpoint(Generic[M]):
     def view(self) -> Response:
         """The endpoint as a Flask view (the pipeline's shortcut off: Flask routes to it)."""
         found = parts()
-        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes)
+        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes, found.jobs)
         return Response(data, status, headers)

@@ -8,7 +8,8 @@ from app.cache.clients import RedisTopology
 from app.coalescing import InFlight, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
 from app.gateway.breaker import Breaker
-from app.gateway.gateway import Completion, Gateway, Stream
+from app.gateway.budget import Budget
+from app.gateway.gateway import Completion, Gateway, NotCached, Stream
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
@@ -16,7 +17,7 @@ from app.providers import LLMRequest, Provider
 from app.providers.factory import make_provider
 from config.settings import Settings
 
-__all__ = ["Completion", "Gateway", "LLMRequest", "Stream", "build_gateway"]
+__all__ = ["Completion", "Gateway", "LLMRequest", "NotCached", "Stream", "build_gateway"]
 
 
 def build_gateway(
@@ -32,7 +33,15 @@ def build_gateway(
     breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
     observer.breaker_state(breaker.name, 0)  # a closed breaker is a value, not "no data"
     observer.breaker_failures(breaker.name, 0)
-    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer)
+    budget_client = None
+    if settings.redis_url:  # the fleet's slots and pause; calls go on without them when Redis fails
+        budget_client = RedisTopology(settings.redis_url).client(
+            socket_timeout=settings.redis_socket_timeout, socket_connect_timeout=settings.redis_socket_timeout
+        )
+    budget = Budget.build(
+        settings.upstream_max_concurrency, budget_client, settings.redis_prefix, observer.upstream_budget
+    )
+    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer, budget=budget)
     l1 = (
         MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
         if settings.cache_enabled

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from app.cache import CachedValue
@@ -13,7 +14,16 @@ from app.gateway.streaming import Stream, StreamingGateway
 from app.gateway.values import Completion, completion_of, encode
 from app.providers.base import LLMRequest
 
-__all__ = ["Completion", "Gateway", "Stream"]
+__all__ = ["Completion", "Gateway", "NotCached", "Stream"]
+
+
+class NotCached(Exception):
+    """complete(cached_only=True) found no fresh answer in the cache."""
+
+
+# The keys a caller's completions used, for callers that want to know (a job, to tell whether
+# others share its call before stopping it).
+KEYS_USED: ContextVar[list[str] | None] = ContextVar("prompt_builder_keys_used", default=None)
 
 # Errors for which an expired answer beats no answer (stale-if-error).
 _STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
@@ -29,15 +39,21 @@ class Gateway(StreamingGateway):
         *,
         read: bool = True,
         write: bool = True,
+        cached_only: bool = False,
     ) -> Completion:
         """Return the answer to `request`, from cache, from an identical call in flight, or
         from the upstream. `parse` turns model text into the payload (raising InvalidAnswerError);
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
-        coalescing (no-store)."""
+        coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached)."""
         key = self.key_for(request)
+        used = KEYS_USED.get()
+        if used is not None:
+            used.append(key)
         stale, fresh = self._read(key, request, read and write)
         if stale is not None and fresh:
             return completion_of(stale, "HIT", time.time())
+        if cached_only:
+            raise NotCached()
 
         run = self._streams.get(key) if write else None
         if run is not None:  # the same answer is being streamed: wait for it
@@ -70,6 +86,13 @@ class Gateway(StreamingGateway):
         finally:
             self._observer.upstream_wait(time.perf_counter() - waiting)
         return completion_of(value, status, time.time())
+
+    def shared(self, key: str) -> bool:
+        """Does another caller wait on the call in flight for `key` (here or, via Redis, elsewhere)?"""
+        pending = self.inflight.pending(key) if self.inflight is not None else None
+        if pending is not None and pending.linkcount() > 0:
+            return True
+        return self.shared_streams is not None and self.shared_streams.followers(key) > 0
 
     def _lead_counted(
         self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]

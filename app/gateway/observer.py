@@ -77,6 +77,9 @@ class Observer:
     def disk_size(self, entries: int, size: int) -> None:
         """The on-machine cache tier holds `entries` answers in `size` bytes on disk."""
 
+    def upstream_budget(self, held: int, paused: bool) -> None:
+        """This process now holds `held` upstream slots; `paused`: a 429's Retry-After holds new calls."""
+
 
 class NullObserver(Observer):
     """Observes nothing (tests, benchmarks, metrics off)."""

@@ -11,7 +11,7 @@ from app.cache import CachedValue
 from app.errors import APIError
 from app.gateway.streams import sse_event
 
-__all__ = ["DONE", "error_event", "refined", "replay", "rest"]
+__all__ = ["DONE", "error_event", "refined", "replay", "replay_text", "rest"]
 
 DONE = sse_event("done", {"status": "finished"})
 
@@ -33,8 +33,14 @@ def replay(value: CachedValue, mode: str) -> bytes:
     """A stored answer as the events a live stream of it sends: its text in pieces of about a
     line (deltas), then refined and done, in one write."""
     text, data = _stored_text(value)
+    return replay_text(text, mode, data["v"], data["m"], tuple(data["u"]))
+
+
+def replay_text(text: str, mode: str, provider: str, model: str, usage: tuple[int, int]) -> bytes:
+    """An answer's text as the events a live stream of it sends (see `replay`)."""
     pieces = re.findall(r"[^\n]*\n|[^\n]+$", text)
-    return b"".join([sse_event("refined_delta", {"delta": piece}) for piece in pieces] + _ending(text, mode, data))
+    ending = [sse_event("refined", refined(text, mode, provider, model, usage)), DONE]
+    return b"".join([sse_event("refined_delta", {"delta": piece}) for piece in pieces] + ending)
 
 
 def rest(sent: list[bytes], value: CachedValue, mode: str) -> bytes | None:

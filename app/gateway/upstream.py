@@ -20,6 +20,7 @@ from app.errors import (
     UpstreamError,
 )
 from app.gateway.breaker import Breaker
+from app.gateway.budget import Budget, current_priority
 from app.gateway.observer import Observer
 from app.gateway.tracer import NullTracer, Span, Tracer
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
@@ -83,6 +84,7 @@ class UpstreamCaller:
         max_retries: int,
         sleep: Callable[[float], None] = gevent.sleep,
         tracer: Tracer | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.provider = provider
         self.breaker = breaker
@@ -91,6 +93,7 @@ class UpstreamCaller:
         self._sleep = sleep
         self._tracer = tracer or NullTracer()
         self._jitter = wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP)
+        self.budget = budget or Budget(None)
 
     def call(self, request: LLMRequest) -> ProviderResult:
         """Return the provider's answer, or raise the APIError its last failure maps to."""
@@ -104,14 +107,14 @@ class UpstreamCaller:
         }
         with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
             span.set_attribute("circuit_breaker.state", self.breaker.state)
-            result = self._call(request, span)
+            with self.budget.slot(request.timeout) as deadline:
+                result = self._call(request, span, deadline)
             span.set_attribute("gen_ai.response.model", result.model)
             span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
             return result
 
-    def _call(self, request: LLMRequest, span: Span) -> ProviderResult:
-        deadline = time.monotonic() + request.timeout
+    def _call(self, request: LLMRequest, span: Span, deadline: float) -> ProviderResult:
         probe = self.breaker.admit()
         outcome: ProviderResult | UpstreamFailure | None = None  # the request's, once known
         try:
@@ -132,8 +135,10 @@ class UpstreamCaller:
         `deadline` (monotonic; default: the request's timeout from now) bounds the whole
         stream: a stall past it is a timeout failure. Closing the generator closes the upstream
         connection."""
-        deadline = deadline if deadline is not None else time.monotonic() + request.timeout
-        model = model or self.provider.model
+        with self.budget.slot(request.timeout, deadline) as deadline:
+            yield from self._stream(request, model or self.provider.model, deadline)
+
+    def _stream(self, request: LLMRequest, model: str, deadline: float) -> Generator[str | ProviderResult, None, None]:
         probe = self.breaker.admit()
         outcome: ProviderResult | UpstreamFailure | None = None  # the stream's, once known
         try:
@@ -192,6 +197,7 @@ class UpstreamCaller:
     ) -> tuple[Generator[str | ProviderResult, None, None], str | ProviderResult, float] | UpstreamFailure:
         """One attempt at a stream: open it and read its first item (the pieces, that item and
         when the attempt began), or the attempt's failure (counted, the connection closed)."""
+        self.budget.wait_unpaused(deadline if current_priority() == "interactive" else None)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return UpstreamFailure("timeout", "request deadline reached")
@@ -202,7 +208,7 @@ class UpstreamCaller:
         except UpstreamFailure as failure:
             pieces.close()
             self._observe(request, failure, started, model)
-            return failure
+            return self._paused(failure)
         except BaseException:
             pieces.close()
             raise
@@ -224,7 +230,14 @@ class UpstreamCaller:
         """Count one attempt: every attempt is an upstream call, whatever the breaker counts."""
         self._observer.upstream_call(self.provider.name, model, request, outcome, time.perf_counter() - started)
 
+    def _paused(self, failure: UpstreamFailure) -> UpstreamFailure:
+        """A 429 pauses every new call (the fleet's, with Redis) for its Retry-After."""
+        if failure.status == 429:
+            self.budget.pause(failure.retry_after or 1.0)
+        return failure
+
     def _attempt(self, request: LLMRequest, deadline: float) -> ProviderResult | UpstreamFailure:
+        self.budget.wait_unpaused(deadline if current_priority() == "interactive" else None)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return UpstreamFailure("timeout", "request deadline reached")
@@ -234,6 +247,6 @@ class UpstreamCaller:
             with gevent.Timeout(remaining, UpstreamFailure("timeout", "request deadline reached")):
                 outcome = self.provider.complete(request, timeout=remaining)
         except UpstreamFailure as failure:
-            outcome = failure
+            outcome = self._paused(failure)
         self._observe(request, outcome, started, self.provider.model)
         return outcome

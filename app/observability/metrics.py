@@ -46,6 +46,7 @@ LATENCY_BUCKETS = (
     90,
     120,
 )
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -191,6 +192,41 @@ class _Metrics:
         self.disk_entries = Gauge(
             "cache_disk_entries", "Entries in the on-machine cache tier", multiprocess_mode="mostrecent", registry=r
         )
+        self.upstream_slots = Gauge(
+            "upstream_slots_in_use",
+            "Model calls holding an upstream slot (UPSTREAM_MAX_CONCURRENCY bounds the fleet's sum)",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.upstream_paused = Gauge(
+            "upstream_backoff_active",
+            "1 while a model API 429's Retry-After holds new calls",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        # The job store is one per machine (or fleet): every runner reports the same figures.
+        self.jobs_queued = Gauge(
+            "jobs_queued", "Jobs waiting to run, by priority", ("priority",), multiprocess_mode="mostrecent", registry=r
+        )
+        self.jobs_running = Gauge("jobs_running", "Jobs running", multiprocess_mode="mostrecent", registry=r)
+        self.jobs_oldest = Gauge(
+            "jobs_oldest_queued_age_seconds",
+            "Age of the oldest queued job (0: none queued)",
+            multiprocess_mode="mostrecent",
+            registry=r,
+        )
+        self.jobs_submitted = Counter("jobs_submitted_total", "Jobs accepted", ("task", "priority"), registry=r)
+        self.jobs_finished = Counter(
+            "jobs_finished_total", "Jobs finished, by outcome", ("task", "outcome"), registry=r
+        )
+        self.job_wait = Histogram(
+            "job_wait_seconds",
+            "Time from a job's submission to its start",
+            ("priority",),
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.job_run = Histogram("job_run_seconds", "Time a job ran", ("task",), buckets=JOB_BUCKETS, registry=r)
         self.worker_rss = Gauge(
             "process_worker_rss_bytes", "Resident memory per worker", multiprocess_mode="liveall", registry=r
         )
@@ -388,6 +424,10 @@ class PrometheusObserver(Observer):
     def disk_size(self, entries: int, size: int) -> None:
         self.m.disk_entries.set(entries)
         self.m.disk_bytes.set(size)
+
+    def upstream_budget(self, held: int, paused: bool) -> None:
+        self.m.upstream_slots.set(held)
+        self.m.upstream_paused.set(1 if paused else 0)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ class CachePolicy:
 
     read: bool = True
     write: bool = True
+    upstream: bool = True  # False: a fresh cached answer or NotCached, never a model call
 
 
 def _meta(completion: Completion) -> dict[str, Any]:
@@ -64,7 +65,9 @@ class PromptService:
     def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
         """Return the optimized prompt for the body's prompt, mode and context."""
         request = self._optimize_request(body)
-        completion = self.gateway.complete(request, text_answer, read=policy.read, write=policy.write)
+        completion = self.gateway.complete(
+            request, text_answer, read=policy.read, write=policy.write, cached_only=not policy.upstream
+        )
         return _optimized(request, completion), completion
 
     def optimize_stream(self, body: OptimizeRequest, policy: CachePolicy, request_id: str) -> Stream:
@@ -115,6 +118,8 @@ class PromptService:
             ttl=task.ttl or self._default_ttl,
             inputs=inputs,
         )
-        completion = self.gateway.complete(request, self._parsers[task_name], read=policy.read, write=policy.write)
+        completion = self.gateway.complete(
+            request, self._parsers[task_name], read=policy.read, write=policy.write, cached_only=not policy.upstream
+        )
         extra = {"isPlaceholder": False} if task_name == "enhancement" else {}
         return {**completion.payload, **extra, **_meta(completion)}, completion

@@ -1,0 +1,113 @@
+"""Jobs: POST /api/jobs, GET /api/jobs/{id}, GET /api/jobs/{id}/events, DELETE /api/jobs/{id};
+and `Prefer: respond-async` on the six JSON endpoints (RFC 7240), which submits the same job.
+
+With API keys configured a job is visible only to the key that submitted it (any other key gets
+404, as for an id that never existed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+from pydantic import BaseModel
+
+from app.api._body import read_body
+from app.errors import APIError
+from app.exchange import current
+from app.jobs.records import Job
+from app.jobs.service import Jobs, JobsUnavailableError, retry_after
+from app.parts import parts
+from app.render import Answer, json_parts
+from app.schemas import JobSubmission
+
+__all__ = ["accepted", "bp", "owner", "submit_async", "wants_async"]
+
+bp = Blueprint("jobs", __name__)
+
+
+def owner() -> str:
+    """Whose jobs the caller sees: its key id when API keys are configured, else everyone's ("")."""
+    exchange = current()
+    return exchange.client if exchange is not None and exchange.authenticated else ""
+
+
+def wants_async(environ: dict[str, Any]) -> bool:
+    """Does the request's Prefer header ask for respond-async?"""
+    prefer = environ.get("HTTP_PREFER")
+    if not prefer:
+        return False
+    for preference in prefer.split(","):
+        token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if token == "respond-async":
+            return True
+    return False
+
+
+def submit_async(jobs: Jobs, task: str, body: BaseModel) -> Answer:
+    """The Prefer: respond-async answer of a JSON endpoint: the request as a `normal` job."""
+    job = jobs.submit(task, body, "normal", owner())
+    return accepted(jobs, job, ("Preference-Applied", "respond-async"))
+
+
+def accepted(jobs: Jobs, job: Job, *extra: tuple[str, str]) -> Answer:
+    """202 Accepted: the job's id, state and where to follow it (Location)."""
+    view = jobs.view(job)
+    body = {key: view[key] for key in ("id", "status", "task", "priority", "createdAt", "links")}
+    return json_parts(202, body, [("Location", view["links"]["self"]), *extra])
+
+
+def _jobs() -> Jobs:
+    found = parts().jobs
+    if found is None:
+        raise JobsUnavailableError()
+    return found
+
+
+def _respond(answer: Answer) -> Response:
+    status, headers, data = answer
+    return Response(data, status, headers)
+
+
+@bp.post("/api/jobs")
+def submit() -> Response:
+    jobs = _jobs()
+    submission = read_body(request.environ, JobSubmission, parts().settings.max_body_bytes)
+    body = jobs.validate(submission.task, submission.input, submission.priority)
+    job = jobs.submit(submission.task, body, submission.priority, owner())
+    return _respond(accepted(jobs, job))
+
+
+@bp.get("/api/jobs/<job_id>")
+def status(job_id: str) -> Response:
+    jobs = _jobs()
+    job = jobs.get(job_id, owner())
+    wait = retry_after(job)
+    return _respond(json_parts(200, jobs.view(job), [("Retry-After", str(wait))] if wait else None))
+
+
+@bp.delete("/api/jobs/<job_id>")
+def cancel(job_id: str) -> Response:
+    jobs = _jobs()
+    job = jobs.cancel(job_id, owner())
+    return _respond(json_parts(200, jobs.view(job)))
+
+
+@bp.get("/api/jobs/<job_id>/events")
+def events(job_id: str) -> Response:
+    jobs = _jobs()
+    caller = owner()
+    job = jobs.get(job_id, caller)  # unknown: 404 JSON, before any stream
+    response = Response(_guarded(jobs.events(job, caller)), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _guarded(events: Any) -> Any:
+    """A job that expires while followed ends the stream with an error event, not a broken one."""
+    from app.gateway.replay import error_event
+
+    try:
+        yield from events
+    except APIError as error:
+        yield error_event(error, "")

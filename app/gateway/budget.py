@@ -1,0 +1,273 @@
+"""One upstream budget: at most UPSTREAM_MAX_CONCURRENCY model calls in flight, given out in
+priority order, and a pause of every new call while the model API has said 429 Retry-After.
+
+Who waits for a slot is ranked: synchronous and streaming callers first (within their
+deadline, then 503 with Retry-After), then jobs `high`, `normal`, `low`; first come first
+served within a rank. With Redis the slots and the pause are the fleet's (a sorted set of
+holders, one of waiters, and a key holding when the pause ends); without it, this process's.
+
+A caller's rank comes from the context (`job_priority`): a job's runner sets it, everything
+else is interactive.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import gevent
+import redis
+from gevent.event import Event
+
+from app.errors import ServiceUnavailableError
+
+__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "job_priority"]
+
+log = logging.getLogger(__name__)
+
+RANKS = {"interactive": 0, "high": 1, "normal": 2, "low": 3}
+_priority: ContextVar[str] = ContextVar("prompt_builder_priority", default="interactive")
+
+
+@contextmanager
+def job_priority(priority: str) -> Iterator[None]:
+    """Calls made inside wait for upstream slots with a job's `priority`."""
+    token = _priority.set(priority)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+def current_priority() -> str:
+    return _priority.get()
+
+
+class SlotsBusy(Exception):
+    """No slot came free before the caller's deadline."""
+
+
+class LocalSlots:
+    """This process's slots: a counter and a heap of waiters by (rank, arrival)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = limit
+        self._waiting: list[tuple[int, int, Event]] = []
+        self._arrivals = itertools.count()
+
+    def in_use(self) -> int:
+        return self.limit - self._free
+
+    def acquire(self, rank: int, deadline: float | None) -> Any:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        entry = (rank, next(self._arrivals), Event())
+        heapq.heappush(self._waiting, entry)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if entry[2].wait(timeout):
+            return True
+        if entry[2].is_set():  # given in the moment the wait ended
+            return True
+        self._waiting.remove(entry)
+        heapq.heapify(self._waiting)
+        raise SlotsBusy()
+
+    def release(self, token: Any) -> None:
+        if self._waiting:
+            _, _, event = heapq.heappop(self._waiting)
+            event.set()  # the slot passes straight to the best waiter
+        else:
+            self._free += 1
+
+
+# KEYS: holders, waiters, seen; ARGV: me, score, limit, now, hold_until, forget_before
+_ACQUIRE = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[4])
+local gone = redis.call('zrangebyscore', KEYS[3], '-inf', ARGV[6])
+for _, member in ipairs(gone) do redis.call('zrem', KEYS[2], member) redis.call('zrem', KEYS[3], member) end
+redis.call('zadd', KEYS[2], 'NX', ARGV[2], ARGV[1])
+redis.call('zadd', KEYS[3], ARGV[4], ARGV[1])
+local free = tonumber(ARGV[3]) - redis.call('zcard', KEYS[1])
+if free <= 0 then return 0 end
+local rank = redis.call('zrank', KEYS[2], ARGV[1])
+if rank >= free then return 0 end
+redis.call('zrem', KEYS[2], ARGV[1])
+redis.call('zrem', KEYS[3], ARGV[1])
+redis.call('zadd', KEYS[1], ARGV[5], ARGV[1])
+return 1
+"""
+POLL = (0.01, 0.05)  # seconds between a waiter's tries (random in this range: no lockstep)
+FORGET_WAITER = 5.0  # a waiter not seen for this long left (its process died): dropped
+
+
+class RedisSlots:
+    """The fleet's slots: holders (by when their hold ends: a call's deadline, so a killed
+    process's slot comes back), waiters ranked by (rank, arrival), and when each was last seen."""
+
+    def __init__(self, client: redis.Redis, prefix: str, limit: int, hold_seconds: float = 300.0) -> None:
+        self.limit = limit
+        self._client = client
+        base = f"{prefix}upstream:{{slots}}"
+        self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:seen"]
+        self._acquire = client.register_script(_ACQUIRE)
+        self._hold = hold_seconds
+        self._me = f"{os.getpid()}:{os.urandom(4).hex()}"
+        self._arrivals = itertools.count()
+
+    def in_use(self) -> int:
+        return int(self._client.zcount(self._keys[0], time.time(), "+inf"))
+
+    def acquire(self, rank: int, deadline: float | None) -> Any:
+        token = f"{self._me}:{next(self._arrivals)}"
+        score = rank * 1e13 + time.time() * 1000
+        try:
+            while True:
+                now = time.time()
+                if self._acquire(self._keys, [token, score, self.limit, now, now + self._hold, now - FORGET_WAITER]):
+                    return token
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise SlotsBusy()
+                gevent.sleep(random.uniform(*POLL))
+        except BaseException:
+            self._client.zrem(self._keys[1], token)
+            self._client.zrem(self._keys[2], token)
+            raise
+
+    def release(self, token: Any) -> None:
+        self._client.zrem(self._keys[0], token)
+
+
+class _LocalPause:
+    def __init__(self) -> None:
+        self._until = 0.0
+
+    def until(self) -> float:
+        return self._until
+
+    def pause(self, until: float) -> None:
+        self._until = max(self._until, until)
+
+
+# KEYS: pause; ARGV: until (ms since the epoch)
+_PAUSE = """
+local current = tonumber(redis.call('get', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then redis.call('set', KEYS[1], ARGV[1], 'PXAT', ARGV[1]) end
+"""
+
+
+class _RedisPause:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._key = f"{prefix}upstream:pause"
+        self._set = client.register_script(_PAUSE)
+
+    def until(self) -> float:
+        raw = self._client.get(self._key)
+        return int(raw) / 1000 if raw else 0.0
+
+    def pause(self, until: float) -> None:
+        self._set([self._key], [int(until * 1000)])
+
+
+class Budget:
+    """The slots (None: unlimited) and the pause, as the upstream caller uses them."""
+
+    def __init__(
+        self,
+        slots: LocalSlots | RedisSlots | None,
+        client: redis.Redis | None = None,
+        prefix: str = "",
+        on_change: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        self._slots = slots
+        self._pause: _LocalPause | _RedisPause = _RedisPause(client, prefix) if client is not None else _LocalPause()
+        self._on_change = on_change or (lambda in_use, paused: None)
+        self._held = 0  # slots this process holds
+        self._paused = False  # as this process last saw the pause
+
+    @classmethod
+    def build(
+        cls, limit: int, client: redis.Redis | None, prefix: str, on_change: Callable[[int, bool], None] | None = None
+    ) -> Budget:
+        slots: LocalSlots | RedisSlots | None = None
+        if limit:
+            slots = RedisSlots(client, prefix, limit) if client is not None else LocalSlots(limit)
+        return cls(slots, client, prefix, on_change)
+
+    @property
+    def limit(self) -> int:
+        return self._slots.limit if self._slots is not None else 0
+
+    def pause(self, seconds: float) -> None:
+        """The model API said 429 Retry-After `seconds`: no new call anywhere until then."""
+        try:
+            self._pause.pause(time.time() + seconds)
+        except redis.RedisError:
+            log.warning("could not share the model API's Retry-After pause through Redis")
+        self._paused = True
+        self._on_change(self._held, True)
+
+    def wait_unpaused(self, deadline: float | None) -> None:
+        """Return once no pause holds; an interactive caller whose deadline comes first gets
+        503 with the pause's Retry-After."""
+        while True:
+            try:
+                until = self._pause.until()
+            except redis.RedisError:
+                return  # the pause cannot be read: calls go on (the provider's 429 still stops them)
+            left = until - time.time()
+            if left <= 0:
+                if self._paused:
+                    self._paused = False
+                    self._on_change(self._held, self._paused)
+                return
+            if deadline is not None and time.monotonic() + left >= deadline:
+                raise ServiceUnavailableError("Upstream model API rate limit reached", retry_after=left)
+            self._paused = True
+            self._on_change(self._held, True)
+            gevent.sleep(min(left, 1.0))
+
+    @contextmanager
+    def slot(self, timeout: float, deadline: float | None = None) -> Iterator[float]:
+        """Hold one upstream slot (waiting in the caller's rank) with no pause in force, and
+        yield the call's deadline (monotonic). An interactive caller's deadline is `deadline`
+        (default: `timeout` from now) and bounds its wait too; a job waits as long as it takes,
+        and its call gets `timeout` from when it got the slot."""
+        interactive = current_priority() == "interactive"
+        if interactive and deadline is None:
+            deadline = time.monotonic() + timeout
+        self.wait_unpaused(deadline if interactive else None)
+        token = None
+        if self._slots is not None:
+            try:
+                token = self._slots.acquire(RANKS[current_priority()], deadline if interactive else None)
+            except SlotsBusy:
+                raise ServiceUnavailableError(
+                    "Upstream model API busy",
+                    details="every upstream slot is in use; retry after Retry-After seconds",
+                    retry_after=1.0,
+                ) from None
+            except redis.RedisError:
+                log.warning("upstream slots unavailable in Redis: calling without one")
+        self._held += 1
+        self._on_change(self._held, self._paused)
+        try:
+            yield deadline if interactive and deadline is not None else time.monotonic() + timeout
+        finally:
+            self._held -= 1
+            if token is not None and self._slots is not None:
+                try:
+                    self._slots.release(token)
+                except redis.RedisError:
+                    log.warning("could not give an upstream slot back to Redis (it ends by itself)")
+            self._on_change(self._held, self._paused)

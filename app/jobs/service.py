@@ -1,0 +1,357 @@
+"""Jobs: an endpoint's request accepted now and answered later, by a runner, through the same
+gateway (cache key, coalescing, upstream budget) as a synchronous request.
+
+    submit   validate the task and its input as the endpoint would (same 4xx); answered from
+             the cache at once when it can be; else a queued record and its id on the queue
+    run      claim the record, answer it with the endpoint's own service call at the job's
+             priority, store the result (or the error) in the record
+    cancel   mark it cancelled; a call of this runner's that nobody else waits on is stopped
+    keep     (every few seconds, in each runner) renew this runner's leases, stop what was
+             cancelled elsewhere, queue again the jobs of a runner that went silent
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from pydantic import BaseModel, ValidationError
+
+from app.errors import APIError, BadRequestError, ServiceUnavailableError, ValidationFailedError
+from app.gateway import NotCached
+from app.gateway.budget import job_priority
+from app.gateway.gateway import KEYS_USED
+from app.gateway.replay import replay_text
+from app.gateway.streams import HEARTBEAT, sse_event
+from app.jobs.queue import JobQueue, JobRunner
+from app.jobs.records import FINISHED, PRIORITIES, Job, JobStore, QueueFull
+from app.services import CachePolicy, PromptService
+
+if TYPE_CHECKING:
+    from app.api._body import JsonEndpoint
+    from app.observability.metrics import _Metrics
+
+__all__ = ["JobNotFoundError", "Jobs", "error_body"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_QUEUED = 2  # seconds a caller polling a job that has not finished is told to wait
+QUEUE_FULL_RETRY = 5
+TRANSIENT = (502, 503, 504)  # a job that failed so is run again, up to ATTEMPTS times in all
+ATTEMPTS = 3
+EVENTS_POLL = 0.25  # seconds between a job's record reads while its events are followed
+STALE_BATCH = 100
+
+
+class JobNotFoundError(APIError):
+    status_code = 404
+    message = "Job not found"
+    default_details = "no job with this id is visible to this caller (it may have expired)"
+
+
+class JobsUnavailableError(ServiceUnavailableError):
+    message = "Jobs unavailable"
+    default_details = "jobs need CACHE_DIR (one machine) or REDIS_URL (a fleet)"
+
+
+def error_body(error: APIError) -> dict[str, Any]:
+    """An error as a job's record keeps it: the usual shape, with the status it would answer."""
+    return {"error": error.message, "details": error.details, "status": error.status_code}
+
+
+def _iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
+
+
+class Jobs:
+    """The job service of one process: the store, the queue, and (where jobs run) the runner."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        prompts: PromptService,
+        endpoints: Mapping[str, JsonEndpoint[Any]],
+        *,
+        result_ttl: float,
+        queue_max: int,
+        lease_seconds: float,
+        concurrency: int,
+        metrics: _Metrics | None = None,
+        runner_lock: Any = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self._prompts = prompts
+        self._endpoints = endpoints
+        self._ttl = result_ttl
+        self._max = queue_max
+        self._lease = lease_seconds
+        self._metrics = metrics
+        self._running: dict[str, tuple[gevent.Greenlet, list[str]]] = {}  # this runner's jobs
+        self._last_purge = 0.0
+        queue.bind(self.run)
+        self.runner = JobRunner(queue, self.keep, concurrency, min(lease_seconds / 3, 1.0), runner_lock)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self._endpoints)
+
+    # --- the API's side --------------------------------------------------------------------------
+
+    def validate(self, task: str, data: Any, priority: str) -> BaseModel:
+        """The task's input as its endpoint validates it; 400 for an unknown task or priority."""
+        endpoint = self._endpoints.get(task)
+        if endpoint is None:
+            raise BadRequestError("Unknown task", details=f"task must be one of {', '.join(self._endpoints)}")
+        if priority not in PRIORITIES:
+            raise BadRequestError("Unknown priority", details=f"priority must be one of {', '.join(PRIORITIES)}")
+        if not isinstance(data, dict):
+            raise ValidationFailedError(details="input: must be the endpoint's JSON body (an object)")
+        from app.api._body import describe
+
+        try:
+            return endpoint.model.model_validate(data)
+        except ValidationError as exc:
+            raise ValidationFailedError(details=("input." + describe(exc).replace("; ", "; input."))[:2000]) from None
+
+    def submit(self, task: str, body: BaseModel, priority: str, owner: str) -> Job:
+        """Accept a job for `task` with its validated `body`: answered at once from the cache when
+        it can be, else queued. 503 when JOB_QUEUE_MAX jobs are queued already."""
+        job = Job(
+            id=secrets.token_hex(16),  # 128 random bits
+            task=task,
+            input=body.model_dump(mode="json", exclude_unset=True),
+            priority=priority,
+            owner=owner,
+        )
+        endpoint = self._endpoints[task]
+        try:
+            answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False))
+        except (NotCached, APIError):
+            pass
+        else:
+            job.status, job.result = "succeeded", answer
+            job.started_at = job.finished_at = job.created_at
+        try:
+            self.store.create(job, self._max, self._ttl)
+        except QueueFull:
+            raise ServiceUnavailableError(
+                "Job queue full",
+                details=f"JOB_QUEUE_MAX ({self._max}) jobs are queued; retry after Retry-After seconds",
+                retry_after=QUEUE_FULL_RETRY,
+            ) from None
+        if job.status == "queued":
+            try:
+                self.queue.put(job.id, priority)
+            except Exception:
+                log.exception("queueing job %s failed", job.id)
+                self.store.cancel(job.id, self._ttl)
+                raise JobsUnavailableError(
+                    details="the job queue cannot be reached; retry shortly", retry_after=2
+                ) from None
+            self.runner.wake.set()
+        self._count_submitted(job)
+        return job
+
+    def get(self, job_id: str, owner: str) -> Job:
+        job = self.store.get(job_id) if _looks_like_id(job_id) else None
+        if job is None or job.owner != owner:
+            raise JobNotFoundError()
+        return job
+
+    def cancel(self, job_id: str, owner: str) -> Job:
+        job = self.get(job_id, owner)
+        if job.finished:
+            return job
+        cancelled = self.store.cancel(job_id, self._ttl)
+        self._stop(job_id)
+        if cancelled is not None and cancelled.status == "cancelled" and job.status != "cancelled":
+            self._finished(cancelled)
+        return cancelled or job
+
+    def view(self, job: Job) -> dict[str, Any]:
+        """The job as GET /api/jobs/{id} answers it."""
+        return {
+            "id": job.id,
+            "status": job.status,
+            "task": job.task,
+            "priority": job.priority,
+            "createdAt": _iso(job.created_at),
+            "startedAt": _iso(job.started_at),
+            "finishedAt": _iso(job.finished_at),
+            "result": job.result,
+            "error": job.error,
+            "links": links(job.id),
+        }
+
+    def events(self, job: Job, owner: str) -> Iterator[bytes]:
+        """The job's server-sent events: `status` on each change; for `optimize`, the answer as
+        /api/optimize-stream sends it (refined_delta, refined, done) once it is there; ends
+        when the job ends."""
+        last = None
+        while True:
+            if job.status != last:
+                last = job.status
+                yield sse_event("status", {"id": job.id, "status": job.status})
+            if job.finished:
+                break
+            gevent.sleep(EVENTS_POLL)
+            yield HEARTBEAT
+            job = self.get(job.id, owner)
+        if job.status == "succeeded" and job.task == "optimize" and job.result is not None:
+            result = job.result
+            usage = result.get("usage") or {}
+            yield replay_text(
+                str(result.get("optimizedPrompt", "")),
+                str(result.get("mode", "")),
+                str(result.get("provider", "")),
+                str(result.get("model", "")),
+                (int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))),
+            )
+        elif job.status == "failed" and job.error is not None:
+            yield sse_event("error", {**job.error, "status": "failed"})
+
+    # --- the runner's side -----------------------------------------------------------------------
+
+    def run(self, job_id: str) -> None:
+        """Run the job `job_id` (huey's task): unless it was cancelled or another runner has it."""
+        job = self.store.claim(job_id, time.time() + self._lease)
+        if job is None:
+            return
+        self._count_started(job)
+        keys: list[str] = []
+        self._running[job_id] = (gevent.getcurrent(), keys)
+        started = time.perf_counter()
+        token = KEYS_USED.set(keys)
+        requeue = False
+        try:
+            endpoint = self._endpoints[job.task]
+            body = endpoint.model.model_validate(job.input)
+            with job_priority(job.priority):
+                answer, _ = endpoint.answer(self._prompts, body, CachePolicy())
+            job.status, job.result = "succeeded", answer
+        except APIError as error:
+            if error.status_code in TRANSIENT and job.attempts < ATTEMPTS:
+                requeue = True
+            job.status, job.error = "failed", error_body(error)
+        except gevent.GreenletExit:
+            return  # cancelled (the record says so), or the runner stopping (it queues the job again)
+        except Exception:
+            log.exception("job %s failed", job_id)
+            job.status, job.error = "failed", error_body(APIError())
+        finally:
+            KEYS_USED.reset(token)
+            self._running.pop(job_id, None)
+            self._observe_run(job, time.perf_counter() - started)
+        if requeue and self.store.requeue(job_id, float("1e18")):
+            gevent.sleep(min(2.0**job.attempts, 30.0))  # back off before the next attempt
+            self.queue.put(job_id, job.priority)
+            return
+        job.finished_at = time.time()
+        if self.store.finish(job, self._ttl):
+            self._finished(job)
+
+    def _stop(self, job_id: str) -> None:
+        """Stop this runner's greenlet for `job_id`, unless another caller waits on its call."""
+        entry = self._running.get(job_id)
+        if entry is None:
+            return
+        greenlet, keys = entry
+        gateway = self._prompts.gateway
+        if any(gateway.shared(key) for key in keys):
+            return  # the call goes on for the others; its answer lands in the cache
+        greenlet.kill(block=False)
+
+    def keep(self) -> None:
+        """Renew this runner's leases; stop jobs cancelled elsewhere; re-queue silent runners'
+        jobs; drop expired records; report the queue's figures."""
+        now = time.time()
+        gone = self.store.renew(list(self._running), now + self._lease)
+        for job_id in gone:
+            self._stop(job_id)
+        for job_id in self.store.stale(now, STALE_BATCH):
+            job = self.store.get(job_id)
+            if job is not None and self.store.requeue(job_id, now):
+                log.warning("job %s: its runner went silent; queued again", job_id)
+                self.queue.put(job_id, job.priority)
+        if now - self._last_purge > 60:
+            self._last_purge = now
+            self.store.purge(now)
+        self.report()
+
+    def report(self) -> None:
+        if self._metrics is None:
+            return
+        queued, running, oldest = self.store.counts()
+        for priority, count in queued.items():
+            self._metrics.jobs_queued.labels(priority).set(count)
+        self._metrics.jobs_running.set(running)
+        self._metrics.jobs_oldest.set(time.time() - oldest if oldest is not None else 0)
+
+    def start_reporting(self, every: float = 5.0) -> None:
+        """Report the queue's figures every `every` seconds (a process that runs no jobs)."""
+
+        def report() -> None:
+            while True:
+                try:
+                    self.report()
+                except Exception:
+                    log.warning("reading the job queue's figures failed", exc_info=True)
+                gevent.sleep(every)
+
+        self._reporter = gevent.spawn(report)
+
+    def stop(self, grace: float) -> None:
+        """Stop running jobs here; jobs not finished in `grace` are queued again at once."""
+        running = dict(self._running)
+        reporter = getattr(self, "_reporter", None)
+        if reporter is not None:
+            reporter.kill(block=False)
+        self.runner.stop(grace)
+        for job_id in running:
+            job = self.store.get(job_id)
+            if job is not None and job.status == "running" and self.store.requeue(job_id, float("1e18")):
+                self.queue.put(job_id, job.priority)
+
+    # --- metrics ---------------------------------------------------------------------------------
+
+    def _count_submitted(self, job: Job) -> None:
+        if self._metrics is not None:
+            self._metrics.jobs_submitted.labels(job.task, job.priority).inc()
+            if job.finished:
+                self._metrics.jobs_finished.labels(job.task, "cached").inc()
+
+    def _count_started(self, job: Job) -> None:
+        if self._metrics is not None and job.started_at is not None:
+            self._metrics.job_wait.labels(job.priority).observe(max(0.0, job.started_at - job.created_at))
+
+    def _observe_run(self, job: Job, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.job_run.labels(job.task).observe(seconds)
+
+    def _finished(self, job: Job) -> None:
+        if self._metrics is not None:
+            self._metrics.jobs_finished.labels(job.task, job.status).inc()
+
+
+def links(job_id: str) -> dict[str, str]:
+    return {"self": f"/api/jobs/{job_id}", "events": f"/api/jobs/{job_id}/events"}
+
+
+def _looks_like_id(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
+def retry_after(job: Job) -> int | None:
+    """Seconds a caller polling `job` is told to wait (None once it finished)."""
+    return None if job.status in FINISHED else RETRY_AFTER_QUEUED
+
+
+Keeper = Callable[[], None]
