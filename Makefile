@@ -36,6 +36,9 @@ install: $(DEV) ## Create .venv with the service, test and dev tools (pinned by 
 run: $(RUNTIME) ## Serve on port 3001 (PORT to change) with gunicorn + gevent; installs only what serving needs
 	$(BIN)/gunicorn -c config/gunicorn.conf.py wsgi:app
 
+worker: $(RUNTIME) ## Run jobs only (JOB_CONCURRENCY at once) from the queue the servers fill: Redis with REDIS_URL, else this machine's
+	$(BIN)/python -m app.jobs.worker
+
 test: $(DEV) ## Every module's behaviour: unit + real gunicorn/Redis/nginx/Prometheus (README: how long)
 	$(BIN)/pytest -n 2 --dist loadscope --durations=10
 
@@ -79,4 +82,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run test test-fleet fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean
+.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean

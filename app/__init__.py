@@ -52,10 +52,13 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any) -> Any:
     """The job service: on SQLite in CACHE_DIR (one machine), on Redis (a fleet); None when
     there is nowhere to keep jobs (no CACHE_DIR, no REDIS_URL) or Redis is a Cluster."""
     import os
+    import sqlite3
 
     from app.api import JSON_ENDPOINTS
     from app.cache.clients import RedisTopology
-    from app.jobs import JobQueue, Jobs, RedisJobStore, RunnerLock, SqliteJobStore
+    from app.jobs.queue import JobQueue, RunnerLock
+    from app.jobs.records import RedisJobStore, SqliteJobStore
+    from app.jobs.service import Jobs
 
     lock = None
     if settings.redis_url:
@@ -72,7 +75,11 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any) -> Any:
         queue = JobQueue.redis(reader.connection_pool, settings.redis_prefix)
     elif settings.cache_dir:
         path = os.path.join(settings.cache_dir, "jobs.sqlite3")
-        store, queue = SqliteJobStore(path), JobQueue.sqlite(path)
+        try:
+            store, queue = SqliteJobStore(path), JobQueue.sqlite(path)
+        except (OSError, sqlite3.Error) as exc:  # the cache tier degrades the same way
+            logging.getLogger("app.jobs").warning("jobs unavailable: %s: %s: %s", path, type(exc).__name__, exc)
+            return None
         lock = RunnerLock(os.path.join(settings.cache_dir, "jobs.runner.lock"))
     else:
         return None

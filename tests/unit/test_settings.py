@@ -51,6 +51,12 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "REDIS_PREFIX": ("app1:", "app1:", ANY_TEXT, ""),
     "REDIS_SOCKET_TIMEOUT": ("0.5", 0.5, "nan", ERROR),
     "REDIS_LEASE_SECONDS": ("5", 5.0, "0", ERROR),
+    "UPSTREAM_MAX_CONCURRENCY": ("50", 50, "0", 0),  # empty: unlimited
+    "JOB_RESULT_TTL": ("3600", 3600, "0", ERROR),
+    "JOB_QUEUE_MAX": ("100", 100, "0", ERROR),
+    "JOB_CONCURRENCY": ("8", 8, "0", ERROR),
+    "JOB_RUNNER": ("worker", "worker", "thread", "server"),  # empty: server without REDIS_URL
+    "JOB_LEASE_SECONDS": ("5", 5.0, "0.5", ERROR),
     "BREAKER_FAIL_MAX": ("3", 3, "0", ERROR),
     "BREAKER_RESET_TIMEOUT": ("10", 10.0, "inf", ERROR),
     "RATE_LIMIT": ("10/second", "10/second", "lots", ""),  # empty: no limit

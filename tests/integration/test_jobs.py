@@ -1,0 +1,321 @@
+"""Jobs on real gunicorn servers (and `python -m app.jobs.worker` processes), the fake model API
+behind them: the API's answers and errors, visibility across workers, restarts and keys, one
+model call for identical jobs and streams, priorities under one upstream slot, cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from app.services.modes import context_appendix
+from tests.support import (
+    ROOT,
+    FakeUpstreamProcess,
+    free_port,
+    metric_total,
+    provider_env,
+    redis_env,
+    service_env,
+    start_server,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+H = {"Connection": "close"}  # a new connection each time: gunicorn's workers take turns
+
+
+def _submit(
+    url: str, task: str, data: dict[str, Any], priority: str | None = None, **headers: str
+) -> requests.Response:
+    body: dict[str, Any] = {"task": task, "input": data}
+    if priority is not None:
+        body["priority"] = priority
+    return requests.post(url + "/api/jobs", json=body, headers={**H, **headers}, timeout=30)
+
+
+def _job(url: str, job_id: str, **headers: str) -> dict[str, Any]:
+    response = requests.get(f"{url}/api/jobs/{job_id}", headers={**H, **headers}, timeout=30)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _finished(url: str, job_id: str, **headers: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: (job := _job(url, job_id, **headers))["status"] in ("succeeded", "failed", "cancelled") and job,
+        what=f"job {job_id} to finish",
+    )
+
+
+def _optimize(prompt: str, mode: str = "code") -> dict[str, Any]:
+    return {"prompt": prompt, "mode": mode}
+
+
+def _user_sha(prompt: str) -> str:
+    """How the fake upstream names a call's user message (its `seen` log)."""
+    return hashlib.sha256(f"<prompt>\n{prompt}\n</prompt>{context_appendix(None)}".encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def cache_env(fake_upstream: FakeUpstreamProcess, tmp_path: Path) -> dict[str, str]:
+    """A server as `make run` runs it (no Redis), with the fake model behind it."""
+    return {**provider_env("anthropic", fake_upstream), "CACHE_DIR": str(tmp_path / "cache")}
+
+
+def test_a_job_runs_and_every_worker_sees_it_also_after_a_restart(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    with start_server(cache_env, workers=2) as server:
+        submitted = _submit(server.url, "optimize", _optimize("a lighthouse at dusk"), "high")
+        assert submitted.status_code == 202, submitted.text
+        accepted = submitted.json()
+        job_id = accepted["id"]
+        assert submitted.headers["Location"] == f"/api/jobs/{job_id}"
+        assert len(job_id) == 32 and int(job_id, 16) >= 0  # 128 random bits, hex
+        assert (accepted["status"], accepted["task"], accepted["priority"]) == ("queued", "optimize", "high")
+        assert accepted["links"] == {"self": f"/api/jobs/{job_id}", "events": f"/api/jobs/{job_id}/events"}
+        done = _finished(server.url, job_id)
+        assert done["status"] == "succeeded" and done["error"] is None
+        direct = requests.post(server.url + "/api/optimize", json=_optimize("a lighthouse at dusk"), timeout=30)
+        assert direct.headers["X-Cache"] == "HIT"  # the job's answer is the endpoint's, cached
+        assert done["result"] == direct.json()
+        assert done["createdAt"] <= done["startedAt"] <= done["finishedAt"]
+        # Whichever worker answers: the same record.
+        assert all(_job(server.url, job_id) == done for _ in range(10))
+        queued = requests.get(f"{server.url}/api/jobs/{job_id}", timeout=30)
+        assert "Retry-After" not in queued.headers  # finished: nothing to wait for
+        assert fake_upstream.calls() == 1
+
+    with start_server(cache_env, workers=2) as server:  # a restart keeps jobs
+        assert _job(server.url, job_id) == done
+        again = _submit(server.url, "optimize", _optimize("a lighthouse at dusk"))
+        assert again.status_code == 202 and again.json()["status"] == "succeeded"  # cached: done at once
+        assert fake_upstream.calls() == 1
+
+
+def test_a_queued_job_survives_a_restart_of_its_server(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    with fake_upstream.hold():
+        with start_server(cache_env, workers=1) as server:
+            job_id = _submit(server.url, "generate-questions", {"prompt": "a garden in winter"}).json()["id"]
+            wait_until(lambda: _job(server.url, job_id)["status"] == "running", what="the job to start")
+            waiting = requests.get(f"{server.url}/api/jobs/{job_id}", timeout=30)
+            assert waiting.headers["Retry-After"] == "2"
+        # The server stopped with the job's call parked: the job went back to the queue.
+        fake_upstream.release()
+        with start_server(cache_env, workers=1) as server:
+            done = _finished(server.url, job_id)
+            assert done["status"] == "succeeded"
+            assert done["result"]["questions"]
+
+
+def test_bad_submissions_get_the_usual_errors(cache_env: dict[str, str]) -> None:
+    with start_server({**cache_env, "JOB_QUEUE_MAX": "1"}, workers=1) as server:
+        url = server.url
+        unknown = _submit(url, "summarize", {"prompt": "x"})
+        assert unknown.status_code == 400 and "task must be one of optimize" in unknown.json()["details"]
+        priority = _submit(url, "optimize", _optimize("x"), "urgent")
+        assert priority.status_code == 400 and priority.json()["error"] == "Unknown priority"
+        invalid = _submit(url, "optimize", {"prompt": "x", "mode": "poetry"})
+        assert invalid.status_code == 400 and invalid.json()["details"].startswith("input.mode:")
+        extra = requests.post(url + "/api/jobs", json={"task": "optimize", "input": {}, "when": "now"}, timeout=30)
+        assert extra.status_code == 400
+        media = requests.post(url + "/api/jobs", data="{}", headers={"Content-Type": "text/plain"}, timeout=30)
+        assert media.status_code == 415
+        for path in ("/api/jobs/0123456789abcdef0123456789abcdef", "/api/jobs/not-an-id", "/api/jobs/x/events"):
+            missing = requests.get(url + path, timeout=30)
+            assert missing.status_code == 404 and missing.json()["error"] == "Job not found", path
+        assert requests.delete(url + "/api/jobs/0123456789abcdef0123456789abcdef", timeout=30).status_code == 404
+        assert requests.put(url + "/api/jobs/0123456789abcdef0123456789abcdef", timeout=30).status_code == 405
+
+
+def test_a_full_queue_answers_503_with_retry_after(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    env = {**cache_env, "JOB_QUEUE_MAX": "2", "UPSTREAM_MAX_CONCURRENCY": "1", "JOB_CONCURRENCY": "1"}
+    with fake_upstream.hold(), start_server(env, workers=1) as server:
+        first = _submit(server.url, "optimize", _optimize("queue 0")).json()["id"]
+        wait_until(lambda: fake_upstream.held() == 1, what="the first job's call")
+        accepted = [_submit(server.url, "optimize", _optimize(f"queue {i}")) for i in (1, 2)]
+        assert [a.status_code for a in accepted] == [202, 202]
+        full = _submit(server.url, "optimize", _optimize("queue 3"))
+        assert full.status_code == 503 and full.json()["error"] == "Job queue full"
+        assert int(full.headers["Retry-After"]) >= 1
+        assert _job(server.url, first)["status"] == "running"
+
+
+def test_visible_only_to_the_key_that_submitted_it(cache_env: dict[str, str]) -> None:
+    with start_server({**cache_env, "API_KEYS": "key-a,key-b"}, workers=2) as server:
+        url = server.url
+        assert _submit(url, "optimize", _optimize("mine")).status_code == 401
+        job_id = _submit(url, "optimize", _optimize("mine"), **{"X-API-Key": "key-a"}).json()["id"]
+        assert _finished(url, job_id, **{"X-API-Key": "key-a"})["status"] == "succeeded"
+        other = requests.get(f"{url}/api/jobs/{job_id}", headers={"X-API-Key": "key-b"}, timeout=30)
+        assert other.status_code == 404
+        assert (
+            requests.delete(f"{url}/api/jobs/{job_id}", headers={"X-API-Key": "key-b"}, timeout=30).status_code == 404
+        )
+        assert (
+            requests.get(f"{url}/api/jobs/{job_id}/events", headers={"X-API-Key": "key-b"}, timeout=30).status_code
+            == 404
+        )
+
+
+def test_prefer_respond_async_makes_a_job_and_events_replay_the_stream(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    with start_server(cache_env, workers=2) as server:
+        body = _optimize("a haiku about queues")
+        response = requests.post(
+            server.url + "/api/optimize", json=body, headers={**H, "Prefer": "respond-async, wait=10"}, timeout=30
+        )
+        assert response.status_code == 202 and response.headers["Preference-Applied"] == "respond-async"
+        job = response.json()
+        assert (job["task"], job["priority"]) == ("optimize", "normal")
+        with requests.get(server.url + job["links"]["events"], stream=True, timeout=30) as events:
+            assert events.headers["Content-Type"].startswith("text/event-stream")
+            text = b"".join(events.iter_content(None)).decode()
+        names = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
+        assert names[0] == "status" and "refined_delta" in names and names[-2:] == ["refined", "done"]
+        assert '"status":"succeeded"' in text
+        # The same events as the stream endpoint sends for this (now cached) answer.
+        stream = requests.post(server.url + "/api/optimize-stream", json=body, timeout=30).text
+        assert text[text.index("event: refined_delta") :] == stream
+        plain = requests.post(server.url + "/api/optimize", json=body, timeout=30)
+        assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
+
+
+def test_fifty_identical_jobs_and_a_stream_make_one_model_call(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    body = _optimize("fifty callers, one answer")
+    with start_server(cache_env, workers=1) as server, fake_upstream.hold():
+        stream = requests.post(server.url + "/api/optimize-stream", json=body, stream=True, timeout=60)
+        wait_until(lambda: fake_upstream.held() == 1, what="the stream's call")
+        with ThreadPoolExecutor(10) as pool:
+            ids = [r.json()["id"] for r in pool.map(lambda _: _submit(server.url, "optimize", body), range(50))]
+        wait_until(
+            lambda: all(_job(server.url, i)["status"] == "running" for i in ids), what="every job to join the call"
+        )
+        fake_upstream.release()
+        assert stream.status_code == 200 and stream.text.rstrip().endswith('"status":"finished"}')
+        results = [_finished(server.url, i) for i in ids]
+    assert {r["status"] for r in results} == {"succeeded"}
+    assert len({r["result"]["optimizedPrompt"] for r in results}) == 1
+    assert fake_upstream.calls() == 1
+
+
+def test_priorities_under_one_upstream_slot(fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]) -> None:
+    """5 low jobs queued, then 1 high, while the one slot is busy: the high one goes next — but a
+    synchronous request arriving meanwhile goes before all of them."""
+    env = {**cache_env, "UPSTREAM_MAX_CONCURRENCY": "1"}
+    with start_server(env, workers=1) as server:
+        with fake_upstream.hold():
+            blocker = _submit(server.url, "optimize", _optimize("blocker")).json()["id"]
+            wait_until(lambda: fake_upstream.held() == 1, what="the blocker's call")
+            lows = [_submit(server.url, "optimize", _optimize(f"low {i}"), "low").json()["id"] for i in range(5)]
+            high = _submit(server.url, "optimize", _optimize("high"), "high").json()["id"]
+            wait_until(
+                lambda: all(_job(server.url, i)["status"] == "running" for i in [*lows, high]),
+                what="every job waiting for the slot",
+            )
+            with ThreadPoolExecutor(1) as pool:
+                sync = pool.submit(
+                    requests.post, server.url + "/api/optimize", json=_optimize("synchronous"), timeout=60
+                )
+                wait_until(
+                    lambda: metric_total([server.url], "http_active_requests") >= 2,
+                    what="the synchronous request to wait for the slot",
+                )
+                fake_upstream.release()
+                assert sync.result().status_code == 200
+        for job_id in [blocker, high, *lows]:
+            assert _finished(server.url, job_id)["status"] == "succeeded"
+    order = [seen["user_sha"] for seen in fake_upstream.stats()["seen"]]
+    expected = ["blocker", "synchronous", "high", *(f"low {i}" for i in range(5))]
+    assert order == [_user_sha(p) for p in expected]
+    assert fake_upstream.stats()["maxInFlight"] == 1
+
+
+def test_cancelling_a_running_job_stops_its_model_call(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
+) -> None:
+    body = _optimize("cancel me")
+    with start_server(cache_env, workers=2) as server:
+        with fake_upstream.hold():
+            job_id = _submit(server.url, "optimize", body).json()["id"]
+            wait_until(lambda: fake_upstream.held() == 1, what="the job's call")
+            cancelled = requests.delete(f"{server.url}/api/jobs/{job_id}", timeout=30)
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+            # The runner notices within a second, whichever worker took the DELETE.
+            wait_until(lambda: metric_total([server.url], "job_run_seconds_count") == 1, what="the job to stop")
+        assert _job(server.url, job_id)["status"] == "cancelled" and _job(server.url, job_id)["result"] is None
+        again = requests.post(server.url + "/api/optimize", json=body, timeout=30)
+        assert again.headers["X-Cache"] == "MISS"  # the stopped call stored nothing
+        assert requests.delete(f"{server.url}/api/jobs/{job_id}", timeout=30).json()["status"] == "cancelled"
+
+
+def test_a_killed_worker_process_s_job_finishes_on_another(
+    fake_upstream: FakeUpstreamProcess, redis_url: str, tmp_path: Path
+) -> None:
+    """JOB_RUNNER=worker on Redis: the server only queues; two `python -m app.jobs.worker`
+    processes run the jobs. The one running the job is SIGKILLed mid-call: the job is queued
+    again when its lease ends and the other worker finishes it."""
+    env = {
+        **provider_env("anthropic", fake_upstream),
+        **redis_env(redis_url),
+        "REDIS_PREFIX": "killed:",
+        "JOB_LEASE_SECONDS": "2",
+        "UPSTREAM_TIMEOUT": "30",
+    }
+    with start_server(env, workers=1) as server:
+        workers = [_job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+        try:
+            with fake_upstream.hold():
+                job_id = _submit(server.url, "generate-questions", {"prompt": "who runs me?"}).json()["id"]
+                wait_until(lambda: fake_upstream.held() == 1, what="a worker's call")
+                # Which worker holds it: the one whose process is connected to the fake upstream.
+                victim = _holder(workers, fake_upstream)
+                victim.kill()
+                victim.wait(10)
+                survivor = next(w for w in workers if w is not victim)
+                wait_until(lambda: fake_upstream.held() == 2, timeout=60, what="the job to run again elsewhere")
+            done = _finished(server.url, job_id)
+            assert done["status"] == "succeeded"
+            assert survivor.poll() is None
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.terminate()
+                    worker.wait(40)
+
+
+def _job_worker(env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.jobs.worker"],
+            cwd=ROOT,
+            env=service_env({**env, "LOG_LEVEL": "INFO"}, free_port(), 1),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _holder(workers: list[subprocess.Popen[Any]], upstream: FakeUpstreamProcess) -> subprocess.Popen[Any]:
+    """The worker process with an open connection to the fake upstream (the one whose call is parked)."""
+    import psutil
+
+    port = upstream.port
+
+    def connected(proc: subprocess.Popen[Any]) -> bool:
+        return any(c.raddr and c.raddr.port == port for c in psutil.Process(proc.pid).net_connections("tcp"))
+
+    return wait_until(lambda: next((w for w in workers if connected(w)), None), what="the worker holding the call")
