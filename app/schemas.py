@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, RootModel, WithJsonSchema
 
 __all__ = [
     "MODES",
@@ -147,10 +147,50 @@ class CreativeRequest(_Request):
     concept: Optional10k = ""  # type: ignore[valid-type]
 
 
-class JobSubmission(_Request):
-    task: _text(100, required=True)  # type: ignore[valid-type]
-    input: _AffectedFields  # type: ignore[valid-type]  # the task's endpoint validates it
-    priority: _text(20) = "normal"  # type: ignore[valid-type]
+Priority = Literal["high", "normal", "low"]
+
+
+class _Job(_Request):
+    priority: Priority = "normal"
+
+
+class OptimizeJob(_Job):
+    task: Literal["optimize"]
+    input: OptimizeRequest
+
+
+class QuestionsJob(_Job):
+    task: Literal["generate-questions"]
+    input: QuestionsRequest
+
+
+class EnhancementJob(_Job):
+    task: Literal["get-enhancement-suggestions"]
+    input: EnhancementRequest
+
+
+class CustomSuggestionsJob(_Job):
+    task: Literal["get-custom-suggestions"]
+    input: CustomSuggestionsRequest
+
+
+class SceneChangeJob(_Job):
+    task: Literal["detect-scene-change"]
+    input: SceneChangeRequest
+
+
+class CreativeJob(_Job):
+    task: Literal["get-creative-suggestions"]
+    input: CreativeRequest
+
+
+class JobSubmission(RootModel[Any]):
+    """POST /api/jobs: `task` names the endpoint, `input` is exactly that endpoint's body."""
+
+    root: Annotated[
+        OptimizeJob | QuestionsJob | EnhancementJob | CustomSuggestionsJob | SceneChangeJob | CreativeJob,
+        Field(discriminator="task"),
+    ]
 
 
 # --- what a model must answer (extra keys ignored, shape enforced) -------------------------------
@@ -253,6 +293,15 @@ class JobError(BaseModel):
     error: str
     details: str | None = None
     status: int
+
+
+class JobAccepted(BaseModel):
+    id: str
+    status: Literal["queued", "succeeded"]
+    task: str
+    priority: Priority
+    createdAt: str
+    links: JobLinks
 
 
 class JobResponse(BaseModel):

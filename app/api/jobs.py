@@ -6,8 +6,13 @@ With API keys configured a job is visible only to the key that submitted it (any
 
 from __future__ import annotations
 
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
@@ -23,6 +28,8 @@ from app.schemas import JobSubmission
 __all__ = ["accepted", "bp", "owner", "submit_async", "wants_async"]
 
 bp = Blueprint("jobs", __name__)
+log = logging.getLogger(__name__)
+STORE_FAILURES = (redis.RedisError, sqlite3.Error, OSError)
 
 
 def owner() -> str:
@@ -45,7 +52,11 @@ def wants_async(environ: dict[str, Any]) -> bool:
 
 def submit_async(jobs: Jobs, task: str, body: BaseModel) -> Answer:
     """The Prefer: respond-async answer of a JSON endpoint: the request as a `normal` job."""
-    job = jobs.submit(task, body, "normal", owner())
+    try:
+        job = jobs.submit(task, body, "normal", owner())
+    except STORE_FAILURES as exc:
+        log.warning("job store unavailable: %s: %s", type(exc).__name__, exc)
+        raise JobsUnavailableError(details="the job store cannot be reached; retry shortly", retry_after=2) from None
     return accepted(jobs, job, ("Preference-Applied", "respond-async"))
 
 
@@ -54,6 +65,22 @@ def accepted(jobs: Jobs, job: Job, *extra: tuple[str, str]) -> Answer:
     view = jobs.view(job)
     body = {key: view[key] for key in ("id", "status", "task", "priority", "createdAt", "links")}
     return json_parts(202, body, [("Location", view["links"]["self"]), *extra])
+
+
+def _available(view: Callable[..., Response]) -> Callable[..., Response]:
+    """The store out of reach (Redis down, the disk failing): 503 with Retry-After, never a 500."""
+
+    @functools.wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return view(*args, **kwargs)
+        except STORE_FAILURES as exc:
+            log.warning("job store unavailable: %s: %s", type(exc).__name__, exc)
+            raise JobsUnavailableError(
+                details="the job store cannot be reached; retry shortly", retry_after=2
+            ) from None
+
+    return guarded
 
 
 def _jobs() -> Jobs:
@@ -69,15 +96,16 @@ def _respond(answer: Answer) -> Response:
 
 
 @bp.post("/api/jobs")
+@_available
 def submit() -> Response:
     jobs = _jobs()
-    submission = read_body(request.environ, JobSubmission, parts().settings.max_body_bytes)
-    body = jobs.validate(submission.task, submission.input, submission.priority)
-    job = jobs.submit(submission.task, body, submission.priority, owner())
+    submission = read_body(request.environ, JobSubmission, parts().settings.max_body_bytes).root
+    job = jobs.submit(submission.task, submission.input, submission.priority, owner())
     return _respond(accepted(jobs, job))
 
 
 @bp.get("/api/jobs/<job_id>")
+@_available
 def status(job_id: str) -> Response:
     jobs = _jobs()
     job = jobs.get(job_id, owner())
@@ -86,6 +114,7 @@ def status(job_id: str) -> Response:
 
 
 @bp.delete("/api/jobs/<job_id>")
+@_available
 def cancel(job_id: str) -> Response:
     jobs = _jobs()
     job = jobs.cancel(job_id, owner())
@@ -93,6 +122,7 @@ def cancel(job_id: str) -> Response:
 
 
 @bp.get("/api/jobs/<job_id>/events")
+@_available
 def events(job_id: str) -> Response:
     jobs = _jobs()
     caller = owner()
@@ -111,3 +141,6 @@ def _guarded(events: Any) -> Any:
         yield from events
     except APIError as error:
         yield error_event(error, "")
+    except STORE_FAILURES as exc:
+        log.warning("job store unavailable while following a job: %s: %s", type(exc).__name__, exc)
+        yield error_event(JobsUnavailableError(details="the job store cannot be reached; retry shortly"), "")

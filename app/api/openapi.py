@@ -71,7 +71,10 @@ _ERRORS = {
 _STREAM_EVENT = {
     "type": "object",
     "properties": {
-        "event": {"type": "string", "enum": ["draft_delta", "draft", "refined_delta", "refined", "done", "error"]},
+        "event": {
+            "type": "string",
+            "enum": ["draft_delta", "draft", "refined_delta", "refined", "done", "error", "status"],
+        },
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
     "required": ["event", "data"],
@@ -146,15 +149,89 @@ def _operations_paths() -> dict[str, Any]:
     }
 
 
+_PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "respond-async (RFC 7240): accept the request as a job and answer 202",
+    "schema": {"type": "string"},
+}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _job_paths(error: dict[str, Any]) -> dict[str, Any]:
+    """POST /api/jobs, GET and DELETE /api/jobs/{job_id}, GET /api/jobs/{job_id}/events."""
+    common = {code: {**error, "description": text} for code, text in _ERRORS.items() if code in ("401", "403", "429")}
+    unavailable = {"503": {**error, "description": "Jobs unavailable (no store), or the queue is full"}}
+    missing = {"404": {**error, "description": "No such job for this caller (or it expired)"}}
+    job = {"description": "The job", "content": _json(_ref(schemas.JobResponse))}
+
+    def operation(operation_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["jobs"],
+            "responses": {**responses, **common, **unavailable},
+            **extra,
+        }
+
+    return {
+        "/api/jobs": {
+            "post": operation(
+                "submitJob",
+                "Run one of the six JSON endpoints as a job (priority high, normal or low)",
+                {
+                    "202": {
+                        "description": "Accepted (succeeded at once when the answer was cached)",
+                        "content": _json(_ref(schemas.JobAccepted)),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **{
+                        code: {**error, "description": text}
+                        for code, text in _ERRORS.items()
+                        if code in ("400", "413", "415")
+                    },
+                },
+                requestBody={"required": True, "content": _json(_ref(schemas.JobSubmission))},
+            )
+        },
+        "/api/jobs/{job_id}": {
+            "get": operation(
+                "getJob",
+                "A job's status and, once finished, the endpoint's answer or its error",
+                {"200": {**job, "headers": {"Retry-After": {"schema": {"type": "integer"}}}}, **missing},
+                parameters=[_JOB_ID],
+            ),
+            "delete": operation("cancelJob", "Cancel a job", {"200": job, **missing}, parameters=[_JOB_ID]),
+        },
+        "/api/jobs/{job_id}/events": {
+            "get": operation(
+                "jobEvents",
+                "A job's server-sent events: status on each change; for optimize, refined_delta, refined, done",
+                {
+                    "200": {
+                        "description": "The event stream",
+                        "content": {"text/event-stream": {"schema": _STREAM_EVENT}},
+                    },
+                    **missing,
+                },
+                parameters=[_JOB_ID],
+            )
+        },
+    }
+
+
 @cache
 def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document (built once; the models do not change at run time)."""
     models: list[tuple[type[BaseModel], Any]] = [(op[3], "validation") for op in OPERATIONS]
     models += [(op[4], "serialization") for op in OPERATIONS]
     models.append((schemas.ErrorResponse, "serialization"))
+    models += [(schemas.JobSubmission, "validation"), (schemas.JobResponse, "serialization")]
+    models.append((schemas.JobAccepted, "serialization"))
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     error = {"description": "", "content": _json(_ref(schemas.ErrorResponse))}
-    paths = {}
+    paths: dict[str, Any] = {}
     for path, operation_id, summary, request_model, response_model in OPERATIONS:
         responses = {
             "200": {
@@ -193,6 +270,14 @@ def build_spec() -> dict[str, Any]:
             },
         }
     }
+    paths |= _job_paths(error)
+    for path, _, _, _, _ in OPERATIONS:
+        paths[path]["post"]["parameters"] = [_PREFER]
+        paths[path]["post"]["responses"]["202"] = {
+            "description": "Prefer: respond-async: accepted as a job (Preference-Applied: respond-async)",
+            "content": _json(_ref(schemas.JobAccepted)),
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        }
     paths |= _operations_paths()
     return {
         "openapi": "3.1.0",

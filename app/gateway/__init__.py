@@ -33,15 +33,6 @@ def build_gateway(
     breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
     observer.breaker_state(breaker.name, 0)  # a closed breaker is a value, not "no data"
     observer.breaker_failures(breaker.name, 0)
-    budget_client = None
-    if settings.redis_url:  # the fleet's slots and pause; calls go on without them when Redis fails
-        budget_client = RedisTopology(settings.redis_url).client(
-            socket_timeout=settings.redis_socket_timeout, socket_connect_timeout=settings.redis_socket_timeout
-        )
-    budget = Budget.build(
-        settings.upstream_max_concurrency, budget_client, settings.redis_prefix, observer.upstream_budget
-    )
-    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer, budget=budget)
     l1 = (
         MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
         if settings.cache_enabled
@@ -49,7 +40,28 @@ def build_gateway(
     )
     l2: RedisCache | DiskCache | None = None
     shared_streams = None
-    if settings.cache_enabled and not settings.redis_url and settings.cache_dir and settings.cache_disk_max_bytes:
+    client = None  # the service's one Redis client (one pool): cache, locks, streams, upstream budget
+    if settings.redis_url:
+        health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
+        health.on_failure = observer.redis_error
+        where = RedisTopology(settings.redis_url)
+        timeout = settings.redis_socket_timeout
+        client = where.service_client(
+            health, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        if settings.cache_enabled:
+            l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
+            if settings.coalescing_enabled:
+                reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
+                shared_streams = SharedStreams(
+                    client,
+                    reader,
+                    settings.redis_prefix,
+                    settings.redis_lease_seconds,
+                    health,
+                    on_wait=lambda delta: observer.waiting("cluster", delta),
+                )
+    elif settings.cache_enabled and settings.cache_dir and settings.cache_disk_max_bytes:
         # One machine, one cache: every worker of the instance shares it, and it outlives them.
         l2 = DiskCache(
             settings.cache_dir,
@@ -58,25 +70,9 @@ def build_gateway(
             on_failure=observer.disk_error,
             on_size=observer.disk_size,
         )
-    if settings.redis_url and settings.cache_enabled:
-        health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
-        health.on_failure = observer.redis_error
-        where = RedisTopology(settings.redis_url)
-        timeout = settings.redis_socket_timeout
-        client = where.service_client(
-            health, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-        )
-        l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
-        if settings.coalescing_enabled:
-            reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
-            shared_streams = SharedStreams(
-                client,
-                reader,
-                settings.redis_prefix,
-                settings.redis_lease_seconds,
-                health,
-                on_wait=lambda delta: observer.waiting("cluster", delta),
-            )
+    # The fleet's slots and pause with Redis (calls go on without them when it fails), else this worker's.
+    budget = Budget.build(settings.upstream_max_concurrency, client, settings.redis_prefix, observer.upstream_budget)
+    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer, budget=budget)
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )

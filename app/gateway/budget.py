@@ -158,6 +158,8 @@ class _LocalPause:
         self._until = max(self._until, until)
 
 
+READ_EVERY = 0.1  # seconds a process trusts its last read of the fleet's pause (one GET per burst)
+
 # KEYS: pause; ARGV: until (ms since the epoch)
 _PAUSE = """
 local current = tonumber(redis.call('get', KEYS[1]) or '0')
@@ -170,13 +172,19 @@ class _RedisPause:
         self._client = client
         self._key = f"{prefix}upstream:pause"
         self._set = client.register_script(_PAUSE)
+        self._until, self._read_at = 0.0, -READ_EVERY
 
     def until(self) -> float:
-        raw = self._client.get(self._key)
-        return int(raw) / 1000 if raw else 0.0
+        """When the fleet's pause ends (read at most every READ_EVERY seconds per process)."""
+        now = time.monotonic()
+        if now >= self._read_at + READ_EVERY:
+            raw = self._client.get(self._key)
+            self._until, self._read_at = (int(raw) / 1000 if raw else 0.0), now  # type: ignore[arg-type]
+        return self._until
 
     def pause(self, until: float) -> None:
         self._set([self._key], [int(until * 1000)])
+        self._until = max(self._until, until)
 
 
 class Budget:
@@ -191,6 +199,7 @@ class Budget:
     ) -> None:
         self._slots = slots
         self._pause: _LocalPause | _RedisPause = _RedisPause(client, prefix) if client is not None else _LocalPause()
+        self._health = getattr(client, "health", None)  # a pausing client's: told of each failure
         self._on_change = on_change or (lambda in_use, paused: None)
         self._held = 0  # slots this process holds
         self._paused = False  # as this process last saw the pause
@@ -208,12 +217,18 @@ class Budget:
     def limit(self) -> int:
         return self._slots.limit if self._slots is not None else 0
 
+    def _failed(self, operation: str, exc: Exception) -> None:
+        if self._health is not None:
+            self._health.failed(operation, exc)  # counted, logged, and Redis left alone a moment
+        else:
+            log.warning("redis unavailable during %s: %s", operation, type(exc).__name__)
+
     def pause(self, seconds: float) -> None:
         """The model API said 429 Retry-After `seconds`: no new call anywhere until then."""
         try:
             self._pause.pause(time.time() + seconds)
-        except redis.RedisError:
-            log.warning("could not share the model API's Retry-After pause through Redis")
+        except redis.RedisError as exc:
+            self._failed("upstream pause", exc)
         self._paused = True
         self._on_change(self._held, True)
 
@@ -223,7 +238,8 @@ class Budget:
         while True:
             try:
                 until = self._pause.until()
-            except redis.RedisError:
+            except redis.RedisError as exc:
+                self._failed("upstream pause", exc)
                 return  # the pause cannot be read: calls go on (the provider's 429 still stops them)
             left = until - time.time()
             if left <= 0:
@@ -257,8 +273,8 @@ class Budget:
                     details="every upstream slot is in use; retry after Retry-After seconds",
                     retry_after=1.0,
                 ) from None
-            except redis.RedisError:
-                log.warning("upstream slots unavailable in Redis: calling without one")
+            except redis.RedisError as exc:
+                self._failed("upstream slot", exc)  # the call goes on without a slot
         self._held += 1
         self._on_change(self._held, self._paused)
         try:
@@ -268,6 +284,6 @@ class Budget:
             if token is not None and self._slots is not None:
                 try:
                     self._slots.release(token)
-                except redis.RedisError:
-                    log.warning("could not give an upstream slot back to Redis (it ends by itself)")
+                except redis.RedisError as exc:
+                    self._failed("upstream slot release", exc)  # the hold ends by itself
             self._on_change(self._held, self._paused)

@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from app.errors import APIError, BadRequestError, ServiceUnavailableError, ValidationFailedError
+from app.errors import APIError, ServiceUnavailableError
 from app.gateway import NotCached
 from app.gateway.budget import job_priority
 from app.gateway.gateway import KEYS_USED
 from app.gateway.replay import replay_text
 from app.gateway.streams import HEARTBEAT, sse_event
 from app.jobs.queue import JobQueue, JobRunner
-from app.jobs.records import FINISHED, PRIORITIES, Job, JobStore, QueueFull
+from app.jobs.records import FINISHED, Job, JobStore, QueueFull
 from app.services import CachePolicy, PromptService
 
 if TYPE_CHECKING:
@@ -104,22 +104,6 @@ class Jobs:
         return tuple(self._endpoints)
 
     # --- the API's side --------------------------------------------------------------------------
-
-    def validate(self, task: str, data: Any, priority: str) -> BaseModel:
-        """The task's input as its endpoint validates it; 400 for an unknown task or priority."""
-        endpoint = self._endpoints.get(task)
-        if endpoint is None:
-            raise BadRequestError("Unknown task", details=f"task must be one of {', '.join(self._endpoints)}")
-        if priority not in PRIORITIES:
-            raise BadRequestError("Unknown priority", details=f"priority must be one of {', '.join(PRIORITIES)}")
-        if not isinstance(data, dict):
-            raise ValidationFailedError(details="input: must be the endpoint's JSON body (an object)")
-        from app.api._body import describe
-
-        try:
-            return endpoint.model.model_validate(data)
-        except ValidationError as exc:
-            raise ValidationFailedError(details=("input." + describe(exc).replace("; ", "; input."))[:2000]) from None
 
     def submit(self, task: str, body: BaseModel, priority: str, owner: str) -> Job:
         """Accept a job for `task` with its validated `body`: answered at once from the cache when

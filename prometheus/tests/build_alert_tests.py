@@ -19,6 +19,21 @@ OUTPUT = HERE / "alerts_test.yml"
 # alert: (input series {series: values}, silent at, firing at, extra labels on the alert)
 # Values use promtool's expanding notation: 'a+bxN' = N+1 samples from a stepping by b, one a minute.
 SCENARIOS: dict[str, tuple[dict[str, str], str, str, dict[str, str]]] = {
+    "JobQueueStalled": (
+        {"jobs_oldest_queued_age_seconds": "0x10 0+60x30"},
+        "10m",
+        "30m",
+        {},
+    ),
+    "JobFailureRatioHigh": (
+        {
+            'jobs_finished_total{outcome="succeeded"}': "0+100x60",
+            'jobs_finished_total{outcome="failed"}': "0x20 0+30x40",
+        },
+        "15m",
+        "50m",
+        {},
+    ),
     "HighLatencyP95": (
         {
             'http_request_duration_seconds_bucket{le="1"}': "0+60x10 600x30",

@@ -35,8 +35,9 @@ FUZZ_SECONDS = 60 + EXAMPLES * OPERATIONS * 1.5
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with start_server({}, workers=2) as server:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # A cache directory as `make run` has: the job routes are fuzzed against a working store.
+    with start_server({"CACHE_DIR": str(tmp_path_factory.mktemp("hostile") / "cache")}, workers=2) as server:
         yield server
 
 

@@ -4,6 +4,7 @@ dashboard panel expression and every recording rule. "No data" fails."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import tempfile
@@ -120,6 +121,8 @@ def prometheus_on_live_server(_fake_upstream_process: FakeUpstreamProcess) -> It
         "TRUSTED_PROXIES": "1",
         "CACHE_DEFAULT_TTL": "2",
         "UPSTREAM_MAX_RETRIES": "2",
+        "JOB_RUNNER": "server",  # the server's workers run the jobs too (their figures on this /metrics)
+        "UPSTREAM_MAX_CONCURRENCY": "8",
     }
     # Redis: the shared layer, so the per-caller rate limit holds across both workers.
     with (
@@ -181,6 +184,38 @@ def _traffic(server: Server, upstream: FakeUpstreamProcess) -> None:
     _stream_traffic(server, upstream)
     burst, _ = held_burst(upstream, [server.url], lambda i: post("burst together", f"198.51.100.{150 + i}"), 10)
     assert sorted(r.headers["X-Cache"] for r in burst) == ["COALESCED"] * 9 + ["MISS"]  # Redis: one call
+    _job_traffic(server)
+
+
+def _job_traffic(server: Server) -> None:
+    """Jobs of each priority, run by the server's workers to their end."""
+    ids = []
+    for i, priority in enumerate(("high", "normal", "low")):
+        body = {"task": "optimize", "input": {"prompt": f"a job for the dashboard {i}", "mode": "code"}}
+        response = requests.post(
+            server.url + "/api/jobs",
+            json={**body, "priority": priority},
+            headers={"X-Forwarded-For": f"198.51.100.{210 + i}"},
+            timeout=15,
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+
+    polls = itertools.count()
+
+    def finished() -> bool:
+        # Each poll as another caller: RATE_LIMIT here is 5/minute per caller.
+        states = [
+            requests.get(
+                f"{server.url}/api/jobs/{i}",
+                headers={"X-Forwarded-For": f"203.0.{next(polls) // 250}.{next(polls) % 250}"},
+                timeout=15,
+            ).json()["status"]
+            for i in ids
+        ]
+        return all(state == "succeeded" for state in states)
+
+    wait_until(finished, what="the dashboard's jobs")
 
 
 def _stream_traffic(server: Server, upstream: FakeUpstreamProcess) -> None:

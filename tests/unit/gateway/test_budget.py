@@ -1,0 +1,136 @@
+"""The upstream budget: slots given out by rank then arrival, an interactive caller's wait
+bounded by its deadline (503 + Retry-After), and a 429's pause — in one process, and shared by
+two processes' budgets through a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import gevent.event
+import pytest
+import redis
+
+from app.cache import RedisHealth
+from app.cache.clients import RedisTopology
+from app.errors import ServiceUnavailableError
+from app.gateway.budget import Budget, LocalSlots, RedisSlots, job_priority
+
+
+def _budgets(kind: str, limit: int, url: str | None) -> tuple[Budget, Budget]:
+    """Two budgets sharing one set of slots (two instances, with Redis; one process without)."""
+    if kind == "local":
+        budget = Budget(LocalSlots(limit))
+        return budget, budget
+    client = redis.Redis.from_url(url)  # type: ignore[arg-type]
+    return (
+        Budget(RedisSlots(client, "b:", limit), client, "b:"),
+        Budget(RedisSlots(redis.Redis.from_url(url), "b:", limit), redis.Redis.from_url(url), "b:"),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_slots_go_to_interactive_callers_then_jobs_by_priority_then_arrival(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("own_redis_url") if kind == "redis" else None
+    first, second = _budgets(kind, 1, url)
+    order: list[str] = []
+    gate = gevent.event.Event()
+
+    def call(budget: Budget, name: str, priority: str) -> None:
+        with job_priority(priority) if priority != "interactive" else _nothing(), budget.slot(30.0):
+            order.append(name)
+            if name == "holder":
+                gate.wait()
+
+    holder = gevent.spawn(call, first, "holder", "normal")
+    _until(lambda: order == ["holder"])
+    waiting = []
+    for index, (name, priority) in enumerate(
+        [("low 1", "low"), ("low 2", "low"), ("normal", "normal"), ("high", "high"), ("sync", "interactive")]
+    ):
+        waiting.append(gevent.spawn(call, (first, second)[index % 2], name, priority))
+        gevent.sleep(0.05)  # arrival order within a rank
+    assert order == ["holder"]  # one slot: everyone else waits
+    gate.set()
+    gevent.joinall([holder, *waiting], timeout=30, raise_error=True)
+    assert order == ["holder", "sync", "high", "normal", "low 1", "low 2"]
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", ["local", "redis"])
+def test_an_interactive_caller_waits_within_its_deadline_then_gets_503(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("own_redis_url") if kind == "redis" else None
+    budget, _ = _budgets(kind, 1, url)
+    gate = gevent.event.Event()
+
+    def hold() -> None:
+        with budget.slot(30.0):
+            gate.wait()
+
+    holder = gevent.spawn(hold)
+    gevent.sleep(0.05)
+    with pytest.raises(ServiceUnavailableError) as refused, budget.slot(0.3):
+        pass
+    assert refused.value.retry_after is not None and refused.value.message == "Upstream model API busy"
+    gate.set()
+    holder.join()
+    with budget.slot(0.3) as deadline:  # free again; the slot the refused caller waited for is not kept
+        assert deadline > time.monotonic()
+
+
+def test_a_429_pause_is_shared_through_redis(own_redis_url: str) -> None:
+    first, second = _budgets("redis", 10, own_redis_url)
+    first.pause(0.5)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError) as refused, second.slot(0.2):  # an interactive caller, 0.2 s left
+        pass
+    assert refused.value.retry_after is not None and refused.value.retry_after > 0.2
+    with job_priority("low"), second.slot(5.0):  # a job waits the pause out
+        waited = time.monotonic() - started
+    assert waited >= 0.4
+    with second.slot(0.2):  # over: calls go on
+        pass
+
+
+def test_unlimited_budget_still_counts_calls_and_pauses() -> None:
+    seen: list[tuple[int, bool]] = []
+    budget = Budget.build(0, None, "", lambda held, paused: seen.append((held, paused)))
+    assert budget.limit == 0
+    with budget.slot(1.0):
+        assert seen[-1] == (1, False)
+    budget.pause(0.05)
+    assert seen[-1] == (0, True)
+    with job_priority("high"), budget.slot(1.0):
+        pass
+    assert seen[-1] == (0, False)
+
+
+def test_without_redis_the_budget_goes_on() -> None:
+    health = RedisHealth.for_timeout(0.1)
+    dead = RedisTopology("redis://127.0.0.1:1/0").service_client(health, socket_timeout=0.1, socket_connect_timeout=0.1)
+    budget = Budget(RedisSlots(dead, "x:", 1), dead, "x:")
+    started = time.monotonic()
+    budget.pause(1.0)  # counted and logged, not raised
+    for _ in range(20):
+        with budget.slot(1.0):  # the slots and the pause cannot be read: the call goes on
+            pass
+    assert health.failures >= 1
+    assert time.monotonic() - started < 5  # after a failure Redis is left alone: no wait per call

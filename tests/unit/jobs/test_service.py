@@ -1,0 +1,139 @@
+"""The job service in one process (the app built as a worker builds it, its runner started by
+hand): submit, run, cancel, re-queue, and the figures it reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.jobs.service import Jobs
+from app.parts import parts_of
+
+
+def _until(condition: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.02)
+    return value
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[Flask]:
+    app = create_app({"APP_ENV": "testing", "CACHE_DIR": str(tmp_path / "cache"), "JOB_LEASE_SECONDS": "1"})
+    yield app
+    jobs = parts_of(app).jobs
+    assert jobs is not None
+    jobs.stop(grace=1.0)
+
+
+def _jobs(app: Flask) -> Jobs:
+    jobs = parts_of(app).jobs
+    assert jobs is not None
+    return jobs
+
+
+def _status(client: FlaskClient, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 200
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def test_a_job_is_run_by_the_runner_and_its_figures_are_reported(app: Flask) -> None:
+    client = app.test_client()
+    submitted = client.post("/api/jobs", json={"task": "generate-questions", "input": {"prompt": "tides"}})
+    assert submitted.status_code == 202
+    job_id = submitted.get_json()["id"]
+    assert _status(client, job_id)["status"] == "queued"
+    jobs = _jobs(app)
+    jobs.keep()  # the figures: one queued
+    metrics = parts_of(app).instruments.metrics  # type: ignore[union-attr]
+    assert metrics.jobs_queued.labels("normal")._value.get() == 1
+    jobs.runner.start()
+    assert jobs.runner.wait_started(10)
+    done = _until(lambda: (job := _status(client, job_id))["status"] == "succeeded" and job)
+    assert done["result"]["questions"] and done["error"] is None
+    with client.get(f"/api/jobs/{job_id}/events") as events:
+        text = events.get_data(as_text=True)
+    assert text.startswith("event: status") and '"status":"succeeded"' in text and "refined" not in text
+    cached = client.post("/api/jobs", json={"task": "generate-questions", "input": {"prompt": "tides"}})
+    assert cached.get_json()["status"] == "succeeded"  # answered from the cache at once
+    jobs.keep()
+    assert metrics.jobs_queued.labels("normal")._value.get() == 0
+    assert metrics.jobs_oldest._value.get() == 0
+
+
+def test_an_optimize_job_s_events_end_with_the_stream_s_events(app: Flask) -> None:
+    client = app.test_client()
+    jobs = _jobs(app)
+    jobs.runner.start()
+    body = {"prompt": "a quiet harbour", "mode": "video"}
+    job_id = client.post("/api/optimize", json=body, headers={"Prefer": "respond-async"}).get_json()["id"]
+    with client.get(f"/api/jobs/{job_id}/events") as events:
+        text = events.get_data(as_text=True)
+    stream = client.post("/api/optimize-stream", json=body).get_data(as_text=True)
+    assert text.endswith(stream)
+
+
+def test_a_job_whose_runner_went_silent_is_run_again(app: Flask) -> None:
+    client = app.test_client()
+    jobs = _jobs(app)
+    job_id = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "x", "mode": "code"}}).get_json()[
+        "id"
+    ]
+    task = jobs.queue.take()  # a runner takes it, claims it, and dies
+    assert task is not None
+    assert jobs.store.claim(job_id, time.time() - 1) is not None
+    jobs.runner.start()
+    done = _until(lambda: (job := _status(client, job_id))["status"] == "succeeded" and job)
+    assert done["result"]["optimizedPrompt"]
+
+
+def test_cancel_before_it_runs(app: Flask) -> None:
+    client = app.test_client()
+    job_id = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "y", "mode": "code"}}).get_json()[
+        "id"
+    ]
+    cancelled = client.delete(f"/api/jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    jobs = _jobs(app)
+    jobs.runner.start()
+    assert jobs.runner.wait_started(10)
+    gevent.sleep(0.3)  # the runner takes the task and skips it
+    assert _status(client, job_id)["status"] == "cancelled" and _status(client, job_id)["result"] is None
+    assert client.delete(f"/api/jobs/{job_id}").get_json()["status"] == "cancelled"
+    assert jobs.queue.size() == 0
+
+
+def test_without_a_place_to_keep_them_jobs_answer_503() -> None:
+    client = create_app({"APP_ENV": "testing"}).test_client()  # no CACHE_DIR, no REDIS_URL
+    response = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "x", "mode": "code"}})
+    assert response.status_code == 503 and response.get_json()["error"] == "Jobs unavailable"
+    # Prefer: respond-async is a preference: without jobs the answer comes at once
+    plain = client.post("/api/optimize", json={"prompt": "x", "mode": "code"}, headers={"Prefer": "respond-async"})
+    assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
+
+
+def test_a_broken_store_answers_503_not_500(app: Flask, tmp_path: Path) -> None:
+    client = app.test_client()
+    jobs = _jobs(app)
+    job_id = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "z", "mode": "code"}}).get_json()[
+        "id"
+    ]
+    (tmp_path / "cache" / "jobs.sqlite3").unlink()
+    import sqlite3
+
+    def broken(*args: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    jobs.store.get = broken  # type: ignore[method-assign]
+    response = client.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
