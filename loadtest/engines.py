@@ -195,7 +195,7 @@ def measure(engine: str, redis_binary: str, samples: int) -> dict[str, object]:
         for _ in range(samples):
             before = _r.llen("latency")
             _send(engine, "noop", time.time())
-            _wait(lambda: _r.llen("latency") > before, 30)
+            _wait(lambda before=before: _r.llen("latency") > before, 30)
             time.sleep(0.05)
         latencies = sorted(float(x) * 1000 for x in _r.lrange("latency", 0, -1))
         result["start_ms_p50"] = round(statistics.median(latencies), 1)
