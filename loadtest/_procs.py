@@ -129,13 +129,15 @@ def fake_upstream(latency: float = 0.0, video_latency: float | None = None) -> I
 
 
 @contextlib.contextmanager
-def redis(binary: str, port: int | None = None) -> Iterator[str]:
+def redis(binary: str, port: int | None = None, persist: str | None = None) -> Iterator[str]:
     """Run a private redis-server on a free port, or on `port` (to restart one where it was);
-    nothing persisted; yield its URL."""
+    nothing persisted, or with `persist` (a directory) an append-only file fsynced on every
+    write, kept there for the next start; yield its URL."""
     import redis as redis_py
 
     port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if persist else ["--appendonly", "no"]
         proc = subprocess.Popen(
             [
                 binary,
@@ -145,10 +147,9 @@ def redis(binary: str, port: int | None = None) -> Iterator[str]:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *durability,
                 "--dir",
-                workdir,
+                persist or workdir,
                 "--loglevel",
                 "warning",
                 "--enable-debug-command",

@@ -519,6 +519,34 @@ def bench_disk_tier(samples: int, answers: int = 10_000) -> dict[str, float]:
     return figures
 
 
+def bench_jobs(samples: int) -> dict[str, float]:
+    """A job's submission (validated, the cache checked, its record and queue entry written to
+    SQLite) against a cached answer of the same endpoint, through gunicorn, interleaved pair by
+    pair on one keep-alive connection."""
+    print(f"\n== Job submission vs a cached answer (POST /api/jobs vs POST /api/optimize HIT), {samples} pairs ==")
+    lanes: dict[str, list[float]] = {"submit": [], "hit": []}
+    with tempfile.TemporaryDirectory() as directory:
+        env = {"CACHE_DIR": os.path.join(directory, "cache"), "LOG_LEVEL": "INFO"}
+        with gunicorn(env, workers=1) as (url, _, _), requests.Session() as session:
+            cached = {"prompt": "a cached prompt for the job bench", "mode": "code"}
+            _whole(session, url + "/api/optimize", cached)
+            for i in range(samples + 20):
+                job = {"task": "optimize", "priority": "normal", "input": {"prompt": f"job bench {i}", "mode": "code"}}
+                hit = _whole(session, url + "/api/optimize", cached)
+                started = time.perf_counter()
+                response = session.post(url + "/api/jobs", json=job, timeout=30)
+                submit = time.perf_counter() - started
+                assert response.status_code == 202, response.text
+                if i >= 20:  # after the warm-up
+                    lanes["hit"].append(hit)
+                    lanes["submit"].append(submit)
+    figures = {f"{lane}_p50": statistics.median(values) for lane, values in lanes.items()}
+    figures["ratio_p50"] = figures["submit_p50"] / figures["hit_p50"]
+    print(f"cached answer p50 {_ms(figures['hit_p50'])}; job submission p50 {_ms(figures['submit_p50'])}")
+    print(f"submission / cached answer, p50: {figures['ratio_p50']:.2f} (goal <= 2)")
+    return figures
+
+
 def bench_memory(answers: int = 10_000) -> dict[str, float]:
     """RSS of one worker: idle, after `answers` distinct ~2 KB cached answers, and the growth per
     byte of CACHE_MAX_BYTES once a smaller cache is full (offline provider: no upstream needed)."""
@@ -661,6 +689,7 @@ def main(argv: list[str] | None = None) -> None:
         help="paired misses with and without the disk tier (0: in-process figures only; -1: skip)",
     )
     parser.add_argument("--callers", type=int, default=1000)
+    parser.add_argument("--job-pairs", type=int, default=300, help="job submissions paired with cached answers")
     parser.add_argument("--chart", help="write the ratios as a PNG chart here (needs matplotlib)")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -701,6 +730,9 @@ def main(argv: list[str] | None = None) -> None:
         disk = bench_disk_tier(args.disk_samples)
         if "miss_ratio" in disk:
             chart["miss with the disk tier / without"] = (disk["miss_ratio"], 1.05, False)
+    if args.job_pairs:
+        jobs = bench_jobs(args.job_pairs)
+        chart["job submission / cached answer p50"] = (jobs["ratio_p50"], 2.0, False)
     if args.memory_answers:
         memory = bench_memory(args.memory_answers)
         chart["idle RSS / 150 MiB"] = (memory["idle_mib"] / 150, 1.0, False)

@@ -25,10 +25,12 @@ import pytest
 import redis
 import requests
 
+from loadtest._procs import redis as redis_process
 from tests.support import (
     ROOT,
     FakeUpstreamProcess,
     free_port,
+    need_binary,
     provider_env,
     redis_env,
     service_env,
@@ -172,3 +174,74 @@ def test_a_load_of_jobs_over_two_instances(fake_upstream: FakeUpstreamProcess, r
 
 def _done(url: str, job_id: str, session: requests.Session) -> bool:
     return session.get(f"{url}/api/jobs/{job_id}", timeout=30).json()["status"] in ("succeeded", "failed", "cancelled")
+
+
+def test_accepted_jobs_survive_a_redis_crash_with_an_fsynced_append_only_file(
+    fake_upstream: FakeUpstreamProcess, tmp_path: Path
+) -> None:
+    """Redis with appendonly yes and appendfsync always is SIGKILLed while jobs wait and run, then
+    started again from its file: every accepted job finishes. (Without persistence a restarted
+    Redis is empty: queued and running jobs, and finished ones' results, are gone.)"""
+    binary = need_binary("redis-server")
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    env = {
+        **provider_env("anthropic", fake_upstream),
+        "REDIS_PREFIX": "crash:",
+        "REDIS_SOCKET_TIMEOUT": "5",
+        "JOB_LEASE_SECONDS": "3",
+        "JOB_CONCURRENCY": "4",
+        "UPSTREAM_TIMEOUT": "60",
+    }
+    with redis_process(binary, port, persist=str(data)) as redis_url:
+        env["REDIS_URL"] = redis_url
+        with start_server(env, workers=1) as server:
+            worker = _job_worker(env, tmp_path / "worker.log")
+            try:
+                with fake_upstream.hold():
+                    ids = [
+                        requests.post(
+                            server.url + "/api/jobs",
+                            json={"task": "generate-questions", "input": {"prompt": f"kept {i}"}},
+                            timeout=30,
+                        ).json()["id"]
+                        for i in range(12)
+                    ]
+                    wait_until(lambda: fake_upstream.held() == 4, what="4 jobs running, 8 queued")
+                    _crash(redis_url)
+                    with redis_process(binary, port, persist=str(data)):
+                        fake_upstream.release()
+                        done = [
+                            wait_until(
+                                lambda i=i: _status(server.url, i) in ("succeeded", "failed"),
+                                timeout=120,
+                                what=f"job {i}",
+                            )
+                            and _status(server.url, i)
+                            for i in ids
+                        ]
+            finally:
+                worker.terminate()
+                worker.wait(60)
+    print(
+        f"\nRedis SIGKILLed, 4 jobs running and 8 queued (appendfsync always): {done.count('succeeded')}/12 succeeded"
+    )
+    assert done == ["succeeded"] * 12
+
+
+def _crash(redis_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        pid = int(client.info("server")["process_id"])
+    os.kill(pid, 9)
+    wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, what="Redis gone"
+    )
+
+
+def _status(url: str, job_id: str) -> str | None:
+    try:
+        response = requests.get(f"{url}/api/jobs/{job_id}", timeout=30)
+    except requests.RequestException:
+        return None
+    return response.json().get("status") if response.status_code == 200 else None

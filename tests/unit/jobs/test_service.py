@@ -137,3 +137,43 @@ def test_a_broken_store_answers_503_not_500(app: Flask, tmp_path: Path) -> None:
     jobs.store.get = broken  # type: ignore[method-assign]
     response = client.get(f"/api/jobs/{job_id}")
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+
+
+def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
+    tmp_path: Path, fake_upstream: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner dies (its greenlet killed) right after the answer reached the cache and before
+    the record says so: the job is queued again when its lease ends, and its second run is
+    answered from the cache — the model is called once."""
+    app = create_app(
+        {
+            "APP_ENV": "testing",
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "JOB_LEASE_SECONDS": "1",
+            "ANTHROPIC_API_KEY": "sk-ant-test",
+            "ANTHROPIC_BASE_URL": fake_upstream.url,
+        }
+    )
+    jobs = _jobs(app)
+    disk = jobs._prompts.gateway.l2
+    store = disk.set
+    deaths = []
+
+    def store_then_die(*args: Any, **kwargs: Any) -> Any:
+        stored = store(*args, **kwargs)
+        if not deaths:
+            deaths.append(time.monotonic())
+            raise gevent.GreenletExit()  # what SIGKILL does to the process, at this exact point
+        return stored
+
+    monkeypatch.setattr(disk, "set", store_then_die)
+    client = app.test_client()
+    try:
+        job_id = client.post("/api/jobs", json={"task": "generate-questions", "input": {"prompt": "once"}}).get_json()["id"]
+        jobs.runner.start()
+        done = _until(lambda: (job := _status(client, job_id))["status"] == "succeeded" and job)
+    finally:
+        jobs.stop(grace=1.0)
+    assert deaths and done["result"]["questions"]
+    assert jobs.store.get(job_id).attempts == 2  # type: ignore[union-attr]  # run again after the death
+    assert fake_upstream.calls() == 1
