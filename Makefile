@@ -72,8 +72,8 @@ bench-seed: $(DEV) ## The seed document's before/after table, measured (optimiza
 soak: $(DEV) ## The fleet under steady mixed load for SECONDS=600 (RATE=40/s): RSS slope, fds, greenlets, errors
 	$(BIN)/python -m loadtest.soak --seconds $${SECONDS:-600} --rate $${RATE:-40}
 
-cluster: $(RUNTIME) ## A fleet in the foreground: Redis + INSTANCES=2 instances x WORKERS=2 from FIRST_PORT=3101 + nginx on CLUSTER_PORT=8080
-	$(BIN)/python -m loadtest.cluster --instances $${INSTANCES:-2} --workers $${WORKERS:-2} \
+cluster: $(RUNTIME) ## A fleet in the foreground: Redis + INSTANCES=2 instances x WORKERS=2 from FIRST_PORT=3101 + JOB_WORKERS=2 job workers + nginx on CLUSTER_PORT=8080
+	$(BIN)/python -m loadtest.cluster --instances $${INSTANCES:-2} --workers $${WORKERS:-2} --job-workers $${JOB_WORKERS:-2} \
 	  --port $${CLUSTER_PORT:-8080} --first-port $${FIRST_PORT:-3101}
 
 fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0 seconds) and print how to use it

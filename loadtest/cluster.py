@@ -1,13 +1,15 @@
 """`make cluster`: a whole fleet on this machine, in the foreground — Redis, N service instances
 (each a gunicorn with its own workers and port) and the repository's nginx balancing over them.
 
-    python -m loadtest.cluster [--instances 2] [--workers 2] [--port 8080] [--first-port 3101]
+    python -m loadtest.cluster [--instances 2] [--workers 2] [--job-workers 2] [--port 8080] [--first-port 3101]
 
 Each instance runs with the documented fleet settings: TRUSTED_PROXIES=1 (nginx appends the
 client address) and one shared REDIS_URL — the caller's, or a private redis-server started here
 when REDIS_URL is unset. Every other variable (provider keys, LOG_LEVEL, ...) passes through.
-Ctrl-C or SIGTERM stops everything: nginx first (no new requests), then each instance gracefully
-(in-flight requests finish), then the private Redis.
+Beside them run `--job-workers` job workers (`make worker`: python -m app.jobs.worker), which run
+the jobs the instances accept. Ctrl-C or SIGTERM stops everything: nginx first (no new requests),
+then each instance gracefully (in-flight requests finish), then the job workers (running jobs get
+their grace, the rest go back to the queue), then the private Redis.
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ def _instance(port: int, workers: int, redis_url: str) -> Iterator[subprocess.Po
 
 
 @contextlib.contextmanager
+def _job_worker(redis_url: str) -> Iterator[subprocess.Popen[Any]]:
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([str(BIN / "python"), "-m", "app.jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop(proc, signal.SIGTERM, timeout=40)  # graceful: running jobs get 30 s
+
+
+@contextlib.contextmanager
 def _shared_redis() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
@@ -78,12 +90,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=2, help="service instances (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per instance (default 2)")
+    parser.add_argument("--job-workers", type=int, default=2, help="job worker processes (default 2)")
     parser.add_argument("--port", type=int, default=8080, help="where nginx listens (default 8080)")
     # Not 3001: that is where `make run` serves, so both can run side by side.
     parser.add_argument("--first-port", type=int, default=3101, help="the first instance's port (default 3101)")
     args = parser.parse_args(argv)
-    if args.instances < 1 or args.workers < 1:
-        parser.error("--instances and --workers must be at least 1")
+    if args.instances < 1 or args.workers < 1 or args.job_workers < 0:
+        parser.error("--instances and --workers must be at least 1, --job-workers at least 0")
     ports = [args.first_port + i for i in range(args.instances)]
     taken = [p for p in (args.port, *ports) if _port_taken(p)]
     if taken:
@@ -106,11 +119,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(_shared_redis())
+        job_workers = [stack.enter_context(_job_worker(redis_url)) for _ in range(args.job_workers)]
         procs = [stack.enter_context(_instance(port, args.workers, redis_url)) for port in ports]
         front = stack.enter_context(nginx([f"127.0.0.1:{p}" for p in ports], nginx_bin, port=args.port))
         print(
             f"\ncluster up: send requests to {front} — nginx over {args.instances} instance(s) × "
-            f"{args.workers} worker(s), Redis at {redis_url}",
+            f"{args.workers} worker(s), {len(job_workers)} job worker(s), Redis at {redis_url}",
             flush=True,
         )
         for port in ports:
@@ -125,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                     reported.add(port)
                     print(f"cluster: instance on {port} exited ({proc.returncode}); nginx routes around it", flush=True)
             time.sleep(0.2)
-        print("cluster: stopping nginx, then each instance gracefully, then Redis", flush=True)
-        # ExitStack unwinds in reverse: nginx, the instances (last started first), Redis.
+        print("cluster: stopping nginx, then each instance gracefully, then the job workers, then Redis", flush=True)
+        # ExitStack unwinds in reverse: nginx, the instances (last started first), job workers, Redis.
     print("cluster: stopped", flush=True)
 
 

@@ -65,6 +65,17 @@ def test_one_command_starts_the_fleet_and_one_signal_stops_it() -> None:
         answers = [requests.post(f"http://127.0.0.1:{front}/api/optimize", json=body, timeout=30) for _ in range(4)]
         assert [a.status_code for a in answers] == [200] * 4
         assert answers[0].headers["X-Cache"] == "MISS" and {a.headers["X-Cache"] for a in answers[1:]} == {"HIT"}
+        # Jobs: accepted by the instances, run by the cluster's job workers.
+        assert sum("app.jobs.worker" in " ".join(c.cmdline()) for c in children) == 2
+        job = {"task": "generate-questions", "priority": "high", "input": {"prompt": "a job through the fleet"}}
+        accepted = requests.post(f"http://127.0.0.1:{front}/api/jobs", json=job, timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        location = f"http://127.0.0.1:{front}" + accepted.headers["Location"]
+        done = wait_until(
+            lambda: (found := requests.get(location, timeout=30).json())["status"] == "succeeded" and found,
+            what="the job run by a job worker",
+        )
+        assert done["result"]["questions"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         wait_until(

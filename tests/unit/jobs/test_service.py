@@ -169,7 +169,9 @@ def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
     monkeypatch.setattr(disk, "set", store_then_die)
     client = app.test_client()
     try:
-        job_id = client.post("/api/jobs", json={"task": "generate-questions", "input": {"prompt": "once"}}).get_json()["id"]
+        job_id = client.post("/api/jobs", json={"task": "generate-questions", "input": {"prompt": "once"}}).get_json()[
+            "id"
+        ]
         jobs.runner.start()
         done = _until(lambda: (job := _status(client, job_id))["status"] == "succeeded" and job)
     finally:
