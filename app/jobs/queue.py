@@ -80,6 +80,14 @@ class JobQueue:
     def size(self) -> int:
         return int(self.huey.storage.queue_size())
 
+    def job_ids(self) -> set[str]:
+        """The ids of every job on the queue now (reads the whole queue: for a rare check)."""
+        found = set()
+        for data in self.huey.storage.enqueued_items():
+            task = self.huey.deserialize_task(data)
+            found.add(str(task.args[0]))
+        return found
+
 
 def _unbound(job_id: str) -> None:
     raise RuntimeError("JobQueue.bind was not called")

@@ -127,6 +127,9 @@ class JobStore(Protocol):
     def counts(self) -> tuple[dict[str, int], int, float | None]:
         """(queued by priority, running, created_at of the oldest queued job)."""
 
+    def queued(self, limit: int) -> list[tuple[str, str]]:
+        """(id, priority) of up to `limit` queued jobs."""
+
     def purge(self, now: float) -> int:
         """Drop finished records past their time; return how many."""
 
@@ -287,6 +290,11 @@ class SqliteJobStore:
             queued[priority] = count
             oldest = first if oldest is None else min(oldest, first)
         return queued, running, oldest
+
+    def queued(self, limit: int) -> list[tuple[str, str]]:
+        with self._db() as db:
+            rows = db.execute("select id, priority from job where status = 'queued' limit ?", (limit,)).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def purge(self, now: float) -> int:
         with self._db() as db:
@@ -481,6 +489,15 @@ class RedisJobStore:
             if first:
                 oldest = first[0][1] if oldest is None else min(oldest, first[0][1])
         return queued, int(replies[-1]), oldest
+
+    def queued(self, limit: int) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for priority in PRIORITIES:
+            members: list[bytes] = self._client.zrange(self._queued(priority), 0, limit - len(found) - 1)  # type: ignore[assignment]
+            found += [(member.decode(), priority) for member in members]
+            if len(found) >= limit:
+                break
+        return found
 
     def purge(self, now: float) -> int:
         return 0  # finished records expire by themselves (EXPIRE)

@@ -45,6 +45,8 @@ TRANSIENT = (502, 503, 504)  # a job that failed so is run again, up to ATTEMPTS
 ATTEMPTS = 3
 EVENTS_POLL = 0.25  # seconds between a job's record reads while its events are followed
 STALE_BATCH = 100
+RECONCILE_EVERY = 60.0  # seconds between a runner's checks that every queued job is on the queue
+RECONCILE_BATCH = 10_000
 
 
 class JobNotFoundError(APIError):
@@ -265,10 +267,27 @@ class Jobs:
             if job is not None and self.store.requeue(job_id, now):
                 log.warning("job %s: its runner went silent; queued again", job_id)
                 self.queue.put(job_id, job.priority)
-        if now - self._last_purge > 60:
+        if now - self._last_purge > RECONCILE_EVERY:
             self._last_purge = now
             self.store.purge(now)
+            self.reconcile()
         self.report()
+
+    def reconcile(self) -> int:
+        """Put back on the queue every queued job that is not on it: one whose task was taken by
+        a runner that died before claiming it, or whose claim failed. A job on the queue twice
+        runs once (the second claim finds it running). Return how many were put back."""
+        records = self.store.queued(RECONCILE_BATCH)
+        if not records:
+            return 0
+        on_queue = self.queue.job_ids()
+        missing = [(job_id, priority) for job_id, priority in records if job_id not in on_queue]
+        for job_id, priority in missing:
+            job = self.store.get(job_id)
+            if job is not None and job.status == "queued":
+                log.warning("job %s was queued but not on the queue; put back", job_id)
+                self.queue.put(job_id, priority)
+        return len(missing)
 
     def report(self) -> None:
         if self._metrics is None:

@@ -123,3 +123,11 @@ def test_the_oldest_queued_job_s_age(store: SqliteJobStore | RedisJobStore) -> N
     store.create(_job(2, "high"), 10, TTL)
     oldest = store.counts()[2]
     assert oldest is not None and abs(oldest - first.created_at) < 0.01
+
+
+def test_queued_lists_the_queued_jobs_with_their_priorities(store: SqliteJobStore | RedisJobStore) -> None:
+    for n, priority in enumerate(("low", "high", "normal")):
+        store.create(_job(n, priority), 10, TTL)
+    store.claim(_job(2).id, time.time() + 30)
+    assert sorted(store.queued(10)) == [(_job(0).id, "low"), (_job(1).id, "high")]
+    assert len(store.queued(1)) == 1

@@ -179,3 +179,24 @@ def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
     assert deaths and done["result"]["questions"]
     assert jobs.store.get(job_id).attempts == 2  # type: ignore[union-attr]  # run again after the death
     assert fake_upstream.calls() == 1
+
+
+def test_a_queued_job_lost_from_the_queue_is_put_back(app: Flask) -> None:
+    """A runner took the task and died before claiming the job: the record says queued, the queue
+    has nothing. The keeper's reconciliation puts it back, and it runs."""
+    client = app.test_client()
+    jobs = _jobs(app)
+    job_id = client.post(
+        "/api/jobs", json={"task": "optimize", "input": {"prompt": "lost", "mode": "code"}}
+    ).get_json()["id"]
+    other = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "kept", "mode": "code"}}).get_json()[
+        "id"
+    ]
+    assert jobs.queue.job_ids() == {job_id, other}
+    assert jobs.queue.take().args == (job_id,)  # type: ignore[union-attr]  # taken, never claimed
+    assert jobs.reconcile() == 1
+    assert jobs.queue.job_ids() == {job_id, other}
+    assert jobs.reconcile() == 0
+    jobs.runner.start()
+    for each in (job_id, other):
+        assert _until(lambda each=each: _status(client, each)["status"] == "succeeded")
