@@ -12,6 +12,7 @@ else is interactive.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 import redis
@@ -29,10 +30,11 @@ from gevent.event import Event
 
 from app.errors import ServiceUnavailableError
 
-__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "job_priority"]
+__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "carry_priority", "job_priority"]
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
 RANKS = {"interactive": 0, "high": 1, "normal": 2, "low": 3}
 _priority: ContextVar[str] = ContextVar("prompt_builder_priority", default="interactive")
 
@@ -49,6 +51,20 @@ def job_priority(priority: str) -> Iterator[None]:
 
 def current_priority() -> str:
     return _priority.get()
+
+
+def carry_priority(fn: F) -> F:
+    """`fn`, to run in another greenlet (which starts with no context) at the current priority."""
+    priority = _priority.get()
+    if priority == "interactive":
+        return fn
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with job_priority(priority):
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class SlotsBusy(Exception):

@@ -87,6 +87,21 @@ class Gateway(StreamingGateway):
             self._observer.upstream_wait(time.perf_counter() - waiting)
         return completion_of(value, status, time.time())
 
+    def complete_streamed(
+        self, request: LLMRequest, parse: Callable[[str], Any], *, draft_model: str | None = None, origin: str = ""
+    ) -> Completion:
+        """`complete`, made as a stream (the same key, cache and coalescing): whoever `join`s
+        it meanwhile gets its events live. The caller follows the stream to its end, so leaving
+        (being killed) stops its upstream call unless someone else follows it too."""
+        stream = self.stream(request, parse, draft_model=draft_model, origin=origin)
+        run = self._streams.get(self.key_for(request))
+        for _ in stream.events:
+            pass
+        if run is None:  # a replay from the cache, or a JSON call's answer: in the cache now
+            return self.complete(request, parse)
+        value: CachedValue = run.result.get()  # its APIError, when the stream failed
+        return completion_of(value, stream.cache_status, time.time())
+
     def shared(self, key: str) -> bool:
         """Does another caller wait on the call in flight for `key` (here or, via Redis, elsewhere)?"""
         pending = self.inflight.pending(key) if self.inflight is not None else None

@@ -18,6 +18,7 @@ from app.cache import CachedValue
 from app.coalescing import SharedStreams
 from app.coalescing.redis_streams import UNREACHABLE
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
+from app.gateway.budget import carry_priority
 from app.gateway.core import GatewayCore
 from app.gateway.replay import DONE, error_event, refined, replay, rest
 from app.gateway.streams import StreamRun, sse_event
@@ -133,13 +134,43 @@ class StreamingGateway(GatewayCore):
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    run.producer = gevent.spawn(self._tracer.carry(self._follow_stream), job, run)
+                    run.producer = gevent.spawn(self._tracer.carry(carry_priority(self._follow_stream)), job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
+        run.producer = gevent.spawn(self._tracer.carry(carry_priority(self._produce_stream)), job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
         return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
+
+    def join(self, request: LLMRequest, parse: Callable[[str], Any], *, origin: str = "") -> Stream | None:
+        """The stream of `request` in flight — in this worker, or (with Redis) led by another
+        process — followed from its first event; None when none is in flight. Never starts an
+        upstream call of its own (a job's events follow the job's call this way)."""
+        key = self.key_for(request)
+        run = self._streams.get(key)
+        if run is not None:
+            self._observer.stream_follower("worker")
+            return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+        shared = self.shared_streams
+        if shared is None or not shared.health.available():
+            return None
+        try:
+            lock = shared.claim(key)
+        except redis.RedisError as exc:
+            shared.health.failed("stream claim", exc)
+            return None
+        if lock is not None:  # nobody leads this key: nothing to follow
+            try:
+                lock.release()
+            except redis.RedisError as exc:
+                shared.health.failed("stream unlock", exc)
+            return None
+        self._observer.stream_follower("cluster")
+        run = self._streams[key] = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
+        run.producer = gevent.spawn(
+            self._tracer.carry(self._follow_stream), _StreamJob(request, parse, True, None, origin), run
+        )
+        return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
 
     def _buffer_changed(self, change: int) -> None:
         """Stream buffers hold `change` more (or fewer) bytes: they take room from L1 while the

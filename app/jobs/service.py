@@ -29,6 +29,7 @@ from app.gateway.replay import replay_text
 from app.gateway.streams import HEARTBEAT, sse_event
 from app.jobs.queue import JobQueue, JobRunner
 from app.jobs.records import FINISHED, Job, JobStore, QueueFull
+from app.schemas import OptimizeRequest
 from app.services import CachePolicy, PromptService
 
 if TYPE_CHECKING:
@@ -182,15 +183,25 @@ class Jobs:
         /api/optimize-stream sends it (refined_delta, refined, done) once it is there; ends
         when the job ends."""
         last = None
+        followed = False  # the answer's events sent live, from the job's own stream
         while True:
             if job.status != last:
                 last = job.status
                 yield sse_event("status", {"id": job.id, "status": job.status})
             if job.finished:
                 break
+            if job.status == "running" and job.task == "optimize" and not followed:
+                live = self._prompts.join_optimize_stream(OptimizeRequest.model_validate(job.input), job.id)
+                if live is not None:
+                    followed = True
+                    yield from live.events
+                    job = self.get(job.id, owner)
+                    continue
             gevent.sleep(EVENTS_POLL)
             yield HEARTBEAT
             job = self.get(job.id, owner)
+        if followed:
+            return
         if job.status == "succeeded" and job.task == "optimize" and job.result is not None:
             result = job.result
             usage = result.get("usage") or {}
@@ -221,7 +232,10 @@ class Jobs:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
             with job_priority(job.priority):
-                answer, _ = endpoint.answer(self._prompts, body, CachePolicy())
+                if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
+                    answer, _ = self._prompts.optimize_streamed(body, origin=job.id)
+                else:
+                    answer, _ = endpoint.answer(self._prompts, body, CachePolicy())
             job.status, job.result = "succeeded", answer
         except APIError as error:
             if error.status_code in TRANSIENT and job.attempts < ATTEMPTS:

@@ -82,6 +82,16 @@ class PromptService:
             origin=request_id,
         )
 
+    def optimize_streamed(self, body: OptimizeRequest, origin: str) -> tuple[dict[str, Any], Completion]:
+        """`optimize`'s answer, made as `optimize_stream` makes it: followers can `join` it live."""
+        request = self._optimize_request(body)
+        completion = self.gateway.complete_streamed(request, text_answer, draft_model=self._draft_model, origin=origin)
+        return _optimized(request, completion), completion
+
+    def join_optimize_stream(self, body: OptimizeRequest, origin: str) -> Stream | None:
+        """The events of `optimize_stream` for this body when one is in flight; None otherwise."""
+        return self.gateway.join(self._optimize_request(body), text_answer, origin=origin)
+
     def _optimize_request(self, body: OptimizeRequest) -> LLMRequest:
         mode = MODE_REGISTRY[body.mode]
         context = body.context.model_dump() if body.context else None

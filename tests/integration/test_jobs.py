@@ -319,3 +319,40 @@ def _holder(workers: list[subprocess.Popen[Any]], upstream: FakeUpstreamProcess)
         return any(c.raddr and c.raddr.port == port for c in psutil.Process(proc.pid).net_connections("tcp"))
 
     return wait_until(lambda: next((w for w in workers if connected(w)), None), what="the worker holding the call")
+
+
+@pytest.mark.parametrize("shared", ["one worker", "two workers and Redis"])
+def test_an_optimize_job_s_events_follow_its_stream_live(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str], shared: str, request: pytest.FixtureRequest
+) -> None:
+    """While an optimize job runs, its events are its stream's own deltas, as they are written
+    (then status succeeded) — from the runner's worker, or through Redis from another — and
+    following them makes no model call of its own."""
+    env, workers = cache_env, 1
+    if shared != "one worker":
+        env = {**cache_env, **redis_env(request.getfixturevalue("redis_url")), "REDIS_PREFIX": "live:"}
+        env["JOB_RUNNER"], workers = "server", 2
+    body = _optimize(f"live events ({shared})", "video")
+    with start_server(env, workers=workers) as server:
+        with fake_upstream.hold():
+            job_id = _submit(server.url, "optimize", body).json()["id"]
+            wait_until(lambda: fake_upstream.held() == 1, what="the job's stream")
+            with ThreadPoolExecutor(4) as pool:
+                followers = [
+                    pool.submit(requests.get, f"{server.url}/api/jobs/{job_id}/events", headers=H, timeout=60)
+                    for _ in range(4)  # over both workers, when there are two
+                ]
+                wait_until(
+                    lambda: metric_total([server.url], "stream_followers_total") >= 4, what="the followers joined"
+                )
+                fake_upstream.release()
+                texts = [f.result().text for f in followers]
+        assert _finished(server.url, job_id)["status"] == "succeeded"
+    assert fake_upstream.calls() == 1
+    for text in texts:
+        names = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
+        assert names[0] == "status" and '"status":"running"' in text
+        assert names[-4:] == ["refined_delta", "refined", "done", "status"] or (
+            names.index("done") < len(names) - 1 and names[-1] == "status"
+        ), names
+        assert text.rstrip().endswith('"status":"succeeded"}')
