@@ -240,7 +240,7 @@ class Settings:
     redis_prefix: str = _var("pb:", _str, empty="")  # empty: keys without a prefix
     redis_socket_timeout: float = _var("0.25", _float(0.001))
     redis_lease_seconds: float = _var("15", _float(0.1))
-    # At most this many model calls in flight: across the fleet with REDIS_URL, per worker without.
+    # At most this many model calls in flight: the fleet's with REDIS_URL, else the instance's (CACHE_DIR).
     upstream_max_concurrency: int = _var("", _int(1, 100_000), empty=0)  # 0 here: unlimited
     job_result_ttl: int = _var("86400", _int(1))  # seconds a finished job's record and result are kept
     job_queue_max: int = _var("10000", _int(1))  # queued jobs beyond this: 503 with Retry-After

@@ -3,6 +3,8 @@ circuit breaker and retries around the provider."""
 
 from __future__ import annotations
 
+import os
+
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisTopology
 from app.coalescing import InFlight, SharedStreams
@@ -71,7 +73,13 @@ def build_gateway(
             on_size=observer.disk_size,
         )
     # The fleet's slots and pause with Redis (calls go on without them when it fails), else this worker's.
-    budget = Budget.build(settings.upstream_max_concurrency, client, settings.redis_prefix, observer.upstream_budget)
+    budget = Budget.build(
+        settings.upstream_max_concurrency,
+        client,
+        settings.redis_prefix,
+        observer.upstream_budget,
+        local_path=os.path.join(settings.cache_dir, "upstream.sqlite3") if settings.cache_dir else "",
+    )
     upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer, budget=budget)
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None

@@ -4,7 +4,9 @@ priority order, and a pause of every new call while the model API has said 429 R
 Who waits for a slot is ranked: synchronous and streaming callers first (within their
 deadline, then 503 with Retry-After), then jobs `high`, `normal`, `low`; first come first
 served within a rank. With Redis the slots and the pause are the fleet's (a sorted set of
-holders, one of waiters, and a key holding when the pause ends); without it, this process's.
+holders, one of waiters, and a key holding when the pause ends); without it the instance's, in
+an SQLite file in CACHE_DIR that its workers share (the same rule, one transaction per try);
+with neither, this process's.
 
 A caller's rank comes from the context (`job_priority`): a job's runner sets it, everything
 else is interactive.
@@ -18,6 +20,7 @@ import itertools
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,8 +32,9 @@ import redis
 from gevent.event import Event
 
 from app.errors import ServiceUnavailableError
+from app.localdb import LocalDB
 
-__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "carry_priority", "job_priority"]
+__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "SqliteSlots", "carry_priority", "job_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -122,45 +126,119 @@ redis.call('zrem', KEYS[3], ARGV[1])
 redis.call('zadd', KEYS[1], ARGV[5], ARGV[1])
 return 1
 """
+_STORE_ERRORS = (redis.RedisError, sqlite3.Error)  # the shared slots out of reach: calls go on
 POLL = (0.01, 0.05)  # seconds between a waiter's tries (random in this range: no lockstep)
 FORGET_WAITER = 5.0  # a waiter not seen for this long left (its process died): dropped
 
 
-class RedisSlots:
-    """The fleet's slots: holders (by when their hold ends: a call's deadline, so a killed
-    process's slot comes back), waiters ranked by (rank, arrival), and when each was last seen."""
+class _PolledSlots:
+    """Slots shared by processes: each waiter tries (`_try`) every few milliseconds until it is
+    among the best-ranked waiters and a slot is free; a holder's hold ends by itself after
+    `hold_seconds` (a killed process's slot comes back), a waiter not seen for FORGET_WAITER
+    seconds is dropped."""
 
-    def __init__(self, client: redis.Redis, prefix: str, limit: int, hold_seconds: float = 300.0) -> None:
+    limit: int
+
+    def __init__(self, limit: int, hold_seconds: float) -> None:
         self.limit = limit
-        self._client = client
-        base = f"{prefix}upstream:{{slots}}"
-        self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:seen"]
-        self._acquire = client.register_script(_ACQUIRE)
         self._hold = hold_seconds
         self._me = f"{os.getpid()}:{os.urandom(4).hex()}"
         self._arrivals = itertools.count()
 
-    def in_use(self) -> int:
-        return int(self._client.zcount(self._keys[0], time.time(), "+inf"))
+    def _try(self, token: str, score: float, now: float) -> bool:
+        raise NotImplementedError
+
+    def _forget(self, token: str) -> None:
+        raise NotImplementedError
 
     def acquire(self, rank: int, deadline: float | None) -> Any:
         token = f"{self._me}:{next(self._arrivals)}"
         score = rank * 1e13 + time.time() * 1000
         try:
             while True:
-                now = time.time()
-                if self._acquire(self._keys, [token, score, self.limit, now, now + self._hold, now - FORGET_WAITER]):
+                if self._try(token, score, time.time()):
                     return token
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SlotsBusy()
                 gevent.sleep(random.uniform(*POLL))
         except BaseException:
-            self._client.zrem(self._keys[1], token)
-            self._client.zrem(self._keys[2], token)
+            self._forget(token)
             raise
+
+
+class RedisSlots(_PolledSlots):
+    """The fleet's slots in Redis: sorted sets of holders (by when their hold ends), waiters
+    (by rank, then arrival) and when each waiter was last seen; one Lua script per try."""
+
+    def __init__(self, client: redis.Redis, prefix: str, limit: int, hold_seconds: float = 300.0) -> None:
+        super().__init__(limit, hold_seconds)
+        self._client = client
+        base = f"{prefix}upstream:{{slots}}"
+        self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:seen"]
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def in_use(self) -> int:
+        return int(self._client.zcount(self._keys[0], time.time(), "+inf"))
+
+    def _try(self, token: str, score: float, now: float) -> bool:
+        args: list[str | float] = [token, score, self.limit, now, now + self._hold, now - FORGET_WAITER]
+        return bool(self._acquire(self._keys, args))
+
+    def _forget(self, token: str) -> None:
+        self._client.zrem(self._keys[1], token)
+        self._client.zrem(self._keys[2], token)
 
     def release(self, token: Any) -> None:
         self._client.zrem(self._keys[0], token)
+
+
+_LOCAL_SCHEMA = """
+create table if not exists holders (token text primary key, until real not null);
+create table if not exists waiters (token text primary key, score real not null, seen real not null);
+create table if not exists pause (id integer primary key check (id = 0), until real not null)
+"""
+
+
+class SqliteSlots(_PolledSlots):
+    """One machine's slots in an SQLite file beside the cache (every worker of the instance
+    shares them): the same rule as RedisSlots, one transaction per try."""
+
+    def __init__(self, db: LocalDB, limit: int, hold_seconds: float = 300.0) -> None:
+        super().__init__(limit, hold_seconds)
+        self._db = db
+
+    def in_use(self) -> int:
+        with self._db.transaction() as conn:
+            return int(conn.execute("select count(*) from holders where until > ?", (time.time(),)).fetchone()[0])
+
+    def _try(self, token: str, score: float, now: float) -> bool:
+        with self._db.transaction() as conn:
+            conn.execute("delete from holders where until <= ?", (now,))
+            conn.execute("delete from waiters where seen <= ?", (now - FORGET_WAITER,))
+            conn.execute(
+                "insert into waiters (token, score, seen) values (?, ?, ?)"
+                " on conflict (token) do update set seen = excluded.seen",
+                (token, score, now),
+            )
+            free = self.limit - conn.execute("select count(*) from holders").fetchone()[0]
+            if free <= 0:
+                return False
+            ahead = conn.execute(
+                "select count(*) from waiters where score < ? or (score = ? and token < ?)", (score, score, token)
+            ).fetchone()[0]
+            if ahead >= free:
+                return False
+            conn.execute("delete from waiters where token = ?", (token,))
+            conn.execute("insert into holders (token, until) values (?, ?)", (token, now + self._hold))
+            return True
+
+    def _forget(self, token: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("delete from waiters where token = ?", (token,))
+
+    def release(self, token: Any) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("delete from holders where token = ?", (token,))
 
 
 class _LocalPause:
@@ -175,6 +253,30 @@ class _LocalPause:
 
 
 READ_EVERY = 0.1  # seconds a process trusts its last read of the fleet's pause (one GET per burst)
+
+
+class _SqlitePause:
+    def __init__(self, db: LocalDB) -> None:
+        self._db = db
+        self._until, self._read_at = 0.0, -READ_EVERY
+
+    def until(self) -> float:
+        now = time.monotonic()
+        if now >= self._read_at + READ_EVERY:
+            with self._db.transaction() as conn:
+                row = conn.execute("select until from pause where id = 0").fetchone()
+            self._until, self._read_at = (row[0] if row else 0.0), now
+        return self._until
+
+    def pause(self, until: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "insert into pause (id, until) values (0, ?) on conflict (id) do update"
+                " set until = max(until, excluded.until)",
+                (until,),
+            )
+        self._until = max(self._until, until)
+
 
 # KEYS: pause; ARGV: until (ms since the epoch)
 _PAUSE = """
@@ -208,13 +310,20 @@ class Budget:
 
     def __init__(
         self,
-        slots: LocalSlots | RedisSlots | None,
+        slots: LocalSlots | RedisSlots | SqliteSlots | None,
         client: redis.Redis | None = None,
         prefix: str = "",
         on_change: Callable[[int, bool], None] | None = None,
+        local: LocalDB | None = None,
     ) -> None:
         self._slots = slots
-        self._pause: _LocalPause | _RedisPause = _RedisPause(client, prefix) if client is not None else _LocalPause()
+        self._pause: _LocalPause | _RedisPause | _SqlitePause = (
+            _RedisPause(client, prefix)
+            if client is not None
+            else _SqlitePause(local)
+            if local is not None
+            else _LocalPause()
+        )
         self._health = getattr(client, "health", None)  # a pausing client's: told of each failure
         self._on_change = on_change or (lambda in_use, paused: None)
         self._held = 0  # slots this process holds
@@ -222,19 +331,37 @@ class Budget:
 
     @classmethod
     def build(
-        cls, limit: int, client: redis.Redis | None, prefix: str, on_change: Callable[[int, bool], None] | None = None
+        cls,
+        limit: int,
+        client: redis.Redis | None,
+        prefix: str,
+        on_change: Callable[[int, bool], None] | None = None,
+        local_path: str = "",
     ) -> Budget:
-        slots: LocalSlots | RedisSlots | None = None
+        """The fleet's budget with Redis (`client`); without it the machine's, in an SQLite file
+        at `local_path` (every worker of the instance shares it); without either, this worker's."""
+        local = None
+        if client is None and local_path:
+            try:
+                local = LocalDB(local_path, _LOCAL_SCHEMA, busy_timeout=1.0)
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("upstream budget file %s unusable (%s): counting per worker", local_path, exc)
+        slots: LocalSlots | RedisSlots | SqliteSlots | None = None
         if limit:
-            slots = RedisSlots(client, prefix, limit) if client is not None else LocalSlots(limit)
-        return cls(slots, client, prefix, on_change)
+            if client is not None:
+                slots = RedisSlots(client, prefix, limit)
+            elif local is not None:
+                slots = SqliteSlots(local, limit)
+            else:
+                slots = LocalSlots(limit)
+        return cls(slots, client, prefix, on_change, local)
 
     @property
     def limit(self) -> int:
         return self._slots.limit if self._slots is not None else 0
 
     def _failed(self, operation: str, exc: Exception) -> None:
-        if self._health is not None:
+        if self._health is not None and isinstance(exc, redis.RedisError):
             self._health.failed(operation, exc)  # counted, logged, and Redis left alone a moment
         else:
             log.warning("redis unavailable during %s: %s", operation, type(exc).__name__)
@@ -243,7 +370,7 @@ class Budget:
         """The model API said 429 Retry-After `seconds`: no new call anywhere until then."""
         try:
             self._pause.pause(time.time() + seconds)
-        except redis.RedisError as exc:
+        except _STORE_ERRORS as exc:
             self._failed("upstream pause", exc)
         self._paused = True
         self._on_change(self._held, True)
@@ -254,7 +381,7 @@ class Budget:
         while True:
             try:
                 until = self._pause.until()
-            except redis.RedisError as exc:
+            except _STORE_ERRORS as exc:
                 self._failed("upstream pause", exc)
                 return  # the pause cannot be read: calls go on (the provider's 429 still stops them)
             left = until - time.time()
@@ -289,7 +416,7 @@ class Budget:
                     details="every upstream slot is in use; retry after Retry-After seconds",
                     retry_after=1.0,
                 ) from None
-            except redis.RedisError as exc:
+            except _STORE_ERRORS as exc:
                 self._failed("upstream slot", exc)  # the call goes on without a slot
         self._held += 1
         self._on_change(self._held, self._paused)
@@ -300,6 +427,6 @@ class Budget:
             if token is not None and self._slots is not None:
                 try:
                     self._slots.release(token)
-                except redis.RedisError as exc:
+                except _STORE_ERRORS as exc:
                     self._failed("upstream slot release", exc)  # the hold ends by itself
             self._on_change(self._held, self._paused)

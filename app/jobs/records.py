@@ -18,14 +18,13 @@ after JOB_RESULT_TTL.
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import redis
+
+from app.localdb import LocalDB
 
 __all__ = [
     "FINISHED",
@@ -166,32 +165,14 @@ _COLUMNS = (
 
 class SqliteJobStore:
     """Records in an SQLite file: every process on the machine sees them, and they outlive
-    restarts. Each process opens its own connection (after fork); writes are short
-    transactions, serialised by SQLite's lock and, within a process, by a lock."""
+    restarts (app.localdb: a connection per process, short transactions)."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
         self.path = path
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()  # made in create_app: a gevent lock once patched
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with self._db() as db:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        self._local = LocalDB(path, _SCHEMA, busy_timeout)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
-
-    def _db(self) -> _Transaction:
-        return _Transaction(self._lock, self._connection)
+    def _db(self) -> Any:
+        return self._local.transaction()
 
     def create(self, job: Job, max_queued: int, ttl: float) -> None:
         row = job.to_row()
@@ -299,30 +280,6 @@ class SqliteJobStore:
     def purge(self, now: float) -> int:
         with self._db() as db:
             return db.execute("delete from job where expires_at is not null and expires_at <= ?", (now,)).rowcount
-
-
-class _Transaction:
-    """`with` → a connection inside BEGIN IMMEDIATE … COMMIT (ROLLBACK on error), one at a time
-    per process."""
-
-    def __init__(self, lock: Any, connect: Any) -> None:
-        self._lock, self._connect = lock, connect
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
-        try:
-            self._conn: sqlite3.Connection = self._connect()
-            self._conn.execute("begin immediate")
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._conn
-
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
-        try:
-            self._conn.execute("commit" if kind is None else "rollback")
-        finally:
-            self._lock.release()
 
 
 # --- Redis -------------------------------------------------------------------------------------------

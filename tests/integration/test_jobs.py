@@ -217,7 +217,7 @@ def test_priorities_under_one_upstream_slot(fake_upstream: FakeUpstreamProcess, 
     """5 low jobs queued, then 1 high, while the one slot is busy: the high one goes next — but a
     synchronous request arriving meanwhile goes before all of them."""
     env = {**cache_env, "UPSTREAM_MAX_CONCURRENCY": "1"}
-    with start_server(env, workers=1) as server:
+    with start_server(env, workers=2) as server:  # one budget for the instance: both workers' calls
         with fake_upstream.hold():
             blocker = _submit(server.url, "optimize", _optimize("blocker")).json()["id"]
             wait_until(lambda: fake_upstream.held() == 1, what="the blocker's call")

@@ -5,6 +5,7 @@ two processes' budgets through a real Redis."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gevent
 import gevent.event
@@ -17,24 +18,36 @@ from app.errors import ServiceUnavailableError
 from app.gateway.budget import Budget, LocalSlots, RedisSlots, job_priority
 
 
-def _budgets(kind: str, limit: int, url: str | None) -> tuple[Budget, Budget]:
-    """Two budgets sharing one set of slots (two instances, with Redis; one process without)."""
+def _budgets(kind: str, limit: int, where: str | None) -> tuple[Budget, Budget]:
+    """Two budgets sharing one set of slots: two instances' with Redis, two workers' of one
+    machine with the SQLite file (each its own connection), one worker's without either."""
     if kind == "local":
         budget = Budget(LocalSlots(limit))
         return budget, budget
-    client = redis.Redis.from_url(url)  # type: ignore[arg-type]
+    if kind == "sqlite":
+        return Budget.build(limit, None, "", local_path=where or ""), Budget.build(
+            limit, None, "", local_path=where or ""
+        )
+    client = redis.Redis.from_url(where)  # type: ignore[arg-type]
     return (
         Budget(RedisSlots(client, "b:", limit), client, "b:"),
-        Budget(RedisSlots(redis.Redis.from_url(url), "b:", limit), redis.Redis.from_url(url), "b:"),  # type: ignore[arg-type]
+        Budget(RedisSlots(redis.Redis.from_url(where), "b:", limit), redis.Redis.from_url(where), "b:"),  # type: ignore[arg-type]
     )
 
 
-@pytest.mark.parametrize("kind", ["local", "redis"])
+def _where(kind: str, request: pytest.FixtureRequest) -> str | None:
+    if kind == "redis":
+        return str(request.getfixturevalue("own_redis_url"))
+    if kind == "sqlite":
+        return str(request.getfixturevalue("tmp_path") / "cache" / "upstream.sqlite3")
+    return None
+
+
+@pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_slots_go_to_interactive_callers_then_jobs_by_priority_then_arrival(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("own_redis_url") if kind == "redis" else None
-    first, second = _budgets(kind, 1, url)
+    first, second = _budgets(kind, 1, _where(kind, request))
     order: list[str] = []
     gate = gevent.event.Event()
 
@@ -73,12 +86,11 @@ def _until(condition: object, timeout: float = 10.0) -> None:
         gevent.sleep(0.01)
 
 
-@pytest.mark.parametrize("kind", ["local", "redis"])
+@pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_an_interactive_caller_waits_within_its_deadline_then_gets_503(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("own_redis_url") if kind == "redis" else None
-    budget, _ = _budgets(kind, 1, url)
+    budget, _ = _budgets(kind, 1, _where(kind, request))
     gate = gevent.event.Event()
 
     def hold() -> None:
@@ -96,8 +108,9 @@ def test_an_interactive_caller_waits_within_its_deadline_then_gets_503(
         assert deadline > time.monotonic()
 
 
-def test_a_429_pause_is_shared_through_redis(own_redis_url: str) -> None:
-    first, second = _budgets("redis", 10, own_redis_url)
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_429_pause_is_shared(kind: str, request: pytest.FixtureRequest) -> None:
+    first, second = _budgets(kind, 10, _where(kind, request))
     first.pause(0.5)
     started = time.monotonic()
     with pytest.raises(ServiceUnavailableError) as refused, second.slot(0.2):  # an interactive caller, 0.2 s left
@@ -121,6 +134,13 @@ def test_unlimited_budget_still_counts_calls_and_pauses() -> None:
     with job_priority("high"), budget.slot(1.0):
         pass
     assert seen[-1] == (0, False)
+
+
+def test_an_unusable_budget_file_counts_per_worker(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    budget = Budget.build(1, None, "", local_path=str(tmp_path / "file" / "upstream.sqlite3"))
+    with budget.slot(1.0), pytest.raises(ServiceUnavailableError), budget.slot(0.1):  # this worker's own count
+        pass
 
 
 def test_without_redis_the_budget_goes_on() -> None:
