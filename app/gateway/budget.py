@@ -40,13 +40,17 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 RANKS = {"interactive": 0, "high": 1, "normal": 2, "low": 3}
-_priority: ContextVar[str] = ContextVar("prompt_builder_priority", default="interactive")
+# (priority, since): a job's priority and when it was submitted (first come, first served
+# within a priority means first submitted); interactive callers rank by when they ask.
+_priority: ContextVar[tuple[str, float | None]] = ContextVar("prompt_builder_priority", default=("interactive", None))
+SCORE_BASE = 1_700_000_000.0  # seconds: arrival scores count microseconds from here (exact in a float)
 
 
 @contextmanager
-def job_priority(priority: str) -> Iterator[None]:
-    """Calls made inside wait for upstream slots with a job's `priority`."""
-    token = _priority.set(priority)
+def job_priority(priority: str, since: float | None = None) -> Iterator[None]:
+    """Calls made inside wait for upstream slots with a job's `priority`, as of `since` (when
+    the job was submitted, time.time(); default: when each call asks)."""
+    token = _priority.set((priority, since))
     try:
         yield
     finally:
@@ -54,18 +58,24 @@ def job_priority(priority: str) -> Iterator[None]:
 
 
 def current_priority() -> str:
-    return _priority.get()
+    return _priority.get()[0]
+
+
+def _score(rank: int) -> float:
+    """Where a waiter stands: its rank, then its arrival (a job's submission) in microseconds."""
+    since = _priority.get()[1]
+    return rank * 1e15 + round(((since if since is not None else time.time()) - SCORE_BASE) * 1e6)
 
 
 def carry_priority(fn: F) -> F:
     """`fn`, to run in another greenlet (which starts with no context) at the current priority."""
-    priority = _priority.get()
+    priority, since = _priority.get()
     if priority == "interactive":
         return fn
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with job_priority(priority):
+        with job_priority(priority, since):
             return fn(*args, **kwargs)
 
     return run  # type: ignore[return-value]
@@ -76,12 +86,12 @@ class SlotsBusy(Exception):
 
 
 class LocalSlots:
-    """This process's slots: a counter and a heap of waiters by (rank, arrival)."""
+    """This process's slots: a counter and a heap of waiters by (rank and arrival, then order)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._free = limit
-        self._waiting: list[tuple[int, int, Event]] = []
+        self._waiting: list[tuple[float, int, Event]] = []
         self._arrivals = itertools.count()
 
     def in_use(self) -> int:
@@ -91,7 +101,7 @@ class LocalSlots:
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return True
-        entry = (rank, next(self._arrivals), Event())
+        entry = (_score(rank), next(self._arrivals), Event())
         heapq.heappush(self._waiting, entry)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if entry[2].wait(timeout):
@@ -152,8 +162,8 @@ class _PolledSlots:
         raise NotImplementedError
 
     def acquire(self, rank: int, deadline: float | None) -> Any:
-        token = f"{self._me}:{next(self._arrivals)}"
-        score = rank * 1e13 + time.time() * 1000
+        token = f"{self._me}:{next(self._arrivals):012d}"  # ties (one microsecond) in the order asked
+        score = _score(rank)
         try:
             while True:
                 if self._try(token, score, time.time()):

@@ -231,7 +231,7 @@ class Jobs:
         try:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
-            with job_priority(job.priority):
+            with job_priority(job.priority, job.created_at):
                 if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
                     answer, _ = self._prompts.optimize_streamed(body, origin=job.id)
                 else:

@@ -5,6 +5,7 @@ model call for identical jobs and streams, priorities under one upstream slot, c
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +57,16 @@ def _finished(url: str, job_id: str, **headers: str) -> dict[str, Any]:
 
 def _optimize(prompt: str, mode: str = "code") -> dict[str, Any]:
     return {"prompt": prompt, "mode": mode}
+
+
+def _events(text: str) -> list[tuple[str, Any]]:
+    """Server-sent events as (name, data) pairs, heartbeats left out."""
+    found = []
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
 
 
 def _user_sha(prompt: str) -> str:
@@ -183,12 +194,16 @@ def test_prefer_respond_async_makes_a_job_and_events_replay_the_stream(
         with requests.get(server.url + job["links"]["events"], stream=True, timeout=30) as events:
             assert events.headers["Content-Type"].startswith("text/event-stream")
             text = b"".join(events.iter_content(None)).decode()
-        names = [line.removeprefix("event: ") for line in text.splitlines() if line.startswith("event: ")]
-        assert names[0] == "status" and "refined_delta" in names and names[-2:] == ["refined", "done"]
-        assert '"status":"succeeded"' in text
-        # The same events as the stream endpoint sends for this (now cached) answer.
+        events_ = _events(text)
+        names = [name for name, _ in events_]
+        assert names[0] == "status" and "refined_delta" in names and "refined" in names and "done" in names
+        assert events_[-1] == ("status", {"id": job["id"], "status": "succeeded"}) or names[-1] == "done"
+        deltas = "".join(data["delta"] for name, data in events_ if name == "refined_delta")
+        refined = next(data for name, data in events_ if name == "refined")
+        # The same answer as the stream endpoint sends (now from the cache), and the job's result.
         stream = requests.post(server.url + "/api/optimize-stream", json=body, timeout=30).text
-        assert text[text.index("event: refined_delta") :] == stream
+        assert refined == next(data for name, data in _events(stream) if name == "refined")
+        assert deltas == refined["refined"] == _job(server.url, job["id"])["result"]["optimizedPrompt"]
         plain = requests.post(server.url + "/api/optimize", json=body, timeout=30)
         assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
 
