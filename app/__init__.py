@@ -48,7 +48,7 @@ def _settings(config: Settings | Mapping[str, str] | None) -> Settings:
     return load_settings(config)  # None: os.environ; a mapping: exactly those variables
 
 
-def _jobs(settings: Settings, prompts: Any, metrics: Any) -> Any:
+def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any) -> Any:
     """The job service: on SQLite in CACHE_DIR (one machine), on Redis (a fleet); None when
     there is nowhere to keep jobs (no CACHE_DIR, no REDIS_URL) or Redis is a Cluster."""
     import os
@@ -94,6 +94,7 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any) -> Any:
         concurrency=settings.job_concurrency,
         metrics=metrics,
         runner_lock=lock,
+        scope_of=lambda owner: credentials.scoped_name(owner.removeprefix("key:") if owner else None),
     )
 
 
@@ -149,10 +150,10 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         credentials=auth.Credentials(settings),
         instruments=instruments,
         tracing=traces,
-        limit=limits.RateLimit(settings, redis_health) if settings.rate_limit else None,
+        limit=limits.RateLimit(settings, redis_health) if limits.RateLimit.wanted(settings) else None,
         warm=warm,
     )
-    found.jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None)
+    found.jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, found.credentials)
     app.extensions[KEY] = found
     api.init_app(app)
     if instruments is not None:

@@ -40,8 +40,10 @@ class Exchange:
     traced: bool = False  # the edge sampled it
     endpoint: str = "none"  # the route's name (metric and log label): never the raw path
     route: str | None = None  # the route's rule, e.g. /api/optimize
-    client: str = ""  # who the rate limit counts: key:<digest> or ip:<address>
+    client: str = ""  # who the rate limit counts: key:<name> or ip:<address>
     authenticated: bool = False
+    key: str | None = None  # the API key's name (never its secret)
+    scope: str | None = None  # the name its answers are kept apart under (cache scope key), or None
     trace_id: str | None = None  # hex, when traced
     cache_seconds: float | None = None
     upstream_seconds: float = 0.0

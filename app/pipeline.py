@@ -191,16 +191,17 @@ class Pipeline:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         try:
             if self._credentials is not None:
-                client = self._credentials.check(method, path, environ)
-                if client is not None:
-                    exchange.client, exchange.authenticated = client, True
+                name = self._credentials.check(method, path, environ)
+                if name is not None:
+                    exchange.client, exchange.authenticated, exchange.key = f"key:{name}", True, name
+                    exchange.scope = self._credentials.scoped_name(name)
             limit = self._limit
             # Routed /api/* requests only; a CORS preflight is never counted.
             if limit is not None and exchange.endpoint != "none" and path.startswith("/api/") and method != "OPTIONS":
-                verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")))
+                verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")), exchange.key)
                 exchange.limit_headers = verdict.headers
                 if not verdict.allowed:
-                    raise limit.refused()
+                    raise limit.refused(verdict)
             if method == "POST" and self.shortcut:
                 handler = self._handlers.get(path)
                 if handler is not None:
@@ -273,6 +274,7 @@ class Pipeline:
                 _header(headers, "X-Cache"),
                 exchange.upstream_seconds,
                 exchange.tokens,
+                exchange.key,
             )
             if not stream:
                 access.write(fields)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config.keys import KeySpec
 
 __all__ = ["ENVIRONMENT_DEFAULTS", "ConfigError", "Settings", "Var", "load_settings", "variables"]
 
@@ -158,6 +161,21 @@ def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
     return table
 
 
+def _keys(name: str, raw: str) -> tuple[Any, ...]:
+    from config.keys import parse_keys
+
+    return parse_keys(raw)
+
+
+def _keys_file(name: str, raw: str) -> tuple[Any, ...]:
+    from config.keys import KeySpecError, parse_keys_file
+
+    try:
+        return parse_keys_file(raw.strip(), lambda where, text: _rate_limit(f"{name} {where}", text))
+    except KeySpecError as exc:
+        raise ConfigError(f"{name} {exc}") from None
+
+
 def _rate_limit(name: str, raw: str) -> str:
     value = raw.strip()
     from limits import parse_many  # local: only needed to validate the string
@@ -255,7 +273,11 @@ class Settings:
     # While Redis cannot be reached: "open" counts in each worker's memory, "closed" answers 503.
     rate_limit_on_redis_error: str = _var("open", _choice("open", "closed"))
     trusted_proxies: int = _var("0", _int(0, 10))  # proxy hops whose X-Forwarded-For is believed
-    api_keys: tuple[str, ...] = _var("", _csv, empty=())  # empty: /api/* open
+    api_keys: tuple[KeySpec, ...] = _var("", _keys, empty=())  # name:secret pairs; empty: none
+    api_keys_file: tuple[KeySpec, ...] = _var("", _keys_file, empty=())  # TOML; empty: none
+    # shared: every caller shares cached answers and calls in flight; key: only callers of one key
+    # do. Empty: key when more than one API key is configured, else shared.
+    cache_scope: str = _var("", _choice("", "shared", "key"), empty="")
     metrics_token: str = _var("", _str, empty="")  # empty: /metrics and /stats open
     cors_origins: tuple[str, ...] = _var("", _csv, empty=())  # empty: no CORS headers
     llm_prices: dict[str, tuple[float, float]] = _var("", _prices, empty=DEFAULT_PRICES)
@@ -270,6 +292,11 @@ class Settings:
     otel_traces_sampler: str = _var("parentbased_always_on", _choice(*SAMPLERS), otel=True)
     otel_traces_sampler_arg: float = _var("1.0", _float(0.0, 1.0), otel=True)
     otel_bsp_schedule_delay: int = _var("5000", _int(1, 600_000), otel=True)  # milliseconds between exports
+
+    @property
+    def keys(self) -> tuple[KeySpec, ...]:
+        """Every API key: API_KEYS, then API_KEYS_FILE."""
+        return self.api_keys + self.api_keys_file
 
     @property
     def api_key(self) -> str:
@@ -340,4 +367,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["LLM_MODEL"] = values["LLM_MODEL"] or DEFAULT_MODELS[provider]
     values["UPSTREAM_POOL_SIZE"] = values["UPSTREAM_POOL_SIZE"] or values["WORKER_CONNECTIONS"]
     values["JOB_RUNNER"] = values["JOB_RUNNER"] or ("worker" if values["REDIS_URL"] else "server")
+    from config.keys import KeySpecError, check_unique
+
+    keys = values["API_KEYS"] + values["API_KEYS_FILE"]
+    try:
+        check_unique(keys)
+    except KeySpecError as exc:
+        raise ConfigError(f"API_KEYS {exc} (API_KEYS and API_KEYS_FILE together)") from None
+    values["CACHE_SCOPE"] = values["CACHE_SCOPE"] or ("key" if len(keys) > 1 else "shared")
     return Settings(**{name.lower(): value for name, value in values.items()})

@@ -13,6 +13,7 @@ from app.gateway.streams import StreamRun
 from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest
+from app.tenancy import scope_name
 
 __all__ = ["GatewayCore"]
 
@@ -95,9 +96,13 @@ class GatewayCore:
         return warmed
 
     def key_for(self, request: LLMRequest) -> str:
-        """Return the cache key: namespace plus a hash of provider, model and request identity."""
+        """Return the cache key: namespace plus a hash of provider, model and request identity
+        (and, with cache scope `key`, the key's name)."""
         provider = self.upstream.provider
         shape = {"provider": provider.name, "model": provider.model, **request.identity()}
+        scope = scope_name()
+        if scope is not None:  # kept apart: only this key's requests share it
+            shape["scope"] = scope
         return request_key(request.task, shape)
 
     def _read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:

@@ -31,6 +31,7 @@ from app.jobs.queue import JobQueue, JobRunner
 from app.jobs.records import FINISHED, Job, JobStore, QueueFull
 from app.schemas import OptimizeRequest
 from app.services import CachePolicy, PromptService
+from app.tenancy import cache_scope
 
 if TYPE_CHECKING:
     from app.api._body import JsonEndpoint
@@ -88,6 +89,7 @@ class Jobs:
         concurrency: int,
         metrics: _Metrics | None = None,
         runner_lock: Any = None,
+        scope_of: Callable[[str], str | None] = lambda owner: None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -97,6 +99,7 @@ class Jobs:
         self._max = queue_max
         self._lease = lease_seconds
         self._metrics = metrics
+        self._scope_of = scope_of  # a job's owner → the name its answers are kept apart under
         self._running: dict[str, tuple[gevent.Greenlet, list[str]]] = {}  # this runner's jobs
         self._last_purge = 0.0
         queue.bind(self.run)
@@ -231,7 +234,7 @@ class Jobs:
         try:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
-            with job_priority(job.priority, job.created_at):
+            with job_priority(job.priority, job.created_at), cache_scope(self._scope_of(job.owner)):
                 if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
                     answer, _ = self._prompts.optimize_streamed(body, origin=job.id)
                 else:

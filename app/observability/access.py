@@ -74,8 +74,9 @@ class AccessLog:
         cache: str | None,
         upstream: float,
         tokens: tuple[int, int],
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """The fields of one request's line (never the prompt, never a key)."""
+        """The fields of one request's line (never the prompt, never a key's secret: its name)."""
         return {
             "method": method,
             "endpoint": endpoint,
@@ -89,6 +90,7 @@ class AccessLog:
             "model": self._model,
             "input_tokens": tokens[0],
             "output_tokens": tokens[1],
+            "key": key,
         }
 
     def enabled(self) -> bool:

@@ -96,13 +96,19 @@ class Verdict:
 
     allowed: bool
     headers: list[tuple[str, str]]
+    limit: str = ""  # the limit that counted it, e.g. "60 per 1 minute"
+
+
+_UNLIMITED = Verdict(True, [])
 
 
 class RateLimit:
     """RATE_LIMIT for every client, counted in memory or in Redis (see the module's docstring)."""
 
     def __init__(self, settings: Settings, health: RedisHealth | None = None) -> None:
-        self.item: RateLimitItem = parse_limit(settings.rate_limit)
+        # RATE_LIMIT for every caller (None: none), and each key's own where API_KEYS_FILE sets one.
+        self.item: RateLimitItem | None = parse_limit(settings.rate_limit) if settings.rate_limit else None
+        self._items = {spec.name: parse_limit(spec.rate_limit) for spec in settings.keys if spec.rate_limit}
         self._memory = SlidingWindowCounterRateLimiter(storage_from_string(SWEPT_MEMORY_URI))
         self._shared: SlidingWindowCounterRateLimiter | None = None
         self._closed = settings.rate_limit_on_redis_error == "closed"
@@ -122,30 +128,42 @@ class RateLimit:
             # client may get up to N times RateLimit-Limit (README, "Rate limits").
             self.scope = f"counted per worker, {settings.web_concurrency} worker(s)"
 
-    def hit(self, client: str) -> Verdict:
-        """Count one request of `client`. Raises RateLimitUnavailableError when the shared count
-        cannot be reached and RATE_LIMIT_ON_REDIS_ERROR is closed."""
+    @classmethod
+    def wanted(cls, settings: Settings) -> bool:
+        """Is any rate limit configured (RATE_LIMIT, or a key's own)?"""
+        return bool(settings.rate_limit) or any(spec.rate_limit for spec in settings.keys)
+
+    def hit(self, client: str, key: str | None = None) -> Verdict:
+        """Count one request of `client` against its key's own limit, else RATE_LIMIT. Raises
+        RateLimitUnavailableError when the shared count cannot be reached and
+        RATE_LIMIT_ON_REDIS_ERROR is closed."""
+        item = self._items.get(key, self.item) if key is not None else self.item
+        if item is None:
+            return _UNLIMITED
         args = (self._prefix, client, "global")
         if self._shared is not None:
             try:
-                allowed = self._shared.hit(self.item, *args)
+                allowed = self._shared.hit(item, *args)
             except (redis.RedisError, StorageError):
                 if self._closed:
                     raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
             else:
-                return self._verdict(self._shared, allowed, args)
-        return self._verdict(self._memory, self._memory.hit(self.item, *args), args)
+                return self._verdict(self._shared, item, allowed, args)
+        return self._verdict(self._memory, item, self._memory.hit(item, *args), args)
 
-    def _verdict(self, strategy: SlidingWindowCounterRateLimiter, allowed: bool, args: tuple[str, ...]) -> Verdict:
+    def _verdict(
+        self, strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, allowed: bool, args: tuple[str, ...]
+    ) -> Verdict:
         try:  # the window's state is one more storage read: Redis may fail it even after the hit
-            window: WindowStats | None = strategy.get_window_stats(self.item, *args)
+            window: WindowStats | None = strategy.get_window_stats(item, *args)
         except (redis.RedisError, StorageError):
             window = None
-        return Verdict(allowed, _headers(self.item, window, allowed, self.scope))
+        return Verdict(allowed, _headers(item, window, allowed, self.scope), str(item))
 
-    def refused(self) -> TooManyRequestsError:
+    @staticmethod
+    def refused(verdict: Verdict) -> TooManyRequestsError:
         """The error a refused request gets (its Retry-After is among the verdict's headers)."""
-        return TooManyRequestsError(details=f"rate limit {self.item}")
+        return TooManyRequestsError(details=f"rate limit {verdict.limit}")
 
 
 def _headers(item: RateLimitItem, window: WindowStats | None, allowed: bool, scope: str) -> list[tuple[str, str]]:

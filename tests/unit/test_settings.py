@@ -7,15 +7,30 @@ import os
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.keys import KeySpec, digest
 from config.settings import DEFAULT_PRICES, ConfigError, Settings, load_settings, variables
 from tests.support import BIN, ROOT
 
 ERROR = object()  # "empty is an error for this variable"
 ANY_TEXT = None  # no invalid value exists: any text is accepted
+
+KEYS_FILE = str(Path(__file__).parent / "data" / "keys.toml")
+BARE = "key-" + digest("s2").hex()[:8]  # a bare secret's name: a short digest
+FILE_KEYS = (
+    KeySpec(
+        "alice",
+        digest("alice-secret"),
+        "120/minute",
+        (("tokens_per_day", 2_000_000.0), ("cost_per_month_usd", 150.0)),
+        "key",
+    ),
+    KeySpec("bob", digest("bob-secret")),
+)
 
 # name: (a valid value, what it parses to, an invalid value, the value when set empty)
 CASES: dict[str, tuple[str, Any, str | None, Any]] = {
@@ -62,7 +77,9 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "RATE_LIMIT": ("10/second", "10/second", "lots", ""),  # empty: no limit
     "RATE_LIMIT_ON_REDIS_ERROR": ("closed", "closed", "ajar", ERROR),
     "TRUSTED_PROXIES": ("1", 1, "-1", ERROR),
-    "API_KEYS": ("a, b", ("a", "b"), ANY_TEXT, ()),
+    "API_KEYS": ("alice:s1, s2", (KeySpec("alice", digest("s1")), KeySpec(BARE, digest("s2"))), ANY_TEXT, ()),
+    "API_KEYS_FILE": (KEYS_FILE, FILE_KEYS, "/nonexistent/keys.toml", ()),
+    "CACHE_SCOPE": ("key", "key", "tenant", "shared"),  # empty: key with two or more keys, else shared
     "METRICS_TOKEN": ("t0k", "t0k", ANY_TEXT, ""),
     "CORS_ORIGINS": ("https://a.example,*", ("https://a.example", "*"), ANY_TEXT, ()),
     "LLM_PRICES": ('{"m": [1, 2]}', {**DEFAULT_PRICES, "m": (1.0, 2.0)}, "[1, 2]", DEFAULT_PRICES),
