@@ -263,6 +263,18 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "Model calls in flight (UPSTREAM_MAX_CONCURRENCY bounds them), and whether a 429's Retry-After holds new ones.",
     ),
     (
+        "Tokens and cost by key",
+        "timeseries",
+        "short",
+        [
+            ("sum by (key) (rate(key_tokens_total[5m])) * 60", "tokens/min: {{key}}"),
+            ("sum by (key) (rate(key_cost_usd_total[5m])) * 3600", "USD/hour: {{key}}"),
+        ],
+        [],
+        "Model tokens per minute and estimated cost per hour for each API key (by name; none: no key); "
+        "alert KeyBudgetNearlySpent when a key passes 80 % of a budget.",
+    ),
+    (
         "Redis errors",
         "stat",
         "short",

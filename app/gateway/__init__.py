@@ -17,6 +17,7 @@ from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers import LLMRequest, Provider
 from app.providers.factory import make_provider
+from app.security.spend import Spend
 from config.settings import Settings
 
 __all__ = ["Completion", "Gateway", "LLMRequest", "NotCached", "Stream", "build_gateway"]
@@ -80,7 +81,17 @@ def build_gateway(
         observer.upstream_budget,
         local_path=os.path.join(settings.cache_dir, "upstream.sqlite3") if settings.cache_dir else "",
     )
-    upstream = UpstreamCaller(provider, breaker, observer, settings.upstream_max_retries, tracer=tracer, budget=budget)
+    spend = Spend(settings.keys, client, settings.redis_prefix, observer.key_budget)
+    upstream = UpstreamCaller(
+        provider,
+        breaker,
+        observer,
+        settings.upstream_max_retries,
+        tracer=tracer,
+        budget=budget,
+        spend=spend,
+        prices=settings.llm_prices,
+    )
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )

@@ -77,6 +77,9 @@ class Observer:
     def disk_size(self, entries: int, size: int) -> None:
         """The on-machine cache tier holds `entries` answers in `size` bytes on disk."""
 
+    def key_budget(self, key: str, budget: str, ratio: float) -> None:
+        """`key` has now used `ratio` of its `budget` (tokens_per_day, cost_per_month_usd, ...)."""
+
     def upstream_budget(self, held: int, paused: bool) -> None:
         """This process now holds `held` upstream slots; `paused`: a 429's Retry-After holds new calls."""
 

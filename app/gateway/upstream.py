@@ -24,6 +24,8 @@ from app.gateway.budget import Budget, current_priority
 from app.gateway.observer import Observer
 from app.gateway.tracer import NullTracer, Span, Tracer
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
+from app.security.spend import Spend, Ticket, cost_usd
+from app.tenancy import key_name
 
 __all__ = ["UpstreamCaller", "to_api_error"]
 
@@ -85,6 +87,8 @@ class UpstreamCaller:
         sleep: Callable[[float], None] = gevent.sleep,
         tracer: Tracer | None = None,
         budget: Budget | None = None,
+        spend: Spend | None = None,
+        prices: dict[str, tuple[float, float]] | None = None,
     ) -> None:
         self.provider = provider
         self.breaker = breaker
@@ -94,6 +98,8 @@ class UpstreamCaller:
         self._tracer = tracer or NullTracer()
         self._jitter = wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP)
         self.budget = budget or Budget(None)
+        self.spend = spend if spend else None  # per-key budgets (None: no key has one)
+        self._prices = prices or {}
 
     def call(self, request: LLMRequest) -> ProviderResult:
         """Return the provider's answer, or raise the APIError its last failure maps to."""
@@ -107,8 +113,14 @@ class UpstreamCaller:
         }
         with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
             span.set_attribute("circuit_breaker.state", self.breaker.state)
-            with self.budget.slot(request.timeout) as deadline:
-                result = self._call(request, span, deadline)
+            ticket = self._admit(request)
+            try:
+                with self.budget.slot(request.timeout) as deadline:
+                    result = self._call(request, span, deadline)
+                self._charge(ticket, result)
+            finally:
+                if ticket is not None:
+                    ticket.release()
             span.set_attribute("gen_ai.response.model", result.model)
             span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
@@ -135,8 +147,28 @@ class UpstreamCaller:
         `deadline` (monotonic; default: the request's timeout from now) bounds the whole
         stream: a stall past it is a timeout failure. Closing the generator closes the upstream
         connection."""
-        with self.budget.slot(request.timeout, deadline) as deadline:
-            yield from self._stream(request, model or self.provider.model, deadline)
+        ticket = self._admit(request)
+        try:
+            with self.budget.slot(request.timeout, deadline) as deadline:
+                for item in self._stream(request, model or self.provider.model, deadline):
+                    if isinstance(item, ProviderResult):
+                        self._charge(ticket, item)
+                    yield item
+        finally:
+            if ticket is not None:
+                ticket.release()
+
+    def _admit(self, request: LLMRequest) -> Ticket | None:
+        """Reserve the calling key's expected use against its budgets (429 when one is spent)."""
+        if self.spend is None:
+            return None
+        price = self._prices.get(self.provider.model) or (0.0, 0.0)
+        return self.spend.admit(key_name(), request.max_tokens, request.max_tokens * max(price) / 1e6)
+
+    def _charge(self, ticket: Ticket | None, result: ProviderResult) -> None:
+        if ticket is not None:
+            cost = cost_usd(self._prices, result.model, result.input_tokens, result.output_tokens)
+            ticket.settle(result.input_tokens + result.output_tokens, cost)
 
     def _stream(self, request: LLMRequest, model: str, deadline: float) -> Generator[str | ProviderResult, None, None]:
         probe = self.breaker.admit()

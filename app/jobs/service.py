@@ -31,7 +31,7 @@ from app.jobs.queue import JobQueue, JobRunner
 from app.jobs.records import FINISHED, Job, JobStore, QueueFull
 from app.schemas import OptimizeRequest
 from app.services import CachePolicy, PromptService
-from app.tenancy import cache_scope
+from app.tenancy import tenant
 
 if TYPE_CHECKING:
     from app.api._body import JsonEndpoint
@@ -234,7 +234,10 @@ class Jobs:
         try:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
-            with job_priority(job.priority, job.created_at), cache_scope(self._scope_of(job.owner)):
+            with (
+                job_priority(job.priority, job.created_at),
+                tenant(job.owner.removeprefix("key:") or None, self._scope_of(job.owner)),
+            ):
                 if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
                     answer, _ = self._prompts.optimize_streamed(body, origin=job.id)
                 else:

@@ -19,6 +19,8 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 
 from app.gateway.observer import Observer
 from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
+from app.security.spend import cost_usd
+from app.tenancy import key_name
 from config.settings import Settings
 
 __all__ = ["Instruments", "PrometheusObserver", "RequestMetrics", "init_app", "init_endpoint_series"]
@@ -192,6 +194,16 @@ class _Metrics:
         self.disk_entries = Gauge(
             "cache_disk_entries", "Entries in the on-machine cache tier", multiprocess_mode="mostrecent", registry=r
         )
+        # Per API key: bounded by the configured names (and "none": no key), never caller input.
+        self.key_tokens = Counter("key_tokens_total", "Model tokens used for each API key", ("key", "type"), registry=r)
+        self.key_cost = Counter("key_cost_usd_total", "Estimated model cost for each API key", ("key",), registry=r)
+        self.key_budget = Gauge(
+            "key_budget_used_ratio",
+            "Share of a key's budget used in its current period (1 = spent)",
+            ("key", "budget"),
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.upstream_slots = Gauge(
             "upstream_slots_in_use",
             "Model calls holding an upstream slot (UPSTREAM_MAX_CONCURRENCY bounds the fleet's sum)",
@@ -301,9 +313,14 @@ class RequestMetrics:
 class PrometheusObserver(Observer):
     """Turns gateway events into metrics (request facts for logs are app.observability.access's)."""
 
-    def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]]) -> None:
+    def __init__(self, metrics: _Metrics, prices: dict[str, tuple[float, float]], keys: tuple[str, ...] = ()) -> None:
         self.m = metrics
         self._prices = prices
+        self._keys = keys  # the configured API keys' names ("none": calls made for no key)
+        for key in (*keys, "none"):
+            for kind in ("input", "output"):
+                metrics.key_tokens.labels(key, kind)
+            metrics.key_cost.labels(key)
         # Labelled children memoised (a label lookup costs more than the increment).
         self._hits_by = functools.lru_cache(maxsize=64)(metrics.hits.labels)
         self._misses_by = functools.lru_cache(maxsize=64)(metrics.misses.labels)
@@ -360,17 +377,17 @@ class PrometheusObserver(Observer):
         self.m.api_calls.labels(*labels, "success").inc()
         self.m.tokens.labels(*labels, "input").inc(outcome.input_tokens)
         self.m.tokens.labels(*labels, "output").inc(outcome.output_tokens)
-        price_in, price_out = self._price(outcome.model)
-        cost = (outcome.input_tokens * price_in + outcome.output_tokens * price_out) / 1e6
+        cost = cost_usd(self._prices, outcome.model, outcome.input_tokens, outcome.output_tokens)
         if cost:
             self.m.cost.labels(*labels).inc(cost)
+        key = key_name() or "none"
+        self.m.key_tokens.labels(key, "input").inc(outcome.input_tokens)
+        self.m.key_tokens.labels(key, "output").inc(outcome.output_tokens)
+        if cost:
+            self.m.key_cost.labels(key).inc(cost)
 
-    def _price(self, model: str) -> tuple[float, float]:
-        # Exact model, else the longest table entry the name starts with (dated model ids).
-        if model in self._prices:
-            return self._prices[model]
-        matches = [name for name in self._prices if model.startswith(name)]
-        return self._prices[max(matches, key=len)] if matches else (0.0, 0.0)
+    def key_budget(self, key: str, budget: str, ratio: float) -> None:
+        self.m.key_budget.labels(key, budget).set(ratio)
 
     def upstream_retry(self, provider: str, request: Any, failure: Any, delay: float) -> None:
         self.m.retries.labels(provider, str(failure.status) if failure.status else failure.kind).inc()
@@ -465,7 +482,10 @@ def init_app(app: Flask, settings: Settings) -> Instruments | None:
     metrics.disk_bytes.set(0)  # (a "most recent" gauge has no sample until it is set)
     metrics.disk_entries.set(0)
     return Instruments(
-        metrics, RequestMetrics(metrics), PrometheusObserver(metrics, settings.llm_prices), exporter.registry
+        metrics,
+        RequestMetrics(metrics),
+        PrometheusObserver(metrics, settings.llm_prices, tuple(spec.name for spec in settings.keys)),
+        exporter.registry,
     )
 
 

@@ -53,6 +53,24 @@ class _Samples:
         return lower, lower, lower
 
 
+def _keys(s: _Samples) -> dict[str, Any]:
+    """Usage per API key (by name): tokens, estimated cost, and the share of each budget used."""
+    found: dict[str, Any] = {}
+    for sample in s.all("key_tokens_total"):
+        entry = found.setdefault(
+            sample.labels["key"], {"tokens": {"input": 0, "output": 0}, "costUsd": 0.0, "budgets": {}}
+        )
+        entry["tokens"][sample.labels["type"]] += int(sample.value)
+    for sample in s.all("key_cost_usd_total"):
+        if sample.labels["key"] in found:
+            found[sample.labels["key"]]["costUsd"] = round(found[sample.labels["key"]]["costUsd"] + sample.value, 6)
+    for sample in s.all("key_budget_used_ratio"):
+        if sample.labels["key"] in found:
+            budgets = found[sample.labels["key"]]["budgets"]
+            budgets[sample.labels["budget"]] = max(budgets.get(sample.labels["budget"], 0.0), round(sample.value, 4))
+    return found
+
+
 def _ms(seconds: float) -> float | None:
     return None if seconds == float("inf") else round(1000 * seconds, 1)  # None: above the last bucket
 
@@ -124,6 +142,7 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
             "tokens": {"input": int(tokens.get("input", 0)), "output": int(tokens.get("output", 0))},
             "costUsd": round(s.sum("claude_cost_usd_total"), 6),
         },
+        "keys": _keys(s),
         "redis": {"errors": int(s.sum("redis_errors_total"))},
         "memory": {"rssBytesPerWorker": rss, "rssBytesTotal": sum(rss.values())},
     }

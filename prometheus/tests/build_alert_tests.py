@@ -19,6 +19,12 @@ OUTPUT = HERE / "alerts_test.yml"
 # alert: (input series {series: values}, silent at, firing at, extra labels on the alert)
 # Values use promtool's expanding notation: 'a+bxN' = N+1 samples from a stepping by b, one a minute.
 SCENARIOS: dict[str, tuple[dict[str, str], str, str, dict[str, str]]] = {
+    "KeyBudgetNearlySpent": (
+        {'key_budget_used_ratio{key="alice",budget="tokens_per_day"}': "0.1+0.1x10"},
+        "5m",
+        "10m",
+        {"key": "alice", "budget": "tokens_per_day"},
+    ),
     "JobQueueStalled": (
         {"jobs_oldest_queued_age_seconds": "0x10 0+60x30"},
         "10m",
