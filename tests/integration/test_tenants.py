@@ -25,19 +25,34 @@ def _post(url: str, path: str, body: dict[str, Any], key: dict[str, str]) -> req
 
 @pytest.mark.parametrize("scope", ["key", "shared"])
 def test_json_answers_by_scope(fake_upstream: FakeUpstreamProcess, tmp_path: Path, scope: str) -> None:
+    """Three tenants each ask the same 5 prompts, twice, in turn: `key` makes one call per tenant
+    and prompt (15) and hits only a tenant's own answers; `shared` one call per prompt (5)."""
     env = {**provider_env("anthropic", fake_upstream), "API_KEYS": KEYS, "CACHE_DIR": str(tmp_path / "c")}
     if scope == "shared":
         env["CACHE_SCOPE"] = "shared"  # the operator opts into cross-tenant savings
-    body = {"prompt": "the same question from three tenants", "mode": "code"}
+    prompts = [{"prompt": f"the same question from three tenants, {i}", "mode": "code"} for i in range(5)]
     with start_server(env, workers=2) as server:
-        statuses = [_post(server.url, "/api/optimize", body, key).headers["X-Cache"] for key in (ALICE, BOB, CAROL)]
-        again = [_post(server.url, "/api/optimize", body, key).headers["X-Cache"] for key in (ALICE, BOB, CAROL)]
+        first = [
+            _post(server.url, "/api/optimize", body, key).headers["X-Cache"]
+            for body in prompts
+            for key in (ALICE, BOB, CAROL)
+        ]
+        again = [
+            _post(server.url, "/api/optimize", body, key).headers["X-Cache"]
+            for body in prompts
+            for key in (ALICE, BOB, CAROL)
+        ]
+    statuses = first + again
+    print(
+        f"\ncache scope {scope}: 3 tenants x 5 prompts x 2: {fake_upstream.calls()} model calls, "
+        f"hit ratio {statuses.count('HIT') / len(statuses):.2f}"
+    )
     if scope == "key":
-        assert statuses == ["MISS"] * 3 and again == ["HIT"] * 3
-        assert fake_upstream.calls() == 3
+        assert first == ["MISS"] * 15 and again == ["HIT"] * 15
+        assert fake_upstream.calls() == 15
     else:
-        assert statuses == ["MISS", "HIT", "HIT"] and again == ["HIT"] * 3
-        assert fake_upstream.calls() == 1
+        assert first == ["MISS", "HIT", "HIT"] * 5 and again == ["HIT"] * 15
+        assert fake_upstream.calls() == 5
 
 
 @pytest.mark.parametrize("scope", ["key", "shared"])
@@ -140,3 +155,26 @@ def test_a_budget_holds_across_two_instances(
     assert len(ok) <= 10
     assert all("tokens_per_day budget" in r.json()["details"] and int(r.headers["Retry-After"]) >= 1 for r in refused)
     assert stats["tokens"]["input"] + stats["tokens"]["output"] <= 11 * per_call
+
+
+def test_two_authorization_headers_on_the_wire_get_401(tmp_path: Path) -> None:
+    """Sent as two header lines (gunicorn joins them with a comma): refused as malformed, 401."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with start_server({"API_KEYS": KEYS}, workers=1) as server:
+        where = urlsplit(server.url)
+        body = b'{"prompt": "x", "mode": "code"}'
+        raw = (
+            b"POST /api/optimize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer alice-secret\r\nAuthorization: Bearer bob-secret\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        )
+        with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+            sock.sendall(raw)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401") and b'"error":"API key malformed"' in payload
+    assert b"secret" not in payload
