@@ -25,6 +25,7 @@ __all__ = [
     "Server",
     "free_port",
     "held_burst",
+    "job_worker",
     "metric_total",
     "need_binary",
     "provider_env",
@@ -215,3 +216,15 @@ def held_burst(
         parked = wait_until(everyone_waits, what=f"{n} requests parked or waiting")
         upstream.release()
         return [f.result() for f in futures], parked
+
+
+def job_worker(env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
+    """`python -m app.jobs.worker` (as `make worker` runs it) with `env`, its output in `log`."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.jobs.worker"],
+            cwd=ROOT,
+            env=service_env(env, free_port(), 1),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

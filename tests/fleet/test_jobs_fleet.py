@@ -12,13 +12,10 @@ from __future__ import annotations
 import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -27,13 +24,12 @@ import requests
 
 from loadtest._procs import redis as redis_process
 from tests.support import (
-    ROOT,
     FakeUpstreamProcess,
     free_port,
+    job_worker,
     need_binary,
     provider_env,
     redis_env,
-    service_env,
     start_server,
     wait_until,
 )
@@ -79,17 +75,6 @@ def test_a_model_429_pauses_the_whole_fleet(fake_upstream: FakeUpstreamProcess, 
     assert fake_upstream.calls() == 51  # the 429, then each caller's one call
 
 
-def _job_worker(env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.jobs.worker"],
-            cwd=ROOT,
-            env=service_env(env, free_port(), 1),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _parse(moment: str) -> float:
     return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
@@ -114,7 +99,7 @@ def test_a_load_of_jobs_over_two_instances(fake_upstream: FakeUpstreamProcess, r
     rng.shuffle(prompts)
     priorities = [rng.choice(("high", "normal", "low")) for _ in range(n)]
     with start_server(env, workers=2) as one, start_server(env, workers=2) as two:
-        workers = [_job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
         try:
             session = requests.Session()
 
@@ -197,7 +182,7 @@ def test_accepted_jobs_survive_a_redis_crash_with_an_fsynced_append_only_file(
     with redis_process(binary, port, persist=str(data)) as redis_url:
         env["REDIS_URL"] = redis_url
         with start_server(env, workers=1) as server:
-            worker = _job_worker(env, tmp_path / "worker.log")
+            worker = job_worker(env, tmp_path / "worker.log")
             try:
                 with fake_upstream.hold():
                     ids = [

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,11 @@ import requests
 
 from app.services.modes import context_appendix
 from tests.support import (
-    ROOT,
     FakeUpstreamProcess,
-    free_port,
+    job_worker,
     metric_total,
     provider_env,
     redis_env,
-    service_env,
     start_server,
     wait_until,
 )
@@ -292,7 +289,7 @@ def test_a_killed_worker_process_s_job_finishes_on_another(
         "UPSTREAM_TIMEOUT": "30",
     }
     with start_server(env, workers=1) as server:
-        workers = [_job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
         try:
             with fake_upstream.hold():
                 job_id = _submit(server.url, "generate-questions", {"prompt": "who runs me?"}).json()["id"]
@@ -311,17 +308,6 @@ def test_a_killed_worker_process_s_job_finishes_on_another(
                 if worker.poll() is None:
                     worker.terminate()
                     worker.wait(40)
-
-
-def _job_worker(env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
-    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "app.jobs.worker"],
-            cwd=ROOT,
-            env=service_env({**env, "LOG_LEVEL": "INFO"}, free_port(), 1),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def _holder(workers: list[subprocess.Popen[Any]], upstream: FakeUpstreamProcess) -> subprocess.Popen[Any]:
