@@ -309,6 +309,14 @@ class Jobs:
                 self.queue.put(job_id, priority)
         return len(missing)
 
+    def readiness(self) -> dict[str, object]:
+        """For /health/ready: the store reachable (a warning when not: the rest still serves)."""
+        try:
+            queued, running, _ = self.store.counts()
+        except Exception as exc:  # the store's own errors (Redis, SQLite, the disk)
+            return {"status": "warn", "error": type(exc).__name__}
+        return {"status": "ok", "queued": sum(queued.values()), "running": running}
+
     def report(self) -> None:
         if self._metrics is None:
             return

@@ -54,6 +54,7 @@ def test_a_job_is_run_by_the_runner_and_its_figures_are_reported(app: Flask) -> 
     job_id = submitted.get_json()["id"]
     assert _status(client, job_id)["status"] == "queued"
     jobs = _jobs(app)
+    assert client.get("/health/ready").get_json()["checks"]["jobs"] == {"status": "ok", "queued": 1, "running": 0}
     jobs.keep()  # the figures: one queued
     metrics = parts_of(app).instruments.metrics  # type: ignore[union-attr]
     assert metrics.jobs_queued.labels("normal")._value.get() == 1
@@ -135,8 +136,12 @@ def test_a_broken_store_answers_503_not_500(app: Flask, tmp_path: Path) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     jobs.store.get = broken  # type: ignore[method-assign]
+    jobs.store.counts = broken  # type: ignore[method-assign]
     response = client.get(f"/api/jobs/{job_id}")
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.get_json()["status"] == "degraded"
+    assert ready.get_json()["checks"]["jobs"] == {"status": "warn", "error": "OperationalError"}
 
 
 def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
