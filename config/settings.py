@@ -267,6 +267,7 @@ class Settings:
     # processes); empty: server without REDIS_URL, worker with it.
     job_runner: str = _var("", _choice("", "server", "worker"), empty="")
     job_lease_seconds: float = _var("15", _float(1.0, 3600.0))  # a running job silent this long is run again
+    job_worker_port: int = _var("", _int(1, 65535), empty=0)  # `make worker` serves /metrics here; 0: nowhere
     breaker_fail_max: int = _var("5", _int(1, 10_000))
     breaker_reset_timeout: float = _var("30", _float(0.01))
     rate_limit: str = _var("60/minute", _rate_limit, empty="")  # empty: no rate limit

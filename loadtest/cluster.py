@@ -30,6 +30,12 @@ from loadtest._procs import BIN, ROOT, find_binary, nginx, redis, stop, wait_htt
 __all__ = ["main"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,8 +71,8 @@ def _instance(port: int, workers: int, redis_url: str) -> Iterator[subprocess.Po
 
 
 @contextlib.contextmanager
-def _job_worker(redis_url: str) -> Iterator[subprocess.Popen[Any]]:
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+def _job_worker(redis_url: str, port: int) -> Iterator[subprocess.Popen[Any]]:
+    env = {**os.environ, "REDIS_URL": redis_url, "JOB_WORKER_PORT": str(port), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([str(BIN / "python"), "-m", "app.jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
     try:
         yield proc
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(_shared_redis())
-        job_workers = [stack.enter_context(_job_worker(redis_url)) for _ in range(args.job_workers)]
+        worker_ports = [_free_port() for _ in range(args.job_workers)]
+        job_workers = [stack.enter_context(_job_worker(redis_url, port)) for port in worker_ports]
         procs = [stack.enter_context(_instance(port, args.workers, redis_url)) for port in ports]
         front = stack.enter_context(nginx([f"127.0.0.1:{p}" for p in ports], nginx_bin, port=args.port))
         print(
@@ -129,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         for port in ports:
             print(f"  instance http://127.0.0.1:{port}   metrics http://127.0.0.1:{port}/metrics", flush=True)
-        targets = ", ".join(f'"localhost:{p}"' for p in ports)
+        for port in worker_ports:
+            print(f"  job worker metrics http://127.0.0.1:{port}/metrics", flush=True)
+        targets = ", ".join(f'"localhost:{p}"' for p in (*ports, *worker_ports))
         print(f"  Prometheus scrape targets: [{targets}]", flush=True)
         print("Ctrl-C stops everything.", flush=True)
         reported: set[int] = set()

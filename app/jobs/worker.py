@@ -3,6 +3,9 @@ servers put them on (Redis for a fleet; the machine's SQLite file without it).
 
     python -m app.jobs.worker
 
+With JOB_WORKER_PORT set it serves the app on that port for Prometheus and probes: /metrics
+(its jobs' counters and timings), /health/live, /health/ready.
+
 SIGTERM or SIGINT: take no more jobs, give the running ones WORKER_GRACE seconds, then queue
 the unfinished ones again at once (another worker takes them) and exit.
 """
@@ -41,9 +44,21 @@ def main() -> int:
     stop = Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
+    server = None
+    if settings.job_worker_port:
+        from gevent.pywsgi import WSGIServer
+
+        server = WSGIServer((settings.host, settings.job_worker_port), app, log=None)
+        server.start()
     jobs.runner.start()
-    log.info("job worker started: up to %d jobs at once", settings.job_concurrency)
+    log.info(
+        "job worker started: up to %d jobs at once%s",
+        settings.job_concurrency,
+        f"; /metrics on port {settings.job_worker_port}" if server is not None else "",
+    )
     stop.wait()
+    if server is not None:
+        server.stop(timeout=1)
     log.info("job worker stopping: %.0f s for the running jobs", WORKER_GRACE)
     jobs.stop(grace=WORKER_GRACE)
     return 0

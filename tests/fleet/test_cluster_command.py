@@ -67,6 +67,8 @@ def test_one_command_starts_the_fleet_and_one_signal_stops_it() -> None:
         assert answers[0].headers["X-Cache"] == "MISS" and {a.headers["X-Cache"] for a in answers[1:]} == {"HIT"}
         # Jobs: accepted by the instances, run by the cluster's job workers.
         assert sum("app.jobs.worker" in " ".join(c.cmdline()) for c in children) == 2
+        worker_metrics = [line.split()[-1] for line in lines if "job worker metrics" in line]
+        assert len(worker_metrics) == 2, banner
         job = {"task": "generate-questions", "priority": "high", "input": {"prompt": "a job through the fleet"}}
         accepted = requests.post(f"http://127.0.0.1:{front}/api/jobs", json=job, timeout=30)
         assert accepted.status_code == 202, accepted.text
@@ -76,6 +78,16 @@ def test_one_command_starts_the_fleet_and_one_signal_stops_it() -> None:
             what="the job run by a job worker",
         )
         assert done["result"]["questions"]
+        # The job worker that ran it counts it on its own /metrics (one of the two).
+        finished = [
+            sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in requests.get(url, timeout=30).text.splitlines()
+                if line.startswith("jobs_finished_total{")
+            )
+            for url in worker_metrics
+        ]
+        assert sorted(finished) == [0.0, 1.0]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         wait_until(

@@ -17,6 +17,7 @@ import requests
 from app.services.modes import context_appendix
 from tests.support import (
     FakeUpstreamProcess,
+    free_port,
     job_worker,
     metric_total,
     provider_env,
@@ -288,8 +289,12 @@ def test_a_killed_worker_process_s_job_finishes_on_another(
         "JOB_LEASE_SECONDS": "2",
         "UPSTREAM_TIMEOUT": "30",
     }
+    ports = [free_port() for _ in range(2)]
     with start_server(env, workers=1) as server:
-        workers = [job_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+        workers = [
+            job_worker({**env, "JOB_WORKER_PORT": str(port)}, tmp_path / f"worker{i}.log")
+            for i, port in enumerate(ports)
+        ]
         try:
             with fake_upstream.hold():
                 job_id = _submit(server.url, "generate-questions", {"prompt": "who runs me?"}).json()["id"]
@@ -303,6 +308,10 @@ def test_a_killed_worker_process_s_job_finishes_on_another(
             done = _finished(server.url, job_id)
             assert done["status"] == "succeeded"
             assert survivor.poll() is None
+            # The survivor's own /metrics (JOB_WORKER_PORT) counts the job it finished.
+            port = ports[workers.index(survivor)]
+            found = metric_total([f"http://127.0.0.1:{port}"], "jobs_finished_total")
+            assert found == 1 and metric_total([f"http://127.0.0.1:{port}"], "job_run_seconds_count") == 1
         finally:
             for worker in workers:
                 if worker.poll() is None:

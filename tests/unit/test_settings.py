@@ -72,6 +72,7 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "JOB_CONCURRENCY": ("8", 8, "0", ERROR),
     "JOB_RUNNER": ("worker", "worker", "thread", "server"),  # empty: server without REDIS_URL
     "JOB_LEASE_SECONDS": ("5", 5.0, "0.5", ERROR),
+    "JOB_WORKER_PORT": ("9101", 9101, "0", 0),  # empty: no HTTP
     "BREAKER_FAIL_MAX": ("3", 3, "0", ERROR),
     "BREAKER_RESET_TIMEOUT": ("10", 10.0, "inf", ERROR),
     "RATE_LIMIT": ("10/second", "10/second", "lots", ""),  # empty: no limit
