@@ -49,6 +49,7 @@ class Exchange:
     upstream_seconds: float = 0.0
     tokens: tuple[int, int] = (0, 0)
     limit_headers: list[tuple[str, str]] = field(default_factory=list)
+    rate_limited: bool = False  # refused by the rate limit (a 429 for a spent budget is not)
 
 
 _current: ContextVar[Exchange | None] = ContextVar("prompt_builder_exchange", default=None)

@@ -201,6 +201,7 @@ class Pipeline:
                 verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")), exchange.key)
                 exchange.limit_headers = verdict.headers
                 if not verdict.allowed:
+                    exchange.rate_limited = True
                     raise limit.refused(verdict)
             if method == "POST" and self.shortcut:
                 handler = self._handlers.get(path)
@@ -280,7 +281,9 @@ class Pipeline:
                 access.write(fields)
         if "metrics" not in attempted and self._recorder is not None and environ.get("PATH_INFO") != "/metrics":
             attempted.add("metrics")
-            self._recorder.answered(method, exchange.endpoint, code, total, exchange.upstream_seconds)
+            self._recorder.answered(
+                method, exchange.endpoint, code, total, exchange.upstream_seconds, exchange.rate_limited
+            )
         return fields if stream else None
 
     def _streamed(

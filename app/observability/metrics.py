@@ -279,11 +279,14 @@ class RequestMetrics:
         self.m.http_active.inc()
         self._sample_process()
 
-    def answered(self, method: str, endpoint: str, status: int, total: float | None, upstream: float) -> None:
-        """A request was answered `total` seconds after it came in, `upstream` of them waiting."""
+    def answered(
+        self, method: str, endpoint: str, status: int, total: float | None, upstream: float, limited: bool = False
+    ) -> None:
+        """A request was answered `total` seconds after it came in, `upstream` of them waiting;
+        `limited`: refused by the rate limit."""
         labels = (method, endpoint, str(status))
         self._requests_by(*labels).inc()
-        if status == 429:
+        if limited:
             self.m.rate_limited.labels(endpoint).inc()
         if total is not None:
             self._duration_by(*labels).observe(total)

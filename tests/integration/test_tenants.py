@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import FakeUpstreamProcess, provider_env, redis_env, start_server, wait_until
+from tests.support import FakeUpstreamProcess, metric_total, provider_env, redis_env, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +146,7 @@ def test_a_budget_holds_across_two_instances(
             fake_upstream.release()
             answers = [f.result() for f in futures]
         stats = requests.get(one.url + "/stats", timeout=30).json()["keys"]["alice"]
+        limited = metric_total([one.url, two.url], "rate_limited_requests_total")
     ok = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code == 429]
     print(
@@ -156,6 +157,7 @@ def test_a_budget_holds_across_two_instances(
     assert len(ok) <= 10
     assert all("tokens_per_day budget" in r.json()["details"] and int(r.headers["Retry-After"]) >= 1 for r in refused)
     assert stats["tokens"]["input"] + stats["tokens"]["output"] <= 11 * per_call
+    assert limited == 0  # a spent budget is not the rate limit
 
 
 def test_two_authorization_headers_on_the_wire_get_401(tmp_path: Path) -> None:
