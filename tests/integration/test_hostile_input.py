@@ -28,7 +28,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES") or 25)  # per operation
 PHASES = os.environ.get("FUZZ_PHASES") or "coverage"
 _SEED = os.environ.get("FUZZ_SEED") or "20261126"
 SEED = secrets.randbelow(2**31) if _SEED == "random" else int(_SEED)
-OPERATIONS = 6
+OPERATIONS = 16  # in /openapi.json: the six endpoints, the stream, the four job routes, the operator routes
 # Seconds the campaign may take: a bound on a hang, never what decides a result. 0.6 s per test
 # case was not enough on 2026-12-02 with two CPU burners alongside (killed at 150 s); 1.5 s is.
 FUZZ_SECONDS = 60 + EXAMPLES * OPERATIONS * 1.5
@@ -51,6 +51,10 @@ def test_schemathesis_finds_no_failures(server: Server) -> None:
         server.url + "/openapi.json",
         "--checks",
         "all",
+        # DELETE /api/jobs/{id} cancels a job, which stays readable as `cancelled` until
+        # JOB_RESULT_TTL (docs/api.md): not the removal this check expects of a DELETE.
+        "--exclude-checks",
+        "use_after_free",
         "--max-examples",
         str(EXAMPLES),
         "--seed",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,6 @@ import requests
 from app.services.modes import context_appendix
 from tests.support import (
     FakeUpstreamProcess,
-    free_port,
-    job_worker,
     metric_total,
     provider_env,
     redis_env,
@@ -274,61 +271,6 @@ def test_cancelling_a_running_job_stops_its_model_call(
         again = requests.post(server.url + "/api/optimize", json=body, timeout=30)
         assert again.headers["X-Cache"] == "MISS"  # the stopped call stored nothing
         assert requests.delete(f"{server.url}/api/jobs/{job_id}", timeout=30).json()["status"] == "cancelled"
-
-
-def test_a_killed_worker_process_s_job_finishes_on_another(
-    fake_upstream: FakeUpstreamProcess, redis_url: str, tmp_path: Path
-) -> None:
-    """JOB_RUNNER=worker on Redis: the server only queues; two `python -m app.jobs.worker`
-    processes run the jobs. The one running the job is SIGKILLed mid-call: the job is queued
-    again when its lease ends and the other worker finishes it."""
-    env = {
-        **provider_env("anthropic", fake_upstream),
-        **redis_env(redis_url),
-        "REDIS_PREFIX": "killed:",
-        "JOB_LEASE_SECONDS": "2",
-        "UPSTREAM_TIMEOUT": "30",
-    }
-    ports = [free_port() for _ in range(2)]
-    with start_server(env, workers=1) as server:
-        workers = [
-            job_worker({**env, "JOB_WORKER_PORT": str(port)}, tmp_path / f"worker{i}.log")
-            for i, port in enumerate(ports)
-        ]
-        try:
-            with fake_upstream.hold():
-                job_id = _submit(server.url, "generate-questions", {"prompt": "who runs me?"}).json()["id"]
-                wait_until(lambda: fake_upstream.held() == 1, what="a worker's call")
-                # Which worker holds it: the one whose process is connected to the fake upstream.
-                victim = _holder(workers, fake_upstream)
-                victim.kill()
-                victim.wait(10)
-                survivor = next(w for w in workers if w is not victim)
-                wait_until(lambda: fake_upstream.held() == 2, timeout=60, what="the job to run again elsewhere")
-            done = _finished(server.url, job_id)
-            assert done["status"] == "succeeded"
-            assert survivor.poll() is None
-            # The survivor's own /metrics (JOB_WORKER_PORT) counts the job it finished.
-            port = ports[workers.index(survivor)]
-            found = metric_total([f"http://127.0.0.1:{port}"], "jobs_finished_total")
-            assert found == 1 and metric_total([f"http://127.0.0.1:{port}"], "job_run_seconds_count") == 1
-        finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    worker.terminate()
-                    worker.wait(40)
-
-
-def _holder(workers: list[subprocess.Popen[Any]], upstream: FakeUpstreamProcess) -> subprocess.Popen[Any]:
-    """The worker process with an open connection to the fake upstream (the one whose call is parked)."""
-    import psutil
-
-    port = upstream.port
-
-    def connected(proc: subprocess.Popen[Any]) -> bool:
-        return any(c.raddr and c.raddr.port == port for c in psutil.Process(proc.pid).net_connections("tcp"))
-
-    return wait_until(lambda: next((w for w in workers if connected(w)), None), what="the worker holding the call")
 
 
 @pytest.mark.parametrize("shared", ["one worker", "two workers and Redis"])
