@@ -8,8 +8,8 @@ client address) and one shared REDIS_URL — the caller's, or a private redis-se
 when REDIS_URL is unset. Every other variable (provider keys, LOG_LEVEL, ...) passes through.
 Beside them run `--job-workers` job workers (`make worker`: python -m app.jobs.worker), which run
 the jobs the instances accept. Ctrl-C or SIGTERM stops everything: nginx first (no new requests),
-then each instance gracefully (in-flight requests finish), then the job workers (running jobs get
-their grace, the rest go back to the queue), then the private Redis.
+then the job workers (running jobs get their grace, the rest go back to the queue), then each
+instance gracefully (in-flight requests finish), then the private Redis.
 """
 
 from __future__ import annotations
@@ -30,10 +30,16 @@ from loadtest._procs import BIN, ROOT, find_binary, nginx, redis, stop, wait_htt
 __all__ = ["main"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int, taken: set[int]) -> list[int]:
+    """`count` distinct free ports, none of `taken` (ports promised to nginx and the instances)."""
+    found: list[int] = []
+    while len(found) < count:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in taken and port not in found:
+            found.append(port)
+    return found
 
 
 def _port_taken(port: int) -> bool:
@@ -75,6 +81,7 @@ def _job_worker(redis_url: str, port: int) -> Iterator[subprocess.Popen[Any]]:
     env = {**os.environ, "REDIS_URL": redis_url, "JOB_WORKER_PORT": str(port), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([str(BIN / "python"), "-m", "app.jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
     try:
+        wait_http(f"http://127.0.0.1:{port}/health/live", timeout=60, proc=proc)
         yield proc
     finally:
         stop(proc, signal.SIGTERM, timeout=40)  # graceful: running jobs get 30 s
@@ -125,9 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(_shared_redis())
-        worker_ports = [_free_port() for _ in range(args.job_workers)]
-        job_workers = [stack.enter_context(_job_worker(redis_url, port)) for port in worker_ports]
         procs = [stack.enter_context(_instance(port, args.workers, redis_url)) for port in ports]
+        # Once the instances hold their ports: the job workers' come from the free ones left.
+        worker_ports = _free_ports(args.job_workers, {args.port, *ports})
+        job_workers = [stack.enter_context(_job_worker(redis_url, port)) for port in worker_ports]
         front = stack.enter_context(nginx([f"127.0.0.1:{p}" for p in ports], nginx_bin, port=args.port))
         print(
             f"\ncluster up: send requests to {front} — nginx over {args.instances} instance(s) × "
@@ -148,8 +156,8 @@ def main(argv: list[str] | None = None) -> None:
                     reported.add(port)
                     print(f"cluster: instance on {port} exited ({proc.returncode}); nginx routes around it", flush=True)
             time.sleep(0.2)
-        print("cluster: stopping nginx, then each instance gracefully, then the job workers, then Redis", flush=True)
-        # ExitStack unwinds in reverse: nginx, the instances (last started first), job workers, Redis.
+        print("cluster: stopping nginx, then the job workers, then each instance gracefully, then Redis", flush=True)
+        # ExitStack unwinds in reverse: nginx, job workers, the instances (last started first), Redis.
     print("cluster: stopped", flush=True)
 
 
