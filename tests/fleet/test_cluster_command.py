@@ -94,8 +94,16 @@ def test_one_command_starts_the_fleet_and_one_signal_stops_it() -> None:
             lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children), what="all stopped"
         )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # the test failed with the fleet up: stop it in order, as Ctrl-C does
+            fleet = psutil.Process(proc.pid).children(recursive=True)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for child in fleet:  # whatever outlived it (each part runs in its own session)
+                if child.is_running():
+                    child.kill()
         if proc.stdout is not None:
             proc.stdout.close()
