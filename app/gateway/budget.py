@@ -94,9 +94,6 @@ class LocalSlots:
         self._waiting: list[tuple[float, int, Event]] = []
         self._arrivals = itertools.count()
 
-    def in_use(self) -> int:
-        return self.limit - self._free
-
     def acquire(self, rank: int, deadline: float | None) -> Any:
         if self._free > 0 and not self._waiting:
             self._free -= 1
@@ -187,9 +184,6 @@ class RedisSlots(_PolledSlots):
         self._keys = [f"{base}:holders", f"{base}:waiters", f"{base}:seen"]
         self._acquire = client.register_script(_ACQUIRE)
 
-    def in_use(self) -> int:
-        return int(self._client.zcount(self._keys[0], time.time(), "+inf"))
-
     def _try(self, token: str, score: float, now: float) -> bool:
         args: list[str | float] = [token, score, self.limit, now, now + self._hold, now - FORGET_WAITER]
         return bool(self._acquire(self._keys, args))
@@ -216,10 +210,6 @@ class SqliteSlots(_PolledSlots):
     def __init__(self, db: LocalDB, limit: int, hold_seconds: float = 300.0) -> None:
         super().__init__(limit, hold_seconds)
         self._db = db
-
-    def in_use(self) -> int:
-        with self._db.transaction() as conn:
-            return int(conn.execute("select count(*) from holders where until > ?", (time.time(),)).fetchone()[0])
 
     def _try(self, token: str, score: float, now: float) -> bool:
         with self._db.transaction() as conn:

@@ -383,6 +383,3 @@ def _looks_like_id(job_id: str) -> bool:
 def retry_after(job: Job) -> int | None:
     """Seconds a caller polling `job` is told to wait (None once it finished)."""
     return None if job.status in FINISHED else RETRY_AFTER_QUEUED
-
-
-Keeper = Callable[[], None]
