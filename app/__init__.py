@@ -8,7 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response
+from flask.ctx import RequestContext
 
+from app.routing import RoutedRequestContext
 from config.settings import Settings, load_settings
 
 __all__ = ["WARM_SECONDS", "create_app"]
@@ -31,6 +33,11 @@ class _Flask(Flask):
         except KeyError:
             sync = self._sync[func] = super().ensure_sync(func)
             return sync
+
+    def request_context(self, environ: dict[str, Any]) -> RequestContext:
+        """A request context that takes the pipeline's route (app.routing) rather than routing
+        the path a second time: one route decision for the guard and the handler."""
+        return RoutedRequestContext(self, environ)
 
     def make_default_options_response(self) -> Response:
         """OPTIONS answers 204 No Content with `Allow` (Flask's default is 200 with an empty

@@ -8,9 +8,11 @@ from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from app.exchange import current
 from app.render import Answer, json_parts
+from app.routing import redirect_location
 
 __all__ = [
     "APIError",
@@ -34,6 +36,7 @@ __all__ = [
     "error_parts",
     "error_response",
     "error_to_wire",
+    "http_error_parts",
     "init_app",
     "unexpected_error_parts",
 ]
@@ -181,18 +184,30 @@ def _handle_api_error(error: APIError) -> Response:
     return _response(api_error_parts(error))
 
 
-def _handle_http_exception(error: HTTPException) -> Response:
+def http_error_parts(error: HTTPException, path: str) -> Answer:
+    """A Werkzeug HTTP error (routing's 404, 405 and 308 among them) in the one JSON shape."""
     status = error.code or 500
     if status == 404:
-        return error_response(404, "Not found", "no route for this path", path=request.path)
+        return error_parts(404, "Not found", "no route for this path", path=path)
     if status == 413:
-        return error_response(413, PayloadTooLargeError.message, PayloadTooLargeError.default_details)
+        return error_parts(413, PayloadTooLargeError.message, PayloadTooLargeError.default_details)
+    if isinstance(error, RequestRedirect):
+        location = redirect_location(error)
+        status_, headers, body = error_parts(
+            308, "Permanent Redirect", f"this route's path is {location}", location=location
+        )
+        headers.append(("Location", location))
+        return status_, headers, body
     allowed = sorted(getattr(error, "valid_methods", None) or ()) if status == 405 else None
     if allowed:
-        response = error_response(405, error.name, f"allowed methods: {', '.join(allowed)}")
-        response.headers["Allow"] = ", ".join(allowed)
-        return response
-    return error_response(status, error.name, str(error.description or error.name))
+        status_, headers, body = error_parts(405, error.name, f"allowed methods: {', '.join(allowed)}")
+        headers.append(("Allow", ", ".join(allowed)))
+        return status_, headers, body
+    return error_parts(status, error.name, str(error.description or error.name))
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    return _response(http_error_parts(error, request.path))
 
 
 def _handle_unexpected(error: Exception) -> Response:

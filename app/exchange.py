@@ -12,7 +12,10 @@ import os
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.routing import Route
 
 __all__ = ["Exchange", "current", "enter", "leave", "new_request_id", "request_id"]
 
@@ -40,6 +43,7 @@ class Exchange:
     traced: bool = False  # the edge sampled it
     endpoint: str = "none"  # the route's name (metric and log label): never the raw path
     route: str | None = None  # the route's rule, e.g. /api/optimize
+    routed: Route | None = None  # the one route decision (app.routing), made by the pipeline
     client: str = ""  # who the rate limit counts: key:<name> or ip:<address>
     authenticated: bool = False
     key: str | None = None  # the API key's name (never its secret)

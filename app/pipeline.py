@@ -2,9 +2,13 @@
 
     edge     request id, start time, the tracing decision; http_active_requests up (and, however
              the request ends, back down)
-    route    the endpoint's name for metrics, logs and spans, from the path and method
+    route    the one route decision (app.routing): Werkzeug's match of the path and method, which
+             names the endpoint for metrics, logs and spans, picks the guard and the handler,
+             and is handed to Flask so that Flask never routes the path a second time; a path
+             that routes nowhere is answered here (JSON 404, 405, 308)
     span     a sampled request runs inside the OpenTelemetry WSGI instrumentation's server span
-    guard    API key (401/403), then the rate limit (429; 503 when it cannot be counted)
+    guard    by the matched rule, never the spelling of the path: API key (401/403) or the
+             metrics token, then the rate limit (429; 503 when it cannot be counted)
     handler  a JSON endpoint's `handle` (app.api) — the shortcut past Flask's routing and
              request objects — or Flask for everything else (streams, health, stats, errors)
     finish   RateLimit, security, Cache-Control, CORS, Server-Timing and X-Request-ID headers;
@@ -24,15 +28,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, MapAdapter, Rule
 
 from app.api import JSON_ENDPOINTS
-from app.errors import APIError, api_error_parts, unexpected_error_parts
+from app.errors import APIError, api_error_parts, http_error_parts, unexpected_error_parts
 from app.exchange import Exchange, current, enter, leave, request_id
 from app.iterators import observed
 from app.observability.access import server_timing
 from app.parts import Parts
+from app.routing import ENVIRON_KEY, Router
 from app.security.headers import SECURITY, cors_headers
 from app.security.limits import client_for
 
@@ -77,19 +80,15 @@ class Pipeline:
         tracing = parts.tracing
         self._decide = tracing.decide if tracing is not None else None
         self._traced = tracing.wrap(self._traced_core) if tracing is not None else None
-        self._handlers = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
-        self.shortcut = True  # False: the JSON endpoints too are routed by Flask to their views
-        # path -> method -> endpoint name, for fixed paths; a Map of the rest (/api/jobs/<job_id>)
-        self._routes: dict[str, dict[str, str]] = {}
-        patterns = []
-        for rule in flask_app.url_map.iter_rules():
-            if rule.arguments:
-                patterns.append(Rule(rule.rule, endpoint=rule.endpoint, methods=rule.methods))
-                continue
-            methods = self._routes.setdefault(rule.rule, {})
-            for method in rule.methods or ():
-                methods[method] = rule.endpoint
-        self._patterns = Map(patterns).bind("") if patterns else None
+        self._router = Router(flask_app.url_map)
+        # The JSON endpoints' handlers, by the name of the rule that routes to each.
+        by_path = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
+        self._handlers = {
+            rule.endpoint: by_path[rule.rule]
+            for rule in flask_app.url_map.iter_rules()
+            if rule.rule in by_path and "POST" in (rule.methods or ())
+        }
+        self.shortcut = True  # False: the JSON endpoints too are answered by Flask's views
 
     # --- edge -------------------------------------------------------------------------------------
 
@@ -157,26 +156,12 @@ class Pipeline:
 
     def _respond(self, exchange: Exchange) -> Result:
         environ = exchange.environ
-        methods = self._routes.get(environ.get("PATH_INFO", ""))
-        if methods is not None:
-            exchange.route = environ["PATH_INFO"]
-            exchange.endpoint = methods.get(environ["REQUEST_METHOD"], "none")
-        elif self._patterns is not None:
-            self._match(exchange, self._patterns)
+        route = exchange.routed = environ[ENVIRON_KEY] = self._router.route(environ)
+        if route.rule is not None:
+            exchange.route, exchange.endpoint = route.rule.rule, route.rule.endpoint
         if exchange.traced and self._traced is not None:
             return self._through(self._traced, environ)
         return self._core(exchange)
-
-    @staticmethod
-    def _match(exchange: Exchange, patterns: MapAdapter) -> None:
-        """The route of a path with a variable part (its rule, e.g. /api/jobs/<job_id>: a
-        label's values stay bounded whatever ids callers send)."""
-        environ = exchange.environ
-        try:
-            rule, _ = patterns.match(environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"], return_rule=True)
-        except HTTPException:  # not found, or not allowed: Flask answers it
-            return
-        exchange.route, exchange.endpoint = rule.rule, rule.endpoint
 
     def _traced_core(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """The core as a WSGI app, for the tracing instrumentation to wrap."""
@@ -187,24 +172,29 @@ class Pipeline:
         return [body] if isinstance(body, bytes) else body
 
     def _core(self, exchange: Exchange) -> Result:
+        """Guard, then handler, both from the one route found in `_respond`."""
         environ = exchange.environ
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        method, route = environ["REQUEST_METHOD"], exchange.routed
+        assert route is not None
+        if route.error is not None:  # routes nowhere: no handler runs, nothing to guard
+            return http_error_parts(route.error, environ.get("PATH_INFO", ""))
         try:
-            if self._credentials is not None:
-                name = self._credentials.check(method, path, environ)
+            guard = route.guard
+            if self._credentials is not None and guard != "open":
+                name = self._credentials.check(method, guard, environ)
                 if name is not None:
                     exchange.client, exchange.authenticated, exchange.key = f"key:{name}", True, name
                     exchange.scope = self._credentials.scoped_name(name)
             limit = self._limit
             # Routed /api/* requests only; a CORS preflight is never counted.
-            if limit is not None and exchange.endpoint != "none" and path.startswith("/api/") and method != "OPTIONS":
+            if limit is not None and guard == "api" and method != "OPTIONS":
                 verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")), exchange.key)
                 exchange.limit_headers = verdict.headers
                 if not verdict.allowed:
                     exchange.rate_limited = True
                     raise limit.refused(verdict)
             if method == "POST" and self.shortcut:
-                handler = self._handlers.get(path)
+                handler = self._handlers.get(route.endpoint)
                 if handler is not None:
                     return handler.handle(environ, self._prompts, self._max_body, self._jobs)
         except APIError as error:

@@ -8,24 +8,26 @@ import hmac
 from typing import Any
 
 from app.errors import ForbiddenError, UnauthorizedError
+from app.routing import Guard
 from config.keys import KeySpec, digest
 from config.settings import Settings
 
 __all__ = ["MAX_KEY_LENGTH", "Credentials", "presented_key"]
 
-_OPERATOR_PATHS = ("/metrics", "/stats")
 MAX_KEY_LENGTH = 512  # characters: longer is no key of ours, refused before it is hashed
 
 _digest = digest  # the name the tests know
 
 
 def presented_key(environ: dict[str, Any]) -> str | None:
-    """Return the key the caller sent in X-API-Key or Authorization: Bearer, if any."""
-    key = environ.get("HTTP_X_API_KEY")
-    if key:
-        return str(key).strip()
+    """Return the key the caller sent in X-API-Key or Authorization: Bearer, if any; raise 401
+    `API key malformed` when both are sent and differ (which one would be the caller?)."""
+    key = str(environ.get("HTTP_X_API_KEY") or "").strip() or None
     scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    bearer = token.strip() or None if scheme.lower() == "bearer" else None
+    if key is not None and bearer is not None and key != bearer:
+        raise UnauthorizedError("API key malformed", details="send one key, in X-API-Key or Authorization, not two")
+    return key or bearer
 
 
 def _malformed(key: str) -> str | None:
@@ -80,14 +82,15 @@ class Credentials:
         scope = (spec.cache_scope if spec is not None else None) or self._scope
         return name if scope == "key" else None
 
-    def check(self, method: str, path: str, environ: dict[str, Any]) -> str | None:
+    def check(self, method: str, guard: Guard, environ: dict[str, Any]) -> str | None:
         """Return the caller's key name when a key was required and valid, None when none was
-        required; raise 401 (no key, or one that cannot be a key) or 403 (a wrong key)."""
+        required; raise 401 (no key, two, or one that cannot be a key) or 403 (a wrong key).
+        `guard` is the routed rule's (app.routing), never read off the raw path."""
         if method == "OPTIONS":
             return None  # CORS preflight carries no credentials
-        if path.startswith("/api/"):
+        if guard == "api":
             allowed = self._api_keys
-        elif path in _OPERATOR_PATHS:
+        elif guard == "operator":
             allowed = self._metrics_token
         else:
             return None

@@ -25,12 +25,30 @@ def locked() -> Flask:
         ({"Authorization": "Basic YWxwaGE="}, None),
         ({"Authorization": "Bearer"}, None),
         ({}, None),
-        ({"X-API-Key": "alpha", "Authorization": "Bearer beta"}, "alpha"),  # X-API-Key first
+        ({"X-API-Key": "alpha", "Authorization": "Bearer alpha"}, "alpha"),  # the same key twice
+        ({"X-API-Key": "alpha", "Authorization": "Basic YWxwaGE="}, "alpha"),  # not a bearer credential
     ],
 )
 def test_presented_key(headers: dict[str, str], found: str | None) -> None:
     with Flask(__name__).test_request_context(headers=headers) as context:
         assert presented_key(context.request.environ) == found
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": "alpha", "Authorization": "Bearer beta"},
+        {"X-API-Key": "beta", "Authorization": "Bearer alpha"},
+        {"X-API-Key": "alpha", "Authorization": "Bearer wrong"},
+        {"X-API-Key": "wrong", "Authorization": "Bearer alpha"},
+    ],
+)
+def test_two_different_credentials_are_malformed(locked: Flask, headers: dict[str, str]) -> None:
+    """Which of two keys is the caller? Neither: 401 API key malformed, whichever is valid."""
+    for path, method in (("/api/optimize", "post"), ("/metrics", "get")):
+        response = getattr(locked.test_client(), method)(path, json=OPTIMIZE, headers=headers)
+        assert response.status_code == 401, (path, headers)
+        assert response.get_json()["error"] == "API key malformed"
 
 
 def test_matching_compares_digests_of_every_allowed_key() -> None:
