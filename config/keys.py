@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BUDGETS", "CACHE_SCOPES", "KeySpec", "digest", "parse_keys", "parse_keys_file"]
+__all__ = ["BUDGETS", "CACHE_SCOPES", "MAX_SECRET", "KeySpec", "digest", "parse_keys", "parse_keys_file", "presentable"]
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CACHE_SCOPES = ("shared", "key")
@@ -57,18 +57,44 @@ class KeySpecError(ValueError):
 
 def parse_keys(raw: str) -> tuple[KeySpec, ...]:
     """API_KEYS: comma-separated `name:secret` pairs or bare secrets (named `key-` plus the first
-    8 hex digits of their digest)."""
+    8 hex digits of their digest). A value that is set must hold at least one key, and every
+    entry must be one that a caller could present: anything else stops start-up (a list that
+    parsed to no key would leave /api/* open)."""
     specs = []
-    for part in raw.split(","):
+    for position, part in enumerate(raw.split(","), start=1):
         entry = part.strip()
         if not entry:
             continue
         name, sep, secret = entry.partition(":")
-        if sep and NAME.fullmatch(name) and secret.strip():
+        if sep and NAME.fullmatch(name):
+            if not secret.strip():
+                raise KeySpecError(f"key {name!r} has an empty secret (write name:secret)")
             specs.append(KeySpec(name, digest(secret.strip())))
+            secret = secret.strip()
         else:
             specs.append(KeySpec("key-" + digest(entry).hex()[:8], digest(entry)))
+            secret = entry
+        if not presentable(secret):
+            raise KeySpecError(
+                f"entry {position}: a secret is printable ASCII without spaces, at most {MAX_SECRET} characters"
+            )
+    if not specs:
+        raise KeySpecError("holds no key (unset it, or leave it empty, for no keys)")
     return tuple(specs)
+
+
+MAX_SECRET = 512  # characters: a longer credential is refused before it is compared
+
+
+def presentable(secret: str) -> bool:
+    """Could a caller send `secret` as a key (app.security.auth refuses anything else)?"""
+    return (
+        0 < len(secret) <= MAX_SECRET
+        and secret.isascii()
+        and secret.isprintable()
+        and "," not in secret
+        and not any(c.isspace() for c in secret)
+    )
 
 
 def parse_keys_file(path: str, rate_limit: Any) -> tuple[KeySpec, ...]:
@@ -109,8 +135,10 @@ def _spec(name: str, entry: Any, rate_limit: Any) -> KeySpec:
         key_digest = bytes.fromhex(text)
     else:
         secret = entry["secret"]
-        if not isinstance(secret, str) or not secret.strip():
-            raise KeySpecError(f"{where}: secret must be a non-empty string")
+        if not isinstance(secret, str) or not presentable(secret.strip()):
+            raise KeySpecError(
+                f"{where}: secret must be printable ASCII without spaces or commas, 1-{MAX_SECRET} characters"
+            )
         key_digest = digest(secret.strip())
     limit = None
     if "rate_limit" in entry:

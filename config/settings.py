@@ -162,9 +162,12 @@ def _prices(name: str, raw: str) -> dict[str, tuple[float, float]]:
 
 
 def _keys(name: str, raw: str) -> tuple[Any, ...]:
-    from config.keys import parse_keys
+    from config.keys import KeySpecError, parse_keys
 
-    return parse_keys(raw)
+    try:
+        return parse_keys(raw)
+    except KeySpecError as exc:
+        raise ConfigError(f"{name} {exc}") from None
 
 
 def _keys_file(name: str, raw: str) -> tuple[Any, ...]:

@@ -9,12 +9,12 @@ from typing import Any
 
 from app.errors import ForbiddenError, UnauthorizedError
 from app.routing import Guard
-from config.keys import KeySpec, digest
+from config.keys import MAX_SECRET, KeySpec, digest
 from config.settings import Settings
 
 __all__ = ["MAX_KEY_LENGTH", "Credentials", "presented_key"]
 
-MAX_KEY_LENGTH = 512  # characters: longer is no key of ours, refused before it is hashed
+MAX_KEY_LENGTH = MAX_SECRET  # characters: longer is no key of ours, refused before it is hashed
 
 _digest = digest  # the name the tests know
 

@@ -78,7 +78,7 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "RATE_LIMIT": ("10/second", "10/second", "lots", ""),  # empty: no limit
     "RATE_LIMIT_ON_REDIS_ERROR": ("closed", "closed", "ajar", ERROR),
     "TRUSTED_PROXIES": ("1", 1, "-1", ERROR),
-    "API_KEYS": ("alice:s1, s2", (KeySpec("alice", digest("s1")), KeySpec(BARE, digest("s2"))), ANY_TEXT, ()),
+    "API_KEYS": ("alice:s1, s2", (KeySpec("alice", digest("s1")), KeySpec(BARE, digest("s2"))), ",", ()),
     "API_KEYS_FILE": (KEYS_FILE, FILE_KEYS, "/nonexistent/keys.toml", ()),
     "CACHE_SCOPE": ("key", "key", "tenant", "shared"),  # empty: key with two or more keys, else shared
     "METRICS_TOKEN": ("t0k", "t0k", ANY_TEXT, ""),
@@ -102,6 +102,25 @@ COMPANIONS = {"LLM_PROVIDER": {"OPENAI_BASE_URL": "http://localhost:11434/v1"}}
 
 def _field(settings: Settings, name: str) -> Any:
     return getattr(settings, name.lower())
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (",", "holds no key"),
+        (" , ,, ", "holds no key"),
+        ("alice:", "key 'alice' has an empty secret"),
+        ("alice: , bob:b1", "key 'alice' has an empty secret"),
+        ("s1, with space", "entry 2: a secret is printable ASCII"),
+        ("alice:caf\u00e9", "entry 1: a secret is printable ASCII"),
+        ("x" * 513, "entry 1"),
+    ],
+)
+def test_api_keys_that_hold_no_usable_key_stop_start_up(value: str, says: str) -> None:
+    """A value that is set but could never admit a caller (or would leave /api/* open)."""
+    with pytest.raises(ConfigError, match="^API_KEYS ") as raised:
+        load_settings({"API_KEYS": value})
+    assert says in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_every_variable_has_a_case() -> None:
