@@ -24,6 +24,7 @@ __all__ = [
     "MalformedJSONError",
     "PayloadTooLargeError",
     "RateLimitUnavailableError",
+    "RequestTimeoutError",
     "ServiceUnavailableError",
     "TooManyRequestsError",
     "UnauthorizedError",
@@ -96,6 +97,12 @@ class UnsupportedMediaTypeError(APIError):
     status_code = 415
     message = "Content-Type must be application/json"
     default_details = "send the body as JSON with Content-Type: application/json"
+
+
+class RequestTimeoutError(APIError):
+    status_code = 408
+    message = "Request timeout"
+    default_details = "the request body did not arrive whole within BODY_READ_TIMEOUT seconds"
 
 
 class PayloadTooLargeError(APIError):

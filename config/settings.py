@@ -246,6 +246,7 @@ class Settings:
     upstream_max_retries: int = _var("2", _int(0, 10))
     upstream_timeout: float | None = _var("", _float(0.01), empty=None)  # None: each mode's own deadline
     max_body_bytes: int = _var(str(1024 * 1024), _int(1024, 100 * 1024 * 1024))
+    body_read_timeout: float = _var("30", _float(0.1, 3600.0))  # a body not whole this long after its headers: 408
     log_level: str = _var("INFO", _choice(*LOG_LEVELS, upper=True))
     cache_max_bytes: int = _var(str(500 * 1024 * 1024), _int(0))
     cache_max_entries: int = _var("10000", _int(0))

@@ -26,9 +26,10 @@ from typing import Any
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
-__all__ = ["IDLE_GRACE", "GracefulGeventWorker"]
+__all__ = ["IDLE_GRACE", "DeadlineBody", "GracefulGeventWorker", "write_json_error"]
 
 IDLE_GRACE = 2.0  # seconds an idle keep-alive connection may still bring a request after SIGTERM
 
@@ -64,9 +65,13 @@ class _IdleWait:
 
 class GracefulGeventWorker(GeventWorker):
     def init_process(self) -> None:
+        from config.settings import load_settings  # checked by gunicorn.conf.py in the master
+
         self.idle: set[gevent.Greenlet] = set()
         self.served: set[gevent.Greenlet] = set()
         self.quitting = False
+        self.body_timeout = load_settings().body_read_timeout
+        util.write_error = write_json_error  # gunicorn's own 400/431/500 answer in the JSON shape
         super().init_process()
 
     def timeout_ctx(self) -> _IdleWait:  # type: ignore[override]
@@ -80,6 +85,7 @@ class GracefulGeventWorker(GeventWorker):
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
         self.served.add(gevent.getcurrent())
+        req.body = DeadlineBody(req, time.monotonic() + self.body_timeout)
         return super().handle_request(listener_name, req, sock, addr)
 
     def run(self) -> None:
@@ -139,6 +145,62 @@ class GracefulGeventWorker(GeventWorker):
         gevent.sleep(IDLE_GRACE)
         for greenlet in list(self.idle):
             greenlet.kill(_Closing, block=False)
+
+
+class DeadlineBody:
+    """A request's body that must arrive whole within BODY_READ_TIMEOUT of its headers: a read
+    past the deadline raises TimeoutError (the app answers 408) and marks the connection to
+    close, so a body trickling in a byte at a time cannot hold a worker's slot (nginx's
+    client_body_timeout does this in front; this holds without nginx too). gunicorn's own
+    draining of an unread body goes through here as well."""
+
+    def __init__(self, req: Any, deadline: float) -> None:
+        self._req, self._body, self._deadline = req, req.body, deadline
+
+    def _within(self, read: Any, *args: Any) -> Any:
+        left = self._deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            with gevent.Timeout(left, TimeoutError):
+                return read(*args)
+        except TimeoutError:
+            self._req.must_close = True
+            raise TimeoutError("the request body did not arrive within BODY_READ_TIMEOUT") from None
+
+    def read(self, size: int | None = None) -> bytes:
+        return self._within(self._body.read, size)  # type: ignore[no-any-return]
+
+    def readline(self, size: int | None = None) -> bytes:
+        return self._within(self._body.readline, size)  # type: ignore[no-any-return]
+
+    def readlines(self, size: int | None = None) -> list[bytes]:
+        return self._within(self._body.readlines, size)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> DeadlineBody:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's error answer (a request line or headers it cannot take: 400, 431; a crash
+    outside the app: 500) in the service's one JSON error shape instead of its HTML page."""
+    import json
+    import os
+
+    body = json.dumps(
+        {"error": reason, "details": mesg or reason, "requestId": os.urandom(16).hex()}, ensure_ascii=True
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class _Listener:

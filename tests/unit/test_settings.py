@@ -67,6 +67,7 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "REDIS_SOCKET_TIMEOUT": ("0.5", 0.5, "nan", ERROR),
     "REDIS_LEASE_SECONDS": ("5", 5.0, "0", ERROR),
     "UPSTREAM_MAX_CONCURRENCY": ("50", 50, "0", 0),  # empty: unlimited
+    "BODY_READ_TIMEOUT": ("5", 5.0, "0", ERROR),
     "JOB_RESULT_TTL": ("3600", 3600, "0", ERROR),
     "JOB_QUEUE_MAX": ("100", 100, "0", ERROR),
     "JOB_CONCURRENCY": ("8", 8, "0", ERROR),
@@ -118,7 +119,7 @@ def _field(settings: Settings, name: str) -> Any:
 )
 def test_api_keys_that_hold_no_usable_key_stop_start_up(value: str, says: str) -> None:
     """A value that is set but could never admit a caller (or would leave /api/* open)."""
-    with pytest.raises(ConfigError, match="^API_KEYS ") as raised:
+    with pytest.raises(ConfigError, match=r"^API_KEYS ") as raised:
         load_settings({"API_KEYS": value})
     assert says in str(raised.value) and "\n" not in str(raised.value)
 

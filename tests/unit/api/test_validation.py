@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from app.schemas import MODES
+from app.api._body import decode_body
+from app.errors import ValidationFailedError
+from app.schemas import MODES, JobSubmission
 
 VALID: dict[str, dict[str, Any]] = {
     "/api/optimize": {
@@ -277,3 +279,43 @@ def test_affected_fields_nesting_is_bounded(client: FlaskClient) -> None:
 def test_affected_fields_must_still_be_an_object(client: FlaskClient, affected: object) -> None:
     response = client.post("/api/detect-scene-change", json={**SCENE, "affectedFields": affected})
     assert response.status_code == 400
+
+
+def _with_unknown(count: int, where: str) -> dict[str, Any]:
+    junk = {f"k{i:05d}": "v" for i in range(count)}
+    optimize = copy.deepcopy(VALID["/api/optimize"])
+    return {
+        "top": {**optimize, **junk},
+        "context": {**optimize, "context": {**optimize["context"], **junk}},
+        "job": {"task": "optimize", **junk, "input": optimize},
+        "job input": {"task": "optimize", "input": {**optimize, **junk}},
+    }[where]
+
+
+def _details(client: FlaskClient, where: str, body: dict[str, Any]) -> str:
+    """The 400's details: through the app for a request body, through the decoder for a job
+    submission (the client's app keeps no jobs)."""
+    if where.startswith("job"):
+        with pytest.raises(ValidationFailedError) as raised:
+            decode_body(json.dumps(body).encode(), JobSubmission)
+        return raised.value.details
+    response = client.post("/api/optimize", json=body)
+    assert response.status_code == 400
+    return str(response.get_json()["details"])
+
+
+@pytest.mark.parametrize("where", ["top", "context", "job", "job input"])
+@pytest.mark.parametrize("count", [21, 1000, 60_000])
+def test_many_unknown_keys_are_refused_before_validation(client: FlaskClient, where: str, count: int) -> None:
+    """Refused by a set lookup per key (not an error object per key in pydantic), wherever they
+    hide; the answer names the first 20 and counts the rest."""
+    details = _details(client, where, _with_unknown(count, where))
+    assert details.count("Extra inputs are not permitted") == 20
+    assert details.endswith(f"; and {count - 20} more unknown keys")
+    assert "k00000" in details and f"k{count - 1:05d}" not in details
+
+
+@pytest.mark.parametrize("where", ["top", "context", "job input"])
+def test_a_few_unknown_keys_are_named_every_one(client: FlaskClient, where: str) -> None:
+    details = _details(client, where, _with_unknown(20, where))
+    assert details.count("Extra inputs are not permitted") == 20 and "more unknown keys" not in details

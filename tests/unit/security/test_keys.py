@@ -21,9 +21,10 @@ def _file(tmp_path: Path, text: str) -> str:
 
 
 def test_pairs_and_bare_secrets() -> None:
-    settings = load_settings({"API_KEYS": "alice:a-secret, bob : b:secret ,lonely"})
+    settings = load_settings({"API_KEYS": "alice:a-secret, b@b:secret ,lonely, carol:c:3"})
     names = [spec.name for spec in settings.keys]
-    assert names == ["alice", "key-" + digest("bob : b:secret").hex()[:8], "key-" + digest("lonely").hex()[:8]]
+    assert names == ["alice", "key-" + digest("b@b:secret").hex()[:8], "key-" + digest("lonely").hex()[:8], "carol"]
+    assert settings.keys[3] == KeySpec("carol", digest("c:3"))  # the secret is what follows the first colon
     assert settings.keys[0] == KeySpec("alice", digest("a-secret"))
     assert settings.cache_scope == "key"  # more than one key: kept apart by default
     assert load_settings({"API_KEYS": "only:one"}).cache_scope == "shared"
