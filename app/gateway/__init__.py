@@ -3,24 +3,72 @@ circuit breaker and retries around the provider."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+
+import redis
 
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisTopology
 from app.coalescing import InFlight, SharedStreams
 from app.coalescing.redis_streams import RELAY_BLOCK
+from app.coordination.reservation import (
+    MemoryReservations,
+    RedisReservations,
+    Reservations,
+    SqliteReservations,
+    StoreUnavailable,
+)
 from app.gateway.breaker import Breaker
-from app.gateway.budget import Budget
+from app.gateway.budget import LOCAL_SCHEMA, Budget
 from app.gateway.gateway import Completion, Gateway, NotCached, Stream
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
+from app.localdb import LocalDB
 from app.providers import LLMRequest, Provider
 from app.providers.factory import make_provider
 from app.security.spend import Spend
 from config.settings import Settings
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Completion", "Gateway", "LLMRequest", "NotCached", "Stream", "build_gateway"]
+
+
+def _machine_db(settings: Settings) -> tuple[LocalDB | None, str | None]:
+    """The machine's coordination file (upstream slots, pause, key budgets) in CACHE_DIR: (the
+    file, None), or (None, why it could not be opened), or (None, None) with no CACHE_DIR."""
+    if not settings.cache_dir:
+        return None, None
+    path = os.path.join(settings.cache_dir, "upstream.sqlite3")
+    try:
+        return LocalDB(path, LOCAL_SCHEMA, busy_timeout=1.0), None
+    except (OSError, sqlite3.Error) as exc:
+        why = f"{path}: {type(exc).__name__}: {exc}"
+        log.error("the machine's upstream budget file cannot be opened (%s): capped and budgeted calls refused", why)
+        return None, why
+
+
+def _spend(
+    settings: Settings, client: redis.Redis | None, local: LocalDB | None, broken: str | None, observer: Observer
+) -> Spend:
+    """Per-key budgets, counted where the slots are: the fleet's, the machine's or the worker's."""
+    store: Reservations | None
+    if client is not None:
+        store, scope = RedisReservations(client), "fleet"
+    elif broken is not None:
+        store, scope = None, "machine"
+    elif local is not None:
+        try:
+            store, scope = SqliteReservations(local), "machine"
+        except StoreUnavailable as exc:
+            log.error("key budgets cannot be kept in %s (%s): budgeted calls refused", local.path, exc)
+            store, scope = None, "machine"
+    else:
+        store, scope = MemoryReservations(), "worker"
+    return Spend(settings.keys, store, settings.redis_prefix, observer.key_budget, scope)
 
 
 def build_gateway(
@@ -73,15 +121,13 @@ def build_gateway(
             on_failure=observer.disk_error,
             on_size=observer.disk_size,
         )
-    # The fleet's slots and pause with Redis (calls go on without them when it fails), else this worker's.
+    # The fleet's slots, pause and key budgets with Redis; else the machine's, in CACHE_DIR; else
+    # this worker's. A store that cannot count refuses the calls it would have counted.
+    local, broken = _machine_db(settings) if client is None else (None, None)
     budget = Budget.build(
-        settings.upstream_max_concurrency,
-        client,
-        settings.redis_prefix,
-        observer.upstream_budget,
-        local_path=os.path.join(settings.cache_dir, "upstream.sqlite3") if settings.cache_dir else "",
+        settings.upstream_max_concurrency, client, settings.redis_prefix, observer.upstream_budget, local, broken
     )
-    spend = Spend(settings.keys, client, settings.redis_prefix, observer.key_budget)
+    spend = _spend(settings, client, local, broken, observer)
     upstream = UpstreamCaller(
         provider,
         breaker,

@@ -34,7 +34,17 @@ from gevent.event import Event
 from app.errors import ServiceUnavailableError
 from app.localdb import LocalDB
 
-__all__ = ["RANKS", "Budget", "LocalSlots", "RedisSlots", "SqliteSlots", "carry_priority", "job_priority"]
+__all__ = [
+    "LOCAL_SCHEMA",
+    "RANKS",
+    "BrokenSlots",
+    "Budget",
+    "LocalSlots",
+    "RedisSlots",
+    "SqliteSlots",
+    "carry_priority",
+    "job_priority",
+]
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +143,8 @@ redis.call('zrem', KEYS[3], ARGV[1])
 redis.call('zadd', KEYS[1], ARGV[5], ARGV[1])
 return 1
 """
-_STORE_ERRORS = (redis.RedisError, sqlite3.Error)  # the shared slots out of reach: calls go on
+# The shared slots or pause out of reach: a slot is refused (503), a pause is not waited for.
+_STORE_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
 POLL = (0.01, 0.05)  # seconds between a waiter's tries (random in this range: no lockstep)
 FORGET_WAITER = 5.0  # a waiter not seen for this long left (its process died): dropped
 
@@ -196,7 +207,7 @@ class RedisSlots(_PolledSlots):
         self._client.zrem(self._keys[0], token)
 
 
-_LOCAL_SCHEMA = """
+LOCAL_SCHEMA = """
 create table if not exists holders (token text primary key, until real not null);
 create table if not exists waiters (token text primary key, score real not null, seen real not null);
 create table if not exists pause (id integer primary key check (id = 0), until real not null)
@@ -239,6 +250,21 @@ class SqliteSlots(_PolledSlots):
     def release(self, token: Any) -> None:
         with self._db.transaction() as conn:
             conn.execute("delete from holders where token = ?", (token,))
+
+
+class BrokenSlots:
+    """The machine's slots when their file could not be opened: nothing can be counted, so
+    nothing is admitted (a cap that fails open let 50 calls at a model capped at 5)."""
+
+    def __init__(self, limit: int, why: str) -> None:
+        self.limit = limit
+        self.why = why
+
+    def acquire(self, rank: int, deadline: float | None) -> Any:
+        raise sqlite3.OperationalError(self.why)
+
+    def release(self, token: Any) -> None:  # never given a slot
+        raise AssertionError("a broken store gives no slots")
 
 
 class _LocalPause:
@@ -310,7 +336,7 @@ class Budget:
 
     def __init__(
         self,
-        slots: LocalSlots | RedisSlots | SqliteSlots | None,
+        slots: LocalSlots | RedisSlots | SqliteSlots | BrokenSlots | None,
         client: redis.Redis | None = None,
         prefix: str = "",
         on_change: Callable[[int, bool], None] | None = None,
@@ -336,20 +362,19 @@ class Budget:
         client: redis.Redis | None,
         prefix: str,
         on_change: Callable[[int, bool], None] | None = None,
-        local_path: str = "",
+        local: LocalDB | None = None,
+        broken: str | None = None,
     ) -> Budget:
-        """The fleet's budget with Redis (`client`); without it the machine's, in an SQLite file
-        at `local_path` (every worker of the instance shares it); without either, this worker's."""
-        local = None
-        if client is None and local_path:
-            try:
-                local = LocalDB(local_path, _LOCAL_SCHEMA, busy_timeout=1.0)
-            except (OSError, sqlite3.Error) as exc:
-                log.warning("upstream budget file %s unusable (%s): counting per worker", local_path, exc)
-        slots: LocalSlots | RedisSlots | SqliteSlots | None = None
+        """The fleet's budget with Redis (`client`); without it the machine's, in the SQLite
+        file `local` (every worker of the instance shares it); without either, this worker's.
+        `broken`: why the machine's file could not be opened — the cap cannot be counted, so
+        every call is refused until the instance restarts with a working CACHE_DIR."""
+        slots: LocalSlots | RedisSlots | SqliteSlots | BrokenSlots | None = None
         if limit:
             if client is not None:
                 slots = RedisSlots(client, prefix, limit)
+            elif broken is not None:
+                slots = BrokenSlots(limit, broken)
             elif local is not None:
                 slots = SqliteSlots(local, limit)
             else:
@@ -364,7 +389,8 @@ class Budget:
         if self._health is not None and isinstance(exc, redis.RedisError):
             self._health.failed(operation, exc)  # counted, logged, and Redis left alone a moment
         else:
-            log.warning("redis unavailable during %s: %s", operation, type(exc).__name__)
+            store = "redis" if isinstance(exc, redis.RedisError) else "the machine's budget file"
+            log.warning("%s unavailable during %s: %s: %s", store, operation, type(exc).__name__, exc)
 
     def pause(self, seconds: float) -> None:
         """The model API said 429 Retry-After `seconds`: no new call anywhere until then."""
@@ -417,7 +443,12 @@ class Budget:
                     retry_after=1.0,
                 ) from None
             except _STORE_ERRORS as exc:
-                self._failed("upstream slot", exc)  # the call goes on without a slot
+                self._failed("upstream slot", exc)
+                raise ServiceUnavailableError(
+                    "Upstream budget unavailable",
+                    details="the upstream concurrency cap cannot be counted now; retry after Retry-After seconds",
+                    retry_after=2.0,
+                ) from None
         self._held += 1
         self._on_change(self._held, self._paused)
         try:

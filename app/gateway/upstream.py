@@ -24,7 +24,7 @@ from app.gateway.budget import Budget, current_priority
 from app.gateway.observer import Observer
 from app.gateway.tracer import NullTracer, Span, Tracer
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
-from app.security.spend import Spend, Ticket, cost_usd
+from app.security.spend import Spend, Ticket, cost_usd, input_token_bound
 from app.tenancy import key_name
 
 __all__ = ["UpstreamCaller", "to_api_error"]
@@ -113,14 +113,14 @@ class UpstreamCaller:
         }
         with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
             span.set_attribute("circuit_breaker.state", self.breaker.state)
-            ticket = self._admit(request)
-            try:
-                with self.budget.slot(request.timeout) as deadline:
+            with self.budget.slot(request.timeout) as deadline:
+                ticket = self._admit(request, deadline)
+                try:
                     result = self._call(request, span, deadline)
-                self._charge(ticket, result)
-            finally:
-                if ticket is not None:
-                    ticket.release()
+                    self._charge(ticket, result)
+                finally:
+                    if ticket is not None:
+                        ticket.release()
             span.set_attribute("gen_ai.response.model", result.model)
             span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
@@ -147,23 +147,26 @@ class UpstreamCaller:
         `deadline` (monotonic; default: the request's timeout from now) bounds the whole
         stream: a stall past it is a timeout failure. Closing the generator closes the upstream
         connection."""
-        ticket = self._admit(request)
-        try:
-            with self.budget.slot(request.timeout, deadline) as deadline:
+        with self.budget.slot(request.timeout, deadline) as deadline:
+            ticket = self._admit(request, deadline, model)
+            try:
                 for item in self._stream(request, model or self.provider.model, deadline):
                     if isinstance(item, ProviderResult):
                         self._charge(ticket, item)
                     yield item
-        finally:
-            if ticket is not None:
-                ticket.release()
+            finally:
+                if ticket is not None:
+                    ticket.release()
 
-    def _admit(self, request: LLMRequest) -> Ticket | None:
-        """Reserve the calling key's expected use against its budgets (429 when one is spent)."""
+    def _admit(self, request: LLMRequest, deadline: float, model: str | None = None) -> Ticket | None:
+        """Reserve a bound on the call's use against the calling key's budgets, until its
+        `deadline`: its input counted from its text plus its output cap (429 when a budget has
+        no room, 503 when they cannot be counted)."""
         if self.spend is None:
             return None
-        price = self._prices.get(self.provider.model) or (0.0, 0.0)
-        return self.spend.admit(key_name(), request.max_tokens, request.max_tokens * max(price) / 1e6)
+        tokens_in = input_token_bound([request.system, *(content for _, content in request.messages)])
+        cost = cost_usd(self._prices, model or self.provider.model, tokens_in, request.max_tokens)
+        return self.spend.admit(key_name(), tokens_in + request.max_tokens, cost, deadline)
 
     def _charge(self, ticket: Ticket | None, result: ProviderResult) -> None:
         if ticket is not None:

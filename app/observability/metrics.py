@@ -199,7 +199,8 @@ class _Metrics:
         self.key_cost = Counter("key_cost_usd_total", "Estimated model cost for each API key", ("key",), registry=r)
         self.key_budget = Gauge(
             "key_budget_used_ratio",
-            "Share of a key's budget used in its current period (1 = spent)",
+            "Share of a key's budget used in its current period (1 = spent): the fleet's with Redis,"
+            " the machine's with CACHE_DIR, else the most any one worker counted",
             ("key", "budget"),
             multiprocess_mode="livemax",
             registry=r,

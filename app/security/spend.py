@@ -1,34 +1,46 @@
 """Per-key budgets: tokens and cost per day and per month (API_KEYS_FILE), counted across the
-fleet in Redis (each worker's own without it), charged with what the model actually used.
+fleet with Redis, across the workers of one machine without it (SQLite in CACHE_DIR), or by
+each worker alone with neither; charged with what the model actually used.
 
-Exact across replicas by reservation: before a model call, the key's expected use (its average
-per call so far, or the request's max_tokens before it has one) is reserved — in one atomic step
-that also checks `used + reserved + expected <= budget` for every budget of the key — and after
-it the reservation is replaced by the actual use. Concurrent calls therefore cannot all pass on
-a budget that holds only some of them; what can still overshoot is the difference between the
-expectation and the actual use of the calls admitted last. A call refused gets 429 saying which
-budget and when it resets (Retry-After). Answers from the cache and from another's call in
-flight use no model and are never refused.
+Exact by counted reservation (app.coordination.reservation): before a model call, a bound on
+what the call can use — the request's input tokens, counted from its text (UTF-8 bytes / 3,
+which no tokenizer we price exceeds on ordinary text), plus its output cap (`max_tokens`, which
+the model cannot exceed) — is reserved in one atomic step that checks `used + reserved + bound
+<= budget` for every budget of the key; after the call the reservation is replaced by the
+actual use. Concurrent calls therefore cannot all pass on a budget that holds only some of them,
+and what was spent never exceeds a budget by more than the last admitted calls' input beyond
+that count. A reservation lives until its call's deadline (plus a grace): a call whose worker
+died gives its reservation back then, not at the end of the period.
+
+A store that cannot answer refuses the call (503 + Retry-After): a budget that cannot be
+counted admits nothing. A settlement that cannot be written is kept and written with the next
+step that reaches the store (it counts once however often it is tried). A call refused gets 429
+naming the budget and when it resets (Retry-After). Answers from the cache and from another's
+call in flight use no model and are never refused.
 """
 
 from __future__ import annotations
 
 import calendar
-import contextlib
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-import redis
+import gevent
 
+from app.coordination.reservation import Claim, Reservations, StoreUnavailable
 from app.errors import APIError
 from config.keys import BUDGETS, KeySpec
 
-__all__ = ["BudgetExceededError", "Spend", "Ticket", "cost_usd"]
+__all__ = ["BudgetExceededError", "BudgetUnavailableError", "Spend", "Ticket", "cost_usd", "input_token_bound"]
 
 log = logging.getLogger(__name__)
+
+GRACE = 30.0  # seconds a reservation outlives its call's deadline (a settlement on its way)
+RETRY_AFTER = 2.0  # seconds: what a caller refused for an unreachable store is told
 
 
 class BudgetExceededError(APIError):
@@ -37,7 +49,13 @@ class BudgetExceededError(APIError):
     default_details = "this key's budget is spent until it resets"
 
 
-def cost_usd(prices: dict[str, tuple[float, float]], model: str, input_tokens: int, output_tokens: int) -> float:
+class BudgetUnavailableError(APIError):
+    status_code = 503
+    message = "Budget unavailable"
+    default_details = "this key's budgets cannot be counted now; retry after Retry-After seconds"
+
+
+def cost_usd(prices: dict[str, tuple[float, float]], model: str, input_tokens: float, output_tokens: float) -> float:
     """Estimated USD for a call: the exact model's price, else the longest entry its name starts
     with (dated model ids), else 0."""
     price = prices.get(model)
@@ -45,6 +63,12 @@ def cost_usd(prices: dict[str, tuple[float, float]], model: str, input_tokens: i
         matches = [name for name in prices if model.startswith(name)]
         price = prices[max(matches, key=len)] if matches else (0.0, 0.0)
     return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+
+
+def input_token_bound(texts: list[str]) -> int:
+    """At least as many input tokens as a model counts for `texts` (ordinary text: a token is
+    3 UTF-8 bytes or more), plus a few per message for the wire format's framing."""
+    return sum(math.ceil(len(text.encode("utf-8", "surrogatepass")) / 3) + 4 for text in texts)
 
 
 def _period(kind: str, now: float) -> tuple[str, float]:
@@ -57,194 +81,135 @@ def _period(kind: str, now: float) -> tuple[str, float]:
     return time.strftime("%Y-%m", t), calendar.timegm((year, month, 1, 0, 0, 0))
 
 
-# KEYS: one hash per budget; ARGV: n, capped (1: reserve at most what is left), then per budget:
-# amount, expected; then ttl. Returns {0, reserved...} when admitted, else {index refused}.
-_ADMIT = """
-local n = tonumber(ARGV[1])
-local capped = ARGV[2] == '1'
-local reserve = {}
-for i = 1, n do
-  local used = tonumber(redis.call('hget', KEYS[i], 'used') or '0')
-  local reserved = tonumber(redis.call('hget', KEYS[i], 'reserved') or '0')
-  local amount, expected = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  local left = amount - used - reserved
-  if capped then
-    if left <= 0 then return {i} end
-    reserve[i] = math.min(expected, left)
-  else
-    if expected > left then return {i} end
-    reserve[i] = expected
-  end
-end
-local out = {0}
-for i = 1, n do
-  redis.call('hincrbyfloat', KEYS[i], 'reserved', reserve[i])
-  redis.call('expire', KEYS[i], ARGV[3 + 2 * n])
-  out[i + 1] = tostring(reserve[i])
-end
-return out
-"""
-
-
 @dataclass
 class Ticket:
     """One admitted call's reservation, settled with what it used (or released)."""
 
     spend: Spend
     key: str
-    hashes: list[tuple[str, str, float]]  # (store key, budget field, reserved amount)
+    holder: str
+    counters: list[tuple[str, str]]  # (counter, budget field)
+    keep: float
     settled: bool = False
 
     def settle(self, tokens: int, cost: float) -> None:
-        self.settled = True
-        self.spend._settle(self, tokens, cost)
-
-    def release(self) -> None:
         if not self.settled:
             self.settled = True
-            self.spend._settle(self, None, None)
+            self.spend._settle(self, float(tokens), cost)
+
+    def release(self) -> None:
+        """The call used nothing (it failed before the model answered)."""
+        if not self.settled:
+            self.settled = True
+            self.spend._settle(self, 0.0, 0.0)
+
+
+@dataclass
+class _Pending:
+    ticket: Ticket
+    used: list[tuple[str, float]]
+    since: float = field(default_factory=time.monotonic)
 
 
 class Spend:
-    """The budgets of every key that has one; `admit` before a model call, settle after."""
+    """The budgets of every key that has one; `admit` before a model call, settle after.
+    `scope` says whose count it is: fleet (Redis), machine (CACHE_DIR) or worker."""
 
     def __init__(
         self,
         keys: tuple[KeySpec, ...],
-        client: redis.Redis | None,
+        store: Reservations | None,
         prefix: str,
         on_used: Callable[[str, str, float], None] | None = None,
+        scope: str = "worker",
     ) -> None:
         self._keys = {spec.name: spec for spec in keys if spec.budgets}
-        self._client = client
+        self._store = store  # None: the store could not be opened (every budgeted call refused)
         self._prefix = prefix
         self._on_used = on_used or (lambda key, budget, ratio: None)
-        self._admit = client.register_script(_ADMIT) if client is not None else None
-        self._memory: dict[str, dict[str, float]] = {}  # without Redis: this worker's counts
-        self._average: dict[str, tuple[float, float]] = {}  # key -> (tokens, cost) per call, here
+        self.scope = scope
+        self._pending: list[_Pending] = []  # settlements the store could not take yet
+        self._retrying: gevent.Greenlet | None = None  # writes them once the store is back
 
     def __bool__(self) -> bool:
         return bool(self._keys)
 
-    def _hash(self, key: str, budget: str, now: float) -> tuple[str, float]:
+    def _counter(self, key: str, budget: str, now: float) -> tuple[str, float]:
         period, ends = _period(_PERIODS[budget], now)
-        return f"{self._prefix}spend:{{{key}}}:{budget}:{period}", ends
+        return f"{self._prefix}budget:{{{key}}}:{budget}:{period}", ends
 
-    def admit(self, key: str | None, max_tokens: int, expected_cost: float) -> Ticket | None:
-        """Reserve `key`'s expected use of one call, or raise BudgetExceededError (429)."""
+    def admit(self, key: str | None, tokens: float, cost: float, deadline: float) -> Ticket | None:
+        """Reserve `tokens` and `cost` (a bound on one call's use) of `key`'s budgets until the
+        call's `deadline` (monotonic) plus a grace; raise BudgetExceededError (429) when one has
+        no room, BudgetUnavailableError (503) when they cannot be counted."""
         spec = self._keys.get(key) if key is not None else None
         if spec is None:
             return None
         now = time.time()
-        expected, known = self._expected(spec.name, max_tokens, expected_cost)
         plan = []
         for budget, amount in spec.budgets:
-            store, ends = self._hash(spec.name, budget, now)
-            plan.append((store, budget, amount, expected[0] if budget.startswith("tokens") else expected[1], ends))
-        # A key's first call (no average yet) may take what is left, up to its bound: until it
-        # is known, calls of the key pass one at a time rather than all on a guess.
-        reserved = self._reserve(plan, capped=not known)
-        if isinstance(reserved, int):
-            _, budget, amount, _, ends = plan[reserved]
+            counter, ends = self._counter(spec.name, budget, now)
+            plan.append((Claim(counter, amount, tokens if budget.startswith("tokens") else cost), budget, ends))
+        keep = max(ends for *_, ends in plan) - now + 86400
+        holder = f"{os.getpid()}:{os.urandom(8).hex()}"
+        expires = now + max(0.0, deadline - time.monotonic()) + GRACE
+        try:
+            if self._store is None:
+                raise StoreUnavailable("the budget store could not be opened")
+            self._flush()
+            refused = self._store.reserve(holder, [claim for claim, *_ in plan], expires, keep)
+        except StoreUnavailable as exc:
+            log.warning("budgets of key %r unavailable (%s): call refused", spec.name, exc)
+            raise BudgetUnavailableError(retry_after=RETRY_AFTER) from None
+        if refused is not None:
+            claim, budget, ends = plan[refused]
             reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ends))
             raise BudgetExceededError(
-                details=f"key {spec.name!r}: its {budget} budget ({amount:g}) is spent; it resets at {reset}",
+                details=f"key {spec.name!r}: its {budget} budget ({claim.limit:g}) is spent; it resets at {reset}",
                 retry_after=max(1.0, ends - now),
             )
-        return Ticket(
-            self,
-            spec.name,
-            [(store, budget, amount) for (store, budget, *_), amount in zip(plan, reserved, strict=True)],
-        )
+        return Ticket(self, spec.name, holder, [(claim.counter, budget) for claim, budget, _ in plan], keep)
 
-    def _expected(self, key: str, max_tokens: int, expected_cost: float) -> tuple[tuple[float, float], bool]:
-        """A call's expected (tokens, cost): the key's average so far (shared through Redis),
-        known; else the request's bound, a guess."""
-        average = None
-        if self._client is not None:
+    def _settle(self, ticket: Ticket, tokens: float, cost: float) -> None:
+        used = [(counter, tokens if budget.startswith("tokens") else cost) for counter, budget in ticket.counters]
+        self._pending.append(_Pending(ticket, used))
+        try:
+            self._flush()
+        except StoreUnavailable as exc:
+            log.warning("budget use of key %r not written yet (%s): kept to write later", ticket.key, exc)
+            if self._retrying is None or self._retrying.dead:
+                self._retrying = gevent.spawn(self._write_later)
+
+    def _write_later(self) -> None:
+        """Retry the kept settlements every RETRY_AFTER seconds until the store takes them all."""
+        while self._pending:
+            gevent.sleep(RETRY_AFTER)
             try:
-                raw = self._client.hmget(f"{self._prefix}spend:{{{key}}}:average", "tokens", "cost")
-                if raw[0] is not None:
-                    average = (float(raw[0]), float(raw[1] or 0))
-            except redis.RedisError:
-                average = None
-        average = average or self._average.get(key)
-        return (average, True) if average is not None else ((float(max_tokens), expected_cost), False)
+                self._flush()
+            except StoreUnavailable:
+                continue
 
-    def _reserve(self, plan: list[tuple[str, str, float, float, float]], capped: bool) -> int | list[float]:
-        """Reserve each budget's share of a call: the amounts reserved, or the index of the
-        budget that has no room."""
-        ttl = int(max(ends for *_, ends in plan) - time.time()) + 86400
-        if self._admit is not None:
+    def _flush(self) -> None:
+        """Write the settlements waiting for the store (raise StoreUnavailable). Each is taken
+        off the list while it is written (another greenlet may flush meanwhile) and put back
+        when the store cannot take it."""
+        assert self._store is not None
+        while self._pending:
+            pending = self._pending.pop(0)
+            ticket = pending.ticket
             try:
-                args: list[Any] = [len(plan), "1" if capped else "0"]
-                for _, _, amount, expected, _ in plan:
-                    args += [amount, expected]
-                answer = self._admit([store for store, *_ in plan], [*args, ttl])
-                if int(answer[0]):
-                    return int(answer[0]) - 1
-                return [float(x) for x in answer[1:]]
-            except redis.RedisError as exc:
-                log.warning("budgets unavailable in Redis (%s): counting in this worker", type(exc).__name__)
-        amounts = []
-        for index, (store, _, amount, expected, _) in enumerate(plan):
-            entry = self._memory.get(store, {})
-            left = amount - entry.get("used", 0.0) - entry.get("reserved", 0.0)
-            if (left <= 0) if capped else (expected > left):
-                return index
-            amounts.append(min(expected, left))
-        for (store, *_), amount in zip(plan, amounts, strict=True):
-            entry = self._memory.setdefault(store, {"used": 0.0, "reserved": 0.0})
-            entry["reserved"] += amount
-        return amounts
-
-    def _settle(self, ticket: Ticket, tokens: int | None, cost: float | None) -> None:
-        spec = self._keys[ticket.key]
-        amounts = dict(spec.budgets)
-        for store, budget, reserved in ticket.hashes:
-            used = 0.0 if tokens is None else float(tokens) if budget.startswith("tokens") else float(cost or 0.0)
-            total = self._apply(store, used, reserved)
-            if total is not None:
+                totals = self._store.settle(ticket.holder, pending.used, ticket.keep)
+            except StoreUnavailable:
+                self._pending.insert(0, pending)
+                raise
+            amounts = dict(self._keys[ticket.key].budgets)
+            for (_, budget), total in zip(ticket.counters, totals, strict=True):
                 self._on_used(ticket.key, budget, total / amounts[budget])
-        if tokens is not None:
-            self._learn(ticket.key, float(tokens), float(cost or 0.0))
 
-    def _apply(self, store: str, used: float, reserved: float) -> float | None:
-        if self._client is not None:
-            try:
-                pipe = self._client.pipeline(transaction=True)
-                pipe.hincrbyfloat(store, "reserved", -reserved)
-                pipe.hincrbyfloat(store, "used", used)
-                return float(pipe.execute()[1])
-            except redis.RedisError as exc:
-                log.warning("budget not charged in Redis (%s)", type(exc).__name__)
-        entry = self._memory.setdefault(store, {"used": 0.0, "reserved": 0.0})
-        entry["reserved"] = max(0.0, entry["reserved"] - reserved)
-        entry["used"] += used
-        return entry["used"]
-
-    def _learn(self, key: str, tokens: float, cost: float) -> None:
-        """The key's average use per call: an exponential average (weight 0.2 for the newest)."""
-        old = self._average.get(key)
-        new = (tokens, cost) if old is None else (0.8 * old[0] + 0.2 * tokens, 0.8 * old[1] + 0.2 * cost)
-        self._average[key] = new
-        if self._client is not None:
-            with contextlib.suppress(redis.RedisError):
-                self._client.hset(f"{self._prefix}spend:{{{key}}}:average", mapping={"tokens": new[0], "cost": new[1]})
-
-    def usage(self) -> dict[str, dict[str, float]]:
-        """Each budgeted key's use of each budget now (for /stats)."""
-        now = time.time()
-        found: dict[str, dict[str, float]] = {}
-        for name, spec in self._keys.items():
-            for budget, _ in spec.budgets:
-                store, _ = self._hash(name, budget, now)
-                used = self._memory.get(store, {}).get("used", 0.0)
-                if self._client is not None:
-                    with contextlib.suppress(redis.RedisError):
-                        used = float(self._client.hget(store, "used") or 0.0)  # type: ignore[arg-type]
-                found.setdefault(name, {})[budget] = used
-        return found
+    @property
+    def unwritten(self) -> int:
+        """Settlements kept because the store could not take them (readiness reports them)."""
+        return len(self._pending)
 
 
 _PERIODS = {name: period for name, period, _ in BUDGETS}

@@ -15,7 +15,10 @@ import redis
 from app.cache import RedisHealth
 from app.cache.clients import RedisTopology
 from app.errors import ServiceUnavailableError
-from app.gateway.budget import Budget, LocalSlots, RedisSlots, job_priority
+from app.gateway import _machine_db
+from app.gateway.budget import LOCAL_SCHEMA, Budget, LocalSlots, RedisSlots, job_priority
+from app.localdb import LocalDB
+from config.settings import load_settings
 
 
 def _budgets(kind: str, limit: int, where: str | None) -> tuple[Budget, Budget]:
@@ -25,8 +28,9 @@ def _budgets(kind: str, limit: int, where: str | None) -> tuple[Budget, Budget]:
         budget = Budget(LocalSlots(limit))
         return budget, budget
     if kind == "sqlite":
-        return Budget.build(limit, None, "", local_path=where or ""), Budget.build(
-            limit, None, "", local_path=where or ""
+        return (
+            Budget.build(limit, None, "", local=LocalDB(where or "", LOCAL_SCHEMA, busy_timeout=1.0)),
+            Budget.build(limit, None, "", local=LocalDB(where or "", LOCAL_SCHEMA, busy_timeout=1.0)),
         )
     client = redis.Redis.from_url(where)  # type: ignore[arg-type]
     return (
@@ -136,21 +140,29 @@ def test_unlimited_budget_still_counts_calls_and_pauses() -> None:
     assert seen[-1] == (0, False)
 
 
-def test_an_unusable_budget_file_counts_per_worker(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("")
-    budget = Budget.build(1, None, "", local_path=str(tmp_path / "file" / "upstream.sqlite3"))
-    with budget.slot(1.0), pytest.raises(ServiceUnavailableError), budget.slot(0.1):  # this worker's own count
-        pass
+def test_an_unusable_budget_file_refuses_every_capped_call(tmp_path: Path) -> None:
+    """A cap that cannot be counted admits nothing: 503 with Retry-After, never a call."""
+    (tmp_path / "file").write_text("")  # CACHE_DIR under a file: the budget file cannot exist
+    local, broken = _machine_db(load_settings({"APP_ENV": "testing", "CACHE_DIR": str(tmp_path / "file")}))
+    assert local is None and broken is not None and "upstream.sqlite3" in broken
+    budget = Budget.build(5, None, "", local=local, broken=broken)
+    for _ in range(10):
+        with pytest.raises(ServiceUnavailableError) as refused, budget.slot(1.0):
+            pytest.fail("a call went on without a slot")
+        assert refused.value.message == "Upstream budget unavailable" and refused.value.retry_after
 
 
-def test_without_redis_the_budget_goes_on() -> None:
+def test_with_redis_down_a_capped_call_is_refused_at_once_and_a_pause_is_not_waited_for() -> None:
     health = RedisHealth.for_timeout(0.1)
     dead = RedisTopology("redis://127.0.0.1:1/0").service_client(health, socket_timeout=0.1, socket_connect_timeout=0.1)
     budget = Budget(RedisSlots(dead, "x:", 1), dead, "x:")
     started = time.monotonic()
     budget.pause(1.0)  # counted and logged, not raised
     for _ in range(20):
-        with budget.slot(1.0):  # the slots and the pause cannot be read: the call goes on
-            pass
+        with pytest.raises(ServiceUnavailableError), budget.slot(1.0):  # the slots cannot be counted
+            pytest.fail("a call went on without a slot")
+    uncapped = Budget(None, dead, "x:")
+    with uncapped.slot(1.0):  # no cap: an unreadable pause is not a reason to refuse (the model's 429 is)
+        pass
     assert health.failures >= 1
     assert time.monotonic() - started < 5  # after a failure Redis is left alone: no wait per call

@@ -1,49 +1,114 @@
-"""Per-key budgets in one process (each worker's own count, as without Redis) and in a real
-Redis: reservation, settlement, refusal naming the budget and its reset, the first call's cap."""
+"""Per-key budgets on each store (a worker's memory, a machine's SQLite file, a real Redis):
+a bound per call reserved, replaced by the use; refusal naming the budget and its reset; a dead
+call's reservation given back at its deadline; a store that cannot count refuses, and a
+settlement it could not take is written later, once."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
-from app.security.spend import BudgetExceededError, Spend, cost_usd
+from app.coordination.reservation import MemoryReservations, RedisReservations, SqliteReservations
+from app.gateway.budget import LOCAL_SCHEMA
+from app.localdb import LocalDB
+from app.security import spend as spend_module
+from app.security.spend import BudgetExceededError, BudgetUnavailableError, Spend, cost_usd, input_token_bound
 from config.keys import KeySpec, digest
 
 ALICE = KeySpec("alice", digest("a"), budgets=(("tokens_per_day", 1000.0), ("cost_per_month_usd", 1.0)))
+KEYS = (ALICE, KeySpec("bob", digest("b")))
 
 
-@pytest.fixture(params=["memory", "redis"])
-def spend(request: pytest.FixtureRequest) -> Spend:
+def _in(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def spend(request: pytest.FixtureRequest, tmp_path: Path) -> Spend:
+    if request.param == "redis":
+        store = RedisReservations(redis.Redis.from_url(request.getfixturevalue("own_redis_url")))
+    elif request.param == "sqlite":
+        store = SqliteReservations(LocalDB(str(tmp_path / "upstream.sqlite3"), LOCAL_SCHEMA))
+    else:
+        store = MemoryReservations()
     seen: list[tuple[str, str, float]] = []
-    client = redis.Redis.from_url(request.getfixturevalue("own_redis_url")) if request.param == "redis" else None
-    found = Spend((ALICE, KeySpec("bob", digest("b"))), client, "t:", lambda *args: seen.append(args))
+    found = Spend(KEYS, store, "t:", lambda *args: seen.append(args))
     found.seen = seen  # type: ignore[attr-defined]
     return found
 
 
-def test_calls_are_admitted_while_the_budget_holds_their_expected_use(spend: Spend) -> None:
-    assert spend.admit("bob", 4096, 0.0) is None and spend.admit(None, 4096, 0.0) is None  # no budget
-    first = spend.admit("alice", 4096, 0.01)  # no average yet: may take what is left, one at a time
-    assert first is not None
-    with pytest.raises(BudgetExceededError):
-        spend.admit("alice", 4096, 0.01)  # the first's reservation holds everything left
-    first.settle(300, 0.001)
-    assert ("alice", "tokens_per_day", 0.3) in spend.seen  # type: ignore[attr-defined]
-    tickets = [spend.admit("alice", 4096, 0.01) for _ in range(2)]  # 300 expected each: 300 + 600 <= 1000
+def _usage(spend: Spend) -> float:
+    store = spend._store
+    assert store is not None
+    return store.usage(spend._counter("alice", "tokens_per_day", time.time())[0])[0]
+
+
+def test_calls_are_admitted_while_the_budget_holds_their_bound(spend: Spend) -> None:
+    assert spend.admit("bob", 4096, 0.0, _in(30)) is None and spend.admit(None, 4096, 0.0, _in(30)) is None
+    tickets = [spend.admit("alice", 300, 0.01, _in(30)) for _ in range(3)]  # 900 of 1000 reserved
     with pytest.raises(BudgetExceededError) as refused:
-        spend.admit("alice", 4096, 0.01)
+        spend.admit("alice", 300, 0.01, _in(30))
     assert "key 'alice': its tokens_per_day budget (1000) is spent; it resets at " in refused.value.details
     assert refused.value.status_code == 429 and 1 <= refused.value.retry_after <= 86400  # type: ignore[operator]
     tickets[0].release()  # a call that failed uses nothing
-    again = spend.admit("alice", 4096, 0.01)
-    assert again is not None
-    again.settle(300, 0.001)
-    tickets[1].settle(300, 0.001)
-    assert spend.usage()["alice"]["tokens_per_day"] == pytest.approx(900)
+    tickets[1].settle(120, 0.001)  # the use replaces the bound: 120 used, 300 reserved
+    tickets[1].settle(120, 0.001)  # settled once, counted once
+    assert ("alice", "tokens_per_day", 0.12) in spend.seen  # type: ignore[attr-defined]
+    assert spend.admit("alice", 580, 0.01, _in(30)) is not None  # 120 + 300 + 580 = 1000
     with pytest.raises(BudgetExceededError):
-        spend.admit("alice", 4096, 0.01)  # 900 used, 300 expected
+        spend.admit("alice", 1, 0.0, _in(30))
+    assert _usage(spend) == pytest.approx(120)
+
+
+def test_a_dead_calls_reservation_ends_at_its_deadline(spend: Spend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call whose worker died never settles: its bound is given back when its deadline (plus
+    the grace) passes, not at the end of the day."""
+    monkeypatch.setattr(spend_module, "GRACE", 0.0)
+    assert spend.admit("alice", 1000, 0.0, _in(0.3)) is not None  # never settled
+    with pytest.raises(BudgetExceededError):
+        spend.admit("alice", 1000, 0.0, _in(30))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            spend.admit("alice", 1000, 0.0, _in(30))
+            break
+        except BudgetExceededError:
+            assert time.monotonic() < deadline, "the dead call's reservation never ended"
+            time.sleep(0.05)
+
+
+def test_a_store_that_cannot_count_refuses() -> None:
+    for store in (None, RedisReservations(redis.Redis(port=1, socket_connect_timeout=0.1))):
+        spend = Spend(KEYS, store, "t:")
+        with pytest.raises(BudgetUnavailableError) as refused:
+            spend.admit("alice", 10, 0.0, _in(30))
+        assert refused.value.status_code == 503 and refused.value.retry_after
+        assert spend.admit("bob", 10, 0.0, _in(30)) is None  # a key without budgets is not counted
+
+
+def test_a_settlement_the_store_could_not_take_is_written_later_once(own_redis_url: str) -> None:
+    """Redis stalls (CLIENT PAUSE) while a call settles: the settlement is kept, written by the
+    next step, and counted once although the stalled attempt also landed."""
+    client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
+    spend = Spend(KEYS, RedisReservations(client), "t:")
+    ticket = spend.admit("alice", 500, 0.0, _in(30))
+    assert ticket is not None
+    redis.Redis.from_url(own_redis_url).client_pause(600)
+    ticket.settle(200, 0.0)
+    assert spend.unwritten == 1
+    time.sleep(0.8)  # the pause ends (a bound on Redis's own timer, not a result)
+    spend.admit("alice", 100, 0.0, _in(30))  # the next step writes what was kept
+    assert spend.unwritten == 0
+    assert _usage(spend) == pytest.approx(200)
+
+
+def test_the_input_bound_counts_bytes() -> None:
+    assert input_token_bound(["abc"]) == 1 + 4
+    assert input_token_bound(["x" * 10_000, "y"]) == 3334 + 4 + 1 + 4
+    assert input_token_bound(["\u4e2d" * 100]) == 100 + 4  # three bytes each: one token each at most
 
 
 def test_cost_uses_the_price_table() -> None:
