@@ -65,7 +65,7 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any) -> A
     from app.cache.clients import RedisTopology
     from app.jobs.queue import JobQueue, RunnerLock
     from app.jobs.records import RedisJobStore, SqliteJobStore
-    from app.jobs.service import Jobs
+    from app.jobs.service import Jobs, JobsUnavailable
 
     lock = None
     if settings.redis_url:
@@ -84,9 +84,10 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any) -> A
         path = os.path.join(settings.cache_dir, "jobs.sqlite3")
         try:
             store, queue = SqliteJobStore(path), JobQueue.sqlite(path)
-        except (OSError, sqlite3.Error) as exc:  # the cache tier degrades the same way
-            logging.getLogger("app.jobs").warning("jobs unavailable: %s: %s: %s", path, type(exc).__name__, exc)
-            return None
+        except (OSError, sqlite3.Error) as exc:  # asked for, and broken: refused, and readiness fails
+            why = f"{path}: {type(exc).__name__}: {exc}"
+            logging.getLogger("app.jobs").error("the job store cannot be opened (%s): job requests refused", why)
+            return JobsUnavailable(why)
         lock = RunnerLock(os.path.join(settings.cache_dir, "jobs.runner.lock"))
     else:
         return None
@@ -114,6 +115,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     from app.cache import RedisHealth
     from app.gateway import build_gateway
     from app.gateway.observer import Observers
+    from app.jobs.service import JobsUnavailable
     from app.observability import access, logs, metrics, tracing
     from app.parts import KEY, Parts
     from app.pipeline import Pipeline
@@ -160,7 +162,11 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         limit=limits.RateLimit(settings, redis_health) if limits.RateLimit.wanted(settings) else None,
         warm=warm,
     )
-    found.jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, found.credentials)
+    jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, found.credentials)
+    if isinstance(jobs, JobsUnavailable):
+        found.jobs_unavailable = jobs
+    else:
+        found.jobs = jobs
     app.extensions[KEY] = found
     api.init_app(app)
     if instruments is not None:

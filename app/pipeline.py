@@ -70,7 +70,7 @@ class Pipeline:
         self._flask = flask_entry
         settings = parts.settings
         self._prompts = parts.prompts
-        self._jobs = parts.jobs
+        self._jobs = parts.jobs or parts.jobs_unavailable
         self._max_body = settings.max_body_bytes
         self._origins = frozenset(settings.cors_origins)
         self._credentials = parts.credentials if parts.credentials else None

@@ -32,7 +32,7 @@ from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
 
 if TYPE_CHECKING:
-    from app.jobs.service import Jobs
+    from app.jobs.service import Jobs, JobsUnavailable
 
 __all__ = ["JsonEndpoint", "cache_policy", "decode_body", "describe", "read_body"]
 
@@ -183,15 +183,20 @@ class JsonEndpoint(Generic[M]):
         """The endpoint's name as a job's task: its path without /api/."""
         return self.path.removeprefix("/api/")
 
-    def handle(self, environ: dict[str, Any], prompts: PromptService, limit: int, jobs: Jobs | None = None) -> Answer:
+    def handle(
+        self, environ: dict[str, Any], prompts: PromptService, limit: int, jobs: Jobs | JobsUnavailable | None = None
+    ) -> Answer:
         """Answer the request in `environ`: 200 with X-Cache (and Age for a cached answer), or
         raise the APIError that says what went wrong. With `Prefer: respond-async` (and jobs
         available): 202, the request accepted as a job."""
         body = read_body(environ, self.model, limit)
         if jobs is not None and "HTTP_PREFER" in environ:
             from app.api.jobs import submit_async, wants_async
+            from app.jobs.service import JobsUnavailable
 
             if wants_async(environ):
+                if isinstance(jobs, JobsUnavailable):
+                    raise jobs.error()  # asked for a job: never answered synchronously instead
                 return submit_async(jobs, self.name, body)
         answer, completion = self.answer(prompts, body, cache_policy(environ))
         data = render(answer)
@@ -204,5 +209,6 @@ class JsonEndpoint(Generic[M]):
     def view(self) -> Response:
         """The endpoint as a Flask view (the pipeline's shortcut off: Flask routes to it)."""
         found = parts()
-        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes, found.jobs)
+        jobs = found.jobs or found.jobs_unavailable
+        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes, jobs)
         return Response(data, status, headers)

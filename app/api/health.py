@@ -24,8 +24,9 @@ def _checks() -> dict[str, dict[str, object]]:
     checks["draining"] = {"status": "fail" if found.draining else "ok"}
     if found.warm is not None:
         checks["cacheWarm"] = {"status": "ok", "entries": found.warm[0], "seconds": found.warm[1]}
-    if found.jobs is not None:
-        checks["jobs"] = found.jobs.readiness()
+    jobs = found.jobs or found.jobs_unavailable
+    if jobs is not None:
+        checks["jobs"] = jobs.readiness()
     return checks
 
 

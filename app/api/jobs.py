@@ -84,10 +84,12 @@ def _available(view: Callable[..., Response]) -> Callable[..., Response]:
 
 
 def _jobs() -> Jobs:
-    found = parts().jobs
-    if found is None:
+    found = parts()
+    if found.jobs_unavailable is not None:
+        raise found.jobs_unavailable.error()
+    if found.jobs is None:
         raise JobsUnavailableError()
-    return found
+    return found.jobs
 
 
 def _respond(answer: Answer) -> Response:

@@ -191,7 +191,7 @@ class SqliteReservations:
     """The machine's counters in an SQLite file every worker of the instance shares."""
 
     def __init__(self, db: LocalDB) -> None:
-        self._db = db
+        self._db = self.db = db
         try:
             with db.transaction() as conn:
                 for statement in _SCHEMA.split(";"):

@@ -65,10 +65,10 @@ def _spend(
             store, scope = SqliteReservations(local), "machine"
         except StoreUnavailable as exc:
             log.error("key budgets cannot be kept in %s (%s): budgeted calls refused", local.path, exc)
-            store, scope = None, "machine"
+            store, scope, broken = None, "machine", str(exc)
     else:
         store, scope = MemoryReservations(), "worker"
-    return Spend(settings.keys, store, settings.redis_prefix, observer.key_budget, scope)
+    return Spend(settings.keys, store, settings.redis_prefix, observer.key_budget, scope, broken or "")
 
 
 def build_gateway(

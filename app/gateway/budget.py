@@ -343,6 +343,7 @@ class Budget:
         local: LocalDB | None = None,
     ) -> None:
         self._slots = slots
+        self._local = local
         self._pause: _LocalPause | _RedisPause | _SqlitePause = (
             _RedisPause(client, prefix)
             if client is not None
@@ -384,6 +385,16 @@ class Budget:
     @property
     def limit(self) -> int:
         return self._slots.limit if self._slots is not None else 0
+
+    def readiness(self) -> dict[str, object] | None:
+        """For /health/ready, with a cap: a store that cannot count fails readiness (every
+        model call of this instance is refused until it is fixed and the instance restarted)."""
+        if self._slots is None:
+            return None
+        broken = self._slots.why if isinstance(self._slots, BrokenSlots) else getattr(self._local, "broken", None)
+        if broken is not None:
+            return {"status": "fail", "limit": self.limit, "error": broken}
+        return {"status": "ok", "limit": self.limit, "inUse": self._held}
 
     def _failed(self, operation: str, exc: Exception) -> None:
         if self._health is not None and isinstance(exc, redis.RedisError):

@@ -69,6 +69,9 @@ class GatewayCore:
             # An open breaker still serves cached and stale answers: a warning, not "not ready".
             "circuitBreaker": {"status": "ok" if state == "closed" else "warn", "state": state},
         }
+        for name, check in (("upstreamBudget", self.upstream.budget.readiness()), ("keyBudgets", self._spend_check())):
+            if check is not None:
+                checks[name] = check
         if isinstance(self.l2, RedisCache):
             # Redis down degrades to L1 and upstream: reported, never fatal.
             checks["redis"] = {"status": "ok" if self.l2.ping() else "warn"}
@@ -79,6 +82,10 @@ class GatewayCore:
             if disk.last_error:
                 checks["diskCache"]["lastError"] = disk.last_error
         return checks
+
+    def _spend_check(self) -> dict[str, object] | None:
+        spend = self.upstream.spend
+        return spend.readiness() if spend is not None else None
 
     def warm(self, limit: int, seconds: float) -> int:
         """Copy up to `limit` of the most recently stored answers from L2 into L1, reading for at

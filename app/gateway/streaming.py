@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # Seconds of silence after which a stream's caller gets an SSE comment: keeps proxies from timing
 # out, and a caller who left is noticed within a beat or two, so an unfollowed stream stops soon.
 HEARTBEAT_SECONDS = 0.25
+ORPHAN_POLL = 0.25  # seconds between an orphaned stream's checks for followers elsewhere
 
 
 @dataclass(frozen=True)
@@ -219,10 +220,24 @@ class StreamingGateway(GatewayCore):
         unless followers in other processes still read it (the producer checks again later)."""
         if run.shared and self.shared_streams is not None and self.shared_streams.followers(run.key) > 0:
             run.orphaned = True  # the producer stops once those have gone too
+            gevent.spawn(self._reap_orphan, run)  # ends when a caller here joins again
             return
         self._forget(run)  # a newcomer starts afresh, never joins a dying stream
         if run.producer is not None and not run.done:
             run.producer.kill(block=False)
+
+    def _reap_orphan(self, run: StreamRun) -> None:
+        """Stop an orphaned run's producer once its last follower elsewhere has gone, even while
+        the model sends nothing (the producer itself checks only when a piece arrives)."""
+        shared = self.shared_streams
+        assert shared is not None
+        while not run.done and run.orphaned and run.followers == 0:
+            gevent.sleep(ORPHAN_POLL)
+            if run.followers == 0 and not shared.followers(run.key):
+                self._forget(run)
+                if run.producer is not None and not run.done:
+                    run.producer.kill(block=False)
+                return
 
     def _forget(self, run: StreamRun) -> None:
         if self._streams.get(run.key) is run:

@@ -5,10 +5,16 @@ The queue engine (app.jobs.queue) carries only job ids in priority order; the re
 truth about a job. Every change of state is one conditional step (a transaction in SQLite, a
 Lua script in Redis), so two processes can never both start, finish or re-queue the same job:
 
-    queued ──claim──▶ running ──finish──▶ succeeded | failed
-      │                 │  ▲
-      │                 │  └─ requeue: its runner went silent past the lease (killed)
-      └──── cancel ─────┴──▶ cancelled
+    pending ──confirm──▶ queued ──claim──▶ running ──finish──▶ succeeded | failed
+      │    └──────────claim──────────────▲    │  ▲
+      │                 │                     │  └─ requeue: its runner went silent past the lease (killed)
+      └─ refuse (gone)  └──── cancel ─────────┴──▶ cancelled
+
+A submission is kept `pending` until its id is on the queue, then `queued`: a submission
+refused because its id could not be queued is deleted, or left `pending` to expire when even
+that fails — never run, since only `queued` records are put back on the queue by the
+reconciliation. A runner that takes a pending id from the queue claims it as usual (its id was
+queued: only confirming it failed). Callers see `pending` as `queued`.
 
 A running job's lease is renewed by its runner; a job whose lease ends is queued again by any
 runner (`stale` + `requeue`), so a killed worker's jobs finish elsewhere. Finished records expire
@@ -61,6 +67,11 @@ class Job:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def shown_status(self) -> str:
+        """The status callers see (`pending` is `queued` to them)."""
+        return "queued" if self.status == "pending" else self.status
+
     def to_row(self) -> dict[str, str]:
         """The record as strings (a Redis hash; SQLite columns take the same)."""
         row = asdict(self)
@@ -105,8 +116,14 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def confirm(self, job_id: str) -> None:
+        """pending → queued, once its id is on the queue."""
+
+    def refuse(self, job_id: str) -> None:
+        """Delete a pending record whose id could not be queued."""
+
     def claim(self, job_id: str, lease_until: float) -> Job | None:
-        """queued → running; the job, or None when it is not queued (cancelled, taken, gone)."""
+        """queued (or pending) → running; the job, or None when it is neither (cancelled, taken, gone)."""
 
     def renew(self, job_ids: list[str], lease_until: float) -> set[str]:
         """Extend the leases of those still running; return the ids that are no longer running."""
@@ -171,6 +188,11 @@ class SqliteJobStore:
         self.path = path
         self._local = LocalDB(path, _SCHEMA, busy_timeout)
 
+    @property
+    def broken(self) -> str | None:
+        """Why the file can no longer be used (deleted or replaced while in use), if so."""
+        return self._local.broken
+
     def _db(self) -> Any:
         return self._local.transaction()
 
@@ -179,9 +201,11 @@ class SqliteJobStore:
         nullable = ("started_at", "finished_at", "result", "error")
         values = [(row[name] or None) if name in nullable else row[name] for name in _COLUMNS]
         expires = job.finished_at + ttl if job.finished_at is not None else None
+        if job.status == "pending":
+            expires = job.created_at + ttl  # never confirmed: it goes like a finished record
         with self._db() as db:
-            if job.status == "queued":
-                (queued,) = db.execute("select count(*) from job where status = 'queued'").fetchone()
+            if job.status in ("queued", "pending"):
+                (queued,) = db.execute("select count(*) from job where status in ('queued', 'pending')").fetchone()
                 if queued >= max_queued:
                     raise QueueFull()
             db.execute(
@@ -196,11 +220,21 @@ class SqliteJobStore:
             return None
         return Job.from_row(dict(found))
 
+    def confirm(self, job_id: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "update job set status = 'queued', expires_at = null where id = ? and status = 'pending'", (job_id,)
+            )
+
+    def refuse(self, job_id: str) -> None:
+        with self._db() as db:
+            db.execute("delete from job where id = ? and status = 'pending'", (job_id,))
+
     def claim(self, job_id: str, lease_until: float) -> Job | None:
         with self._db() as db:
             changed = db.execute(
-                "update job set status = 'running', started_at = ?, attempts = attempts + 1, lease_until = ?"
-                " where id = ? and status = 'queued'",
+                "update job set status = 'running', started_at = ?, attempts = attempts + 1, lease_until = ?,"
+                " expires_at = null where id = ? and status in ('queued', 'pending')",
                 (time.time(), lease_until, job_id),
             ).rowcount
             found = db.execute("select * from job where id = ?", (job_id,)).fetchone() if changed else None
@@ -237,7 +271,7 @@ class SqliteJobStore:
         with self._db() as db:
             db.execute(
                 "update job set status = 'cancelled', finished_at = ?, expires_at = ?"
-                " where id = ? and status in ('queued', 'running')",
+                " where id = ? and status in ('queued', 'running', 'pending')",
                 (now, now + ttl, job_id),
             )
         return self.get(job_id)
@@ -288,19 +322,34 @@ class SqliteJobStore:
 _CREATE = """
 if redis.call('exists', KEYS[1]) == 1 then return -1 end
 local status = ARGV[4]
-if status == 'queued' then
+if status == 'queued' or status == 'pending' then
   local total = 0
   for i = 4, #KEYS do total = total + redis.call('zcard', KEYS[i]) end
   if total >= tonumber(ARGV[3]) then return 0 end
-  redis.call('zadd', KEYS[2], ARGV[2], ARGV[1])
+  if status == 'queued' then redis.call('zadd', KEYS[2], ARGV[2], ARGV[1]) end
 end
 redis.call('hset', KEYS[1], unpack(ARGV, 6))
 if status ~= 'queued' then redis.call('expire', KEYS[1], ARGV[5]) end
 return 1
 """
+# KEYS: record, queued set of its priority; ARGV: id
+_CONFIRM = """
+if redis.call('hget', KEYS[1], 'status') ~= 'pending' then return 0 end
+redis.call('hset', KEYS[1], 'status', 'queued')
+redis.call('persist', KEYS[1])
+redis.call('zadd', KEYS[2], redis.call('hget', KEYS[1], 'created_at'), ARGV[1])
+return 1
+"""
+# KEYS: record; ARGV: id
+_REFUSE = """
+if redis.call('hget', KEYS[1], 'status') == 'pending' then redis.call('del', KEYS[1]) end
+return 1
+"""
 # KEYS: record, queued set of its priority, running set; ARGV: id, now, lease_until
 _CLAIM = """
-if redis.call('hget', KEYS[1], 'status') ~= 'queued' then return nil end
+local current = redis.call('hget', KEYS[1], 'status')
+if current ~= 'queued' and current ~= 'pending' then return nil end
+redis.call('persist', KEYS[1])
 local attempts = tonumber(redis.call('hget', KEYS[1], 'attempts') or '0') + 1
 redis.call('hset', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'attempts', attempts, 'lease_until', ARGV[3])
 redis.call('zrem', KEYS[2], ARGV[1])
@@ -318,7 +367,7 @@ return 1
 # KEYS: record, queued set of its priority, running set; ARGV: id, now, ttl
 _CANCEL = """
 local status = redis.call('hget', KEYS[1], 'status')
-if status ~= 'queued' and status ~= 'running' then return 0 end
+if status ~= 'queued' and status ~= 'running' and status ~= 'pending' then return 0 end
 redis.call('hset', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
 redis.call('expire', KEYS[1], ARGV[3])
 redis.call('zrem', KEYS[2], ARGV[1])
@@ -346,6 +395,8 @@ class RedisJobStore:
         self._base = f"{prefix}jobs:{{jobs}}"
         self._create = client.register_script(_CREATE)
         self._claim = client.register_script(_CLAIM)
+        self._confirm = client.register_script(_CONFIRM)
+        self._refuse = client.register_script(_REFUSE)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
         self._requeue = client.register_script(_REQUEUE)
@@ -376,6 +427,14 @@ class RedisJobStore:
     def get(self, job_id: str) -> Job | None:
         row: dict[bytes, bytes] = self._client.hgetall(self._record(job_id))  # type: ignore[assignment]
         return Job.from_row({k.decode(): v for k, v in row.items()}) if row else None
+
+    def confirm(self, job_id: str) -> None:
+        priority = self._priority(job_id)
+        if priority is not None:
+            self._confirm(self._keys(job_id, priority)[:2], [job_id])
+
+    def refuse(self, job_id: str) -> None:
+        self._refuse([self._record(job_id)], [job_id])
 
     def _priority(self, job_id: str) -> str | None:
         found: bytes | None = self._client.hget(self._record(job_id), "priority")  # type: ignore[assignment]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from app.api._body import JsonEndpoint
     from app.observability.metrics import _Metrics
 
-__all__ = ["JobNotFoundError", "Jobs", "error_body"]
+__all__ = ["JobNotFoundError", "Jobs", "JobsUnavailable", "error_body"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,23 @@ class JobNotFoundError(APIError):
 class JobsUnavailableError(ServiceUnavailableError):
     message = "Jobs unavailable"
     default_details = "jobs need CACHE_DIR (one machine) or REDIS_URL (a fleet)"
+
+
+@dataclass(frozen=True)
+class JobsUnavailable:
+    """Jobs were asked for (CACHE_DIR or REDIS_URL is set) but their store could not be opened:
+    every job request, `Prefer: respond-async` included, is refused (503), and readiness fails."""
+
+    why: str
+
+    def error(self) -> JobsUnavailableError:
+        return JobsUnavailableError(
+            details="the job store cannot be opened; operators: /health/ready says why", retry_after=30
+        )
+
+    def readiness(self) -> dict[str, object]:
+        # Degraded, not out of the pool: the synchronous API still serves (as with a failing disk).
+        return {"status": "warn", "error": self.why}
 
 
 def error_body(error: APIError) -> dict[str, Any]:
@@ -125,7 +143,7 @@ class Jobs:
         try:
             answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False))
         except (NotCached, APIError):
-            pass
+            job.status = "pending"  # queued once its id is on the queue
         else:
             job.status, job.result = "succeeded", answer
             job.started_at = job.finished_at = job.created_at
@@ -137,18 +155,32 @@ class Jobs:
                 details=f"JOB_QUEUE_MAX ({self._max}) jobs are queued; retry after Retry-After seconds",
                 retry_after=QUEUE_FULL_RETRY,
             ) from None
-        if job.status == "queued":
-            try:
-                self.queue.put(job.id, priority)
-            except Exception:
-                log.exception("queueing job %s failed", job.id)
-                self.store.cancel(job.id, self._ttl)
-                raise JobsUnavailableError(
-                    details="the job queue cannot be reached; retry shortly", retry_after=2
-                ) from None
-            self.runner.wake.set()
+        if job.status == "pending":
+            self._enqueue(job)
         self._count_submitted(job)
         return job
+
+    def _enqueue(self, job: Job) -> None:
+        """Put a pending job's id on the queue, then mark it queued. Refused (503) when the id
+        cannot be queued: the record is deleted, or (the store failing too) left pending to
+        expire — a refused submission never runs."""
+        try:
+            self.queue.put(job.id, job.priority)
+        except Exception:
+            log.exception("queueing job %s failed: refused", job.id)
+            try:
+                self.store.refuse(job.id)
+            except Exception as exc:  # left pending: it expires, and nothing puts it on the queue
+                log.warning("job %s refused but its record remains pending until it expires: %s", job.id, exc)
+            raise JobsUnavailableError(
+                details="the job queue cannot be reached; retry shortly", retry_after=2
+            ) from None
+        self.runner.wake.set()
+        try:
+            self.store.confirm(job.id)
+        except Exception as exc:  # on the queue all the same: a runner claims it as pending
+            log.warning("job %s queued but not marked so: %s", job.id, exc)
+        job.status = "queued"
 
     def get(self, job_id: str, owner: str) -> Job:
         job = self.store.get(job_id) if _looks_like_id(job_id) else None
@@ -170,7 +202,7 @@ class Jobs:
         """The job as GET /api/jobs/{id} answers it."""
         return {
             "id": job.id,
-            "status": job.status,
+            "status": job.shown_status,
             "task": job.task,
             "priority": job.priority,
             "createdAt": _iso(job.created_at),
@@ -188,17 +220,18 @@ class Jobs:
         last = None
         followed = False  # the answer's events sent live, from the job's own stream
         while True:
-            if job.status != last:
-                last = job.status
-                yield sse_event("status", {"id": job.id, "status": job.status})
+            if job.shown_status != last:
+                last = job.shown_status
+                yield sse_event("status", {"id": job.id, "status": job.shown_status})
             if job.finished:
                 break
             if job.status == "running" and job.task == "optimize" and not followed:
                 live = self._prompts.join_optimize_stream(OptimizeRequest.model_validate(job.input), job.id)
                 if live is not None:
                     followed = True
-                    yield from live.events
-                    job = self.get(job.id, owner)
+                    job = yield from self._relay(live.events, job, owner)
+                    if job.status == "cancelled":
+                        followed = False  # the answer's events end here: the status says why
                     continue
             gevent.sleep(EVENTS_POLL)
             yield HEARTBEAT
@@ -217,6 +250,25 @@ class Jobs:
             )
         elif job.status == "failed" and job.error is not None:
             yield sse_event("error", {**job.error, "status": "failed"})
+
+    def _relay(self, events: Iterator[bytes], job: Job, owner: str) -> Generator[bytes, None, Job]:
+        """Pass on the job's live events, reading its record every EVENTS_POLL seconds: when it
+        is cancelled (here or in another process), stop following at once — the follower leaves
+        the stream, so a call nobody else shares is closed — and return the record."""
+        checked = time.monotonic()
+        try:
+            for chunk in events:
+                yield chunk
+                if time.monotonic() - checked >= EVENTS_POLL:
+                    checked = time.monotonic()
+                    job = self.get(job.id, owner)
+                    if job.status == "cancelled":
+                        return job
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+        return self.get(job.id, owner)
 
     # --- the runner's side -----------------------------------------------------------------------
 
@@ -314,7 +366,8 @@ class Jobs:
         try:
             queued, running, _ = self.store.counts()
         except Exception as exc:  # the store's own errors (Redis, SQLite, the disk)
-            return {"status": "warn", "error": type(exc).__name__}
+            broken = getattr(self.store, "broken", None)  # its file deleted or replaced: until a restart
+            return {"status": "warn", "error": broken or f"{type(exc).__name__}: {exc}"}
         return {"status": "ok", "queued": sum(queued.values()), "running": running}
 
     def report(self) -> None:

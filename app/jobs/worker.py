@@ -37,6 +37,10 @@ def main() -> int:
 
     app = create_app(settings)
     jobs = parts_of(app).jobs
+    unavailable = parts_of(app).jobs_unavailable
+    if unavailable is not None:
+        sys.stderr.write(f"the job store cannot be opened: {unavailable.why}\n")
+        return 2
     if jobs is None:
         sys.stderr.write("configuration error: jobs need REDIS_URL (a fleet) or CACHE_DIR (one machine)\n")
         return 2

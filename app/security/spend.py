@@ -122,12 +122,14 @@ class Spend:
         prefix: str,
         on_used: Callable[[str, str, float], None] | None = None,
         scope: str = "worker",
+        why: str = "the budget store could not be opened",
     ) -> None:
         self._keys = {spec.name: spec for spec in keys if spec.budgets}
         self._store = store  # None: the store could not be opened (every budgeted call refused)
         self._prefix = prefix
         self._on_used = on_used or (lambda key, budget, ratio: None)
         self.scope = scope
+        self._why = why  # why there is no store, when there is none
         self._pending: list[_Pending] = []  # settlements the store could not take yet
         self._retrying: gevent.Greenlet | None = None  # writes them once the store is back
 
@@ -205,6 +207,20 @@ class Spend:
             amounts = dict(self._keys[ticket.key].budgets)
             for (_, budget), total in zip(ticket.counters, totals, strict=True):
                 self._on_used(ticket.key, budget, total / amounts[budget])
+
+    def readiness(self) -> dict[str, object] | None:
+        """For /health/ready, when a key has budgets: a store that could not be opened fails
+        (budgeted calls are refused); uses not yet written are a warning."""
+        if not self._keys:
+            return None
+        if self._store is None:
+            return {"status": "fail", "scope": self.scope, "error": self._why}
+        broken = getattr(getattr(self._store, "db", None), "broken", None)
+        if broken is not None:
+            return {"status": "fail", "scope": self.scope, "error": broken}
+        if self._pending:
+            return {"status": "warn", "scope": self.scope, "unwritten": len(self._pending)}
+        return {"status": "ok", "scope": self.scope}
 
     @property
     def unwritten(self) -> int:

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from app.services.modes import context_appendix
+from tests.integration.test_metrics import scrape, total
 from tests.support import (
     FakeUpstreamProcess,
     metric_total,
@@ -271,6 +272,49 @@ def test_cancelling_a_running_job_stops_its_model_call(
         again = requests.post(server.url + "/api/optimize", json=body, timeout=30)
         assert again.headers["X-Cache"] == "MISS"  # the stopped call stored nothing
         assert requests.delete(f"{server.url}/api/jobs/{job_id}", timeout=30).json()["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("shared", ["one worker", "two workers and Redis"])
+def test_cancelling_a_followed_job_ends_its_events_and_stops_its_call(
+    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str], shared: str, request: pytest.FixtureRequest
+) -> None:
+    """Followers of a job's events do not keep its call alive: DELETE while the model is mid-
+    stream ends every follower's events with `cancelled` at once (no `refined`), closes the
+    model's stream, stores nothing, and GET agrees."""
+    env, workers = cache_env, 1
+    if shared != "one worker":
+        env = {**cache_env, **redis_env(request.getfixturevalue("redis_url")), "REDIS_PREFIX": "cancel:"}
+        env["JOB_RUNNER"], workers = "server", 2
+    fake_upstream.control(stream_chunks=20, faults=[{"action": "stream_pause", "after": 3}])
+    body = _optimize(f"cancel while followed ({shared})", "video")
+    with start_server(env, workers=workers) as server:
+        job_id = _submit(server.url, "optimize", body).json()["id"]
+        wait_until(lambda: fake_upstream.stats()["paused"] == 1, what="the job's stream, paused mid-way")
+        with ThreadPoolExecutor(3) as pool:
+            followers = [
+                pool.submit(requests.get, f"{server.url}/api/jobs/{job_id}/events", headers=H, timeout=60)
+                for _ in range(3)
+            ]
+            wait_until(lambda: metric_total([server.url], "stream_followers_total") >= 3, what="the followers joined")
+            cancelled = requests.delete(f"{server.url}/api/jobs/{job_id}", timeout=30)
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+            texts = [f.result().text for f in followers]  # they end while the model is still paused
+        # The call is stopped while the model still sends nothing (the producer closed its stream).
+        wait_until(
+            lambda: total(scrape(server), "streams_finished_total", outcome="cancelled") >= 1,
+            what="the job's upstream stream cancelled",
+        )
+        assert fake_upstream.stats()["paused"] == 1
+        for text in texts:
+            events = _events(text)
+            assert events[-1] == ("status", {"id": job_id, "status": "cancelled"}), events[-3:]
+            assert "refined" not in [name for name, _ in events]
+        fake_upstream.control(resume=True)
+        wait_until(lambda: fake_upstream.stats()["streams"].get("aborted") == 1, what="the model's stream closed")
+        assert fake_upstream.stats()["streams"].get("completed", 0) == 0
+        assert _job(server.url, job_id)["status"] == "cancelled"
+        again = requests.post(server.url + "/api/optimize", json=body, timeout=30)
+        assert again.headers["X-Cache"] == "MISS"  # the stopped call stored nothing
 
 
 @pytest.mark.parametrize("shared", ["one worker", "two workers and Redis"])

@@ -3,6 +3,7 @@ hand): submit, run, cancel, re-queue, and the figures it reports."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,25 +124,48 @@ def test_without_a_place_to_keep_them_jobs_answer_503() -> None:
     assert plain.status_code == 200 and "Preference-Applied" not in plain.headers
 
 
-def test_a_broken_store_answers_503_not_500(app: Flask, tmp_path: Path) -> None:
+def test_a_deleted_job_database_fails_closed_and_says_so(app: Flask, tmp_path: Path) -> None:
+    """The file deleted while the service runs: every job request is refused (503, never a 202
+    into a file that vanishes at the next restart) and readiness fails naming it."""
     client = app.test_client()
-    jobs = _jobs(app)
     job_id = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "z", "mode": "code"}}).get_json()[
         "id"
     ]
     (tmp_path / "cache" / "jobs.sqlite3").unlink()
-    import sqlite3
-
-    def broken(*args: Any) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
-
-    jobs.store.get = broken  # type: ignore[method-assign]
-    jobs.store.counts = broken  # type: ignore[method-assign]
-    response = client.get(f"/api/jobs/{job_id}")
-    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert client.get(f"/api/jobs/{job_id}").status_code == 503
+    refused = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "after", "mode": "code"}})
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
     ready = client.get("/health/ready")
-    assert ready.status_code == 200 and ready.get_json()["status"] == "degraded"
-    assert ready.get_json()["checks"]["jobs"] == {"status": "warn", "error": "OperationalError"}
+    assert ready.status_code == 200 and ready.get_json()["status"] == "degraded"  # the rest still serves
+    assert ready.get_json()["checks"]["jobs"]["status"] == "warn"
+    assert "jobs.sqlite3 was deleted while in use" in ready.get_json()["checks"]["jobs"]["error"]
+
+
+def test_a_submission_refused_for_the_queue_never_runs(app: Flask, tmp_path: Path) -> None:
+    """The queue cannot take the id (its table gone): 503, and the record is not left queued —
+    the reconciliation, which puts queued records back on the queue, finds nothing to run."""
+    client = app.test_client()
+    jobs = _jobs(app)
+    with sqlite3.connect(tmp_path / "cache" / "jobs.sqlite3") as db:
+        db.execute("drop table task")
+    refused = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "never", "mode": "code"}})
+    assert refused.status_code == 503 and refused.get_json()["error"] == "Jobs unavailable"
+    assert jobs.store.queued(100) == [] and jobs.reconcile() == 0
+    assert jobs.store.counts()[0] == {"high": 0, "normal": 0, "low": 0}
+
+
+def test_a_job_store_broken_at_start_refuses_jobs_and_respond_async(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "jobs.sqlite3").write_bytes(b"not a database, " * 512)
+    client = create_app({"APP_ENV": "testing", "CACHE_DIR": str(cache)}).test_client()
+    submitted = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "x", "mode": "code"}})
+    assert submitted.status_code == 503 and "cannot be opened" in submitted.get_json()["details"]
+    asked = client.post("/api/optimize", json={"prompt": "x", "mode": "code"}, headers={"Prefer": "respond-async"})
+    assert asked.status_code == 503 and int(asked.headers["Retry-After"]) >= 1  # never silently synchronous
+    ready = client.get("/health/ready").get_json()
+    assert ready["status"] == "degraded" and ready["checks"]["jobs"]["status"] == "warn"
+    assert "jobs.sqlite3" in ready["checks"]["jobs"]["error"]
 
 
 def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
