@@ -69,8 +69,17 @@ def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float 
 
 
 def service_env(overrides: dict[str, str], port: int, workers: int) -> dict[str, str]:
-    """The environment for a private server: ours only, none of the caller's provider settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "ANTHROPIC_", "OPENAI_", "REDIS_"))}
+    """The environment for a private server: ours only — none of the caller's settings of the
+    service (a CACHE_DIR or API_KEYS exported in the shell must not reach a test's server), only
+    what the process itself needs (PATH, HOME, locale, ...) and `overrides`."""
+    from config.settings import variables
+
+    ours = set(variables())
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ours and not k.startswith(("LLM_", "ANTHROPIC_", "OPENAI_", "REDIS_", "OTEL_", "JOB_", "CACHE_"))
+    }
     env.update(
         {
             "APP_ENV": "testing",
