@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from app.coordination.reservation import MemoryReservations, RedisReservations, SqliteReservations
 from app.gateway.budget import LOCAL_SCHEMA
@@ -81,7 +83,8 @@ def test_a_dead_calls_reservation_ends_at_its_deadline(spend: Spend, monkeypatch
 
 
 def test_a_store_that_cannot_count_refuses() -> None:
-    for store in (None, RedisReservations(redis.Redis(port=1, socket_connect_timeout=0.1))):
+    dead = redis.Redis(port=1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0))
+    for store in (None, RedisReservations(dead)):
         spend = Spend(KEYS, store, "t:")
         with pytest.raises(BudgetUnavailableError) as refused:
             spend.admit("alice", 10, 0.0, _in(30))
