@@ -25,6 +25,7 @@ import redis
 import requests
 
 from loadtest._procs import redis as redis_process
+from tests.integration.test_jobs import _job
 from tests.support import (
     FakeUpstreamProcess,
     free_port,
@@ -303,3 +304,19 @@ def _holder(workers: list[subprocess.Popen[Any]], upstream: FakeUpstreamProcess)
         return any(c.raddr and c.raddr.port == port for c in psutil.Process(proc.pid).net_connections("tcp"))
 
     return wait_until(lambda: next((w for w in workers if connected(w)), None), what="the worker holding the call")
+
+
+def test_a_queued_job_survives_a_restart_of_its_server(fake_upstream: FakeUpstreamProcess, tmp_path: Path) -> None:
+    cache_env = {**provider_env("anthropic", fake_upstream), "CACHE_DIR": str(tmp_path / "cache")}
+    with fake_upstream.hold():
+        with start_server(cache_env, workers=1) as server:
+            job_id = _submit(server.url, "generate-questions", {"prompt": "a garden in winter"}).json()["id"]
+            wait_until(lambda: _job(server.url, job_id)["status"] == "running", what="the job to start")
+            waiting = requests.get(f"{server.url}/api/jobs/{job_id}", timeout=30)
+            assert waiting.headers["Retry-After"] == "2"
+        # The server stopped with the job's call parked: the job went back to the queue.
+        fake_upstream.release()
+        with start_server(cache_env, workers=1) as server:
+            done = _finished(server.url, job_id)
+            assert done["status"] == "succeeded"
+            assert done["result"]["questions"]

@@ -107,23 +107,6 @@ def test_a_job_runs_and_every_worker_sees_it_also_after_a_restart(
         assert fake_upstream.calls() == 1
 
 
-def test_a_queued_job_survives_a_restart_of_its_server(
-    fake_upstream: FakeUpstreamProcess, cache_env: dict[str, str]
-) -> None:
-    with fake_upstream.hold():
-        with start_server(cache_env, workers=1) as server:
-            job_id = _submit(server.url, "generate-questions", {"prompt": "a garden in winter"}).json()["id"]
-            wait_until(lambda: _job(server.url, job_id)["status"] == "running", what="the job to start")
-            waiting = requests.get(f"{server.url}/api/jobs/{job_id}", timeout=30)
-            assert waiting.headers["Retry-After"] == "2"
-        # The server stopped with the job's call parked: the job went back to the queue.
-        fake_upstream.release()
-        with start_server(cache_env, workers=1) as server:
-            done = _finished(server.url, job_id)
-            assert done["status"] == "succeeded"
-            assert done["result"]["questions"]
-
-
 def test_bad_submissions_get_the_usual_errors(cache_env: dict[str, str]) -> None:
     with start_server({**cache_env, "JOB_QUEUE_MAX": "1"}, workers=1) as server:
         url = server.url

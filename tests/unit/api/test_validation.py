@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from app.api._body import decode_body
 from app.errors import ValidationFailedError
-from app.schemas import MODES, JobSubmission
+from app.schemas import MODES, JobSubmission, OptimizeRequest
 
 VALID: dict[str, dict[str, Any]] = {
     "/api/optimize": {
@@ -292,30 +292,28 @@ def _with_unknown(count: int, where: str) -> dict[str, Any]:
     }[where]
 
 
-def _details(client: FlaskClient, where: str, body: dict[str, Any]) -> str:
-    """The 400's details: through the app for a request body, through the decoder for a job
-    submission (the client's app keeps no jobs)."""
-    if where.startswith("job"):
-        with pytest.raises(ValidationFailedError) as raised:
-            decode_body(json.dumps(body).encode(), JobSubmission)
-        return raised.value.details
-    response = client.post("/api/optimize", json=body)
-    assert response.status_code == 400
-    return str(response.get_json()["details"])
+def _refused(body: dict[str, Any], model: type[Any]) -> str:
+    with pytest.raises(ValidationFailedError) as raised:
+        decode_body(json.dumps(body).encode(), model)
+    return raised.value.details
 
 
 @pytest.mark.parametrize("where", ["top", "context", "job", "job input"])
-@pytest.mark.parametrize("count", [21, 1000, 60_000])
-def test_many_unknown_keys_are_refused_before_validation(client: FlaskClient, where: str, count: int) -> None:
+@pytest.mark.parametrize("count", [21, 60_000])
+def test_many_unknown_keys_are_refused_before_validation(where: str, count: int) -> None:
     """Refused by a set lookup per key (not an error object per key in pydantic), wherever they
-    hide; the answer names the first 20 and counts the rest."""
-    details = _details(client, where, _with_unknown(count, where))
+    hide; the answer names the first 20 and counts the rest. (decode_body is what both the
+    pipeline's handler and Flask's view call.)"""
+    details = _refused(_with_unknown(count, where), JobSubmission if where.startswith("job") else OptimizeRequest)
     assert details.count("Extra inputs are not permitted") == 20
     assert details.endswith(f"; and {count - 20} more unknown keys")
     assert "k00000" in details and f"k{count - 1:05d}" not in details
 
 
-@pytest.mark.parametrize("where", ["top", "context", "job input"])
+@pytest.mark.parametrize("where", ["top", "context"])
 def test_a_few_unknown_keys_are_named_every_one(client: FlaskClient, where: str) -> None:
-    details = _details(client, where, _with_unknown(20, where))
+    response = client.post("/api/optimize", json=_with_unknown(20, where))
+    assert response.status_code == 400
+    details = response.get_json()["details"]
     assert details.count("Extra inputs are not permitted") == 20 and "more unknown keys" not in details
+    assert _refused(_with_unknown(20, "job input"), JobSubmission).count("Extra inputs") == 20
