@@ -40,7 +40,7 @@ worker: $(RUNTIME) ## Run jobs only (JOB_CONCURRENCY at once) from the queue the
 	$(BIN)/python -m app.jobs.worker
 
 test: $(DEV) ## Every module's behaviour: unit + real gunicorn/Redis/nginx/Prometheus (README: how long)
-	$(BIN)/pytest -n 2 --dist loadscope --durations=10
+	$(BIN)/pytest -n 2 --dist worksteal --durations=10
 
 test-fleet: $(DEV) ## The fleet's fault drills, Redis Cluster and Sentinel, a 30 s soak, make cluster (README: how long)
 	$(BIN)/pytest --no-cov --durations=10 tests/fleet

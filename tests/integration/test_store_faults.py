@@ -38,14 +38,6 @@ BROKEN = [
         "upstreamBudget",
     ),
     (
-        "upstream cap, file a directory",
-        _blocked("upstream.sqlite3"),
-        {"UPSTREAM_MAX_CONCURRENCY": "5"},
-        {},
-        "Upstream budget unavailable",
-        "upstreamBudget",
-    ),
-    (
         "key budget, file corrupt",
         _corrupt("upstream.sqlite3"),
         {"API_KEYS_FILE": "KEYS"},
