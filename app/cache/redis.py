@@ -17,11 +17,59 @@ __all__ = ["PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]
 log = logging.getLogger(__name__)
 
 
+TIMEOUTS_TO_PAUSE = 3  # timeouts with no reply since, over STALL_TO_PAUSE s, pause Redis (refused: at once)
+STALL_TO_PAUSE = 1.0  # seconds without a reply before timeouts pause Redis
+
+
+class LoopLag:
+    """How late this process's event loop has been lately: a greenlet asks to wake every TICK
+    seconds and notes how much later it woke. On a busy machine (or under a burst of CPU-bound
+    work in this worker) a Redis reply that came in time can be read only after a timeout fires:
+    that is the worker's lateness, not Redis's, and must not be taken for an outage."""
+
+    TICK = 0.05
+    WINDOW = 2.0  # seconds of history a verdict looks at
+
+    def __init__(self) -> None:
+        self._late: list[tuple[float, float]] = []  # (when, how late), newest last
+        self._watcher: gevent.Greenlet | None = None
+        self._asked = 0.0  # when the watcher last went to sleep
+
+    def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = gevent.spawn(self._watch)
+
+    def _watch(self) -> None:
+        while True:
+            asked = self._asked = time.monotonic()
+            gevent.sleep(self.TICK)
+            now = time.monotonic()
+            late = now - asked - self.TICK
+            if late > 0.01:
+                self._late.append((now, late))
+                if len(self._late) > 64:
+                    del self._late[:32]
+
+    def worst(self) -> float:
+        """The most the loop was late within the last WINDOW seconds (including right now, when
+        the watcher itself is overdue)."""
+        now = time.monotonic()
+        recent = [late for when, late in self._late if now - when <= self.WINDOW]
+        overdue = now - self._asked - self.TICK if self._asked else 0.0  # 0: the watcher has not run yet
+        return max([*recent, overdue], default=0.0)
+
+
 class RedisHealth:
     """Counts Redis failures, logs them at most once per interval (an outage is visible without
     flooding the logs), and after a failure tells callers to leave Redis alone for `pause`
     seconds: a slow or absent Redis then costs a request at most one REDIS_SOCKET_TIMEOUT, not
-    one per operation, and the first call after the pause finds out whether it is back."""
+    one per operation, and the first call after the pause finds out whether it is back.
+
+    What pauses Redis is decided from Redis's own behaviour: a refused or broken connection at
+    once; timeouts only once Redis has answered nothing for STALL_TO_PAUSE seconds. A timeout while this
+    process's own loop was late by half the timeout or more (`starved`) is the worker's lateness,
+    not Redis's: counted as `late`, never toward a pause. One slow reply on a busy machine once
+    paused Redis for the whole worker, and every request in that second called the model alone."""
 
     def __init__(
         self,
@@ -36,6 +84,10 @@ class RedisHealth:
         self._last_log = 0.0
         self._pause = pause
         self._skip_until = 0.0
+        self.late = 0  # timeouts put down to this process's own lateness
+        self._timeouts: list[float] = []  # when recent timeouts happened (monotonic)
+        self._answered = 0.0  # when Redis last answered a guarded call
+        self.lag = LoopLag()
 
     @classmethod
     def for_timeout(cls, socket_timeout: float) -> RedisHealth:
@@ -44,6 +96,15 @@ class RedisHealth:
         health = cls()
         health.call_timeout = socket_timeout
         return health
+
+    def starved(self, exc: BaseException | None = None) -> bool:
+        """Was `exc` (a timeout), or would a timeout now be, this process's lateness rather than
+        Redis's? True when the loop was late by half a call's bound or more lately."""
+        if exc is not None and not isinstance(exc, redis.TimeoutError):
+            return False
+        bound = self.call_timeout if self.call_timeout is not None else 0.25
+        self.lag.start()
+        return self.lag.worst() >= bound / 2
 
     def available(self) -> bool:
         """False within `pause` seconds of the last failure: serve without Redis meanwhile."""
@@ -55,17 +116,36 @@ class RedisHealth:
         reload included, which the socket timeout bounds only one read at a time."""
         if not self.available():
             raise RedisPaused("not tried: Redis failed a moment ago")
+        self.lag.start()
         if self.call_timeout is None:
-            return call(*args, **kwargs)
-        with gevent.Timeout(self.call_timeout, redis.TimeoutError("Redis call timed out")):
-            return call(*args, **kwargs)
+            answer = call(*args, **kwargs)
+        else:
+            with gevent.Timeout(self.call_timeout, redis.TimeoutError("Redis call timed out")):
+                answer = call(*args, **kwargs)
+        self._answered = time.monotonic()
+        return answer
 
     def failed(self, operation: str, exc: Exception) -> None:
         if isinstance(exc, RedisPaused):
             return  # not tried: the pause is already running, and must end on time
+        if self.starved(exc):
+            self.late += 1
+            log.debug(
+                "redis %s timed out while this worker was late (%.3f s): not an outage", operation, self.lag.worst()
+            )
+            return
         self.failures += 1
         now = time.monotonic()
-        self._skip_until = now + self._pause
+        if isinstance(exc, redis.TimeoutError) and not isinstance(exc, redis.ConnectionError):
+            # Slow replies are not an outage: on a busy machine Redis (a process like any
+            # other) stalls for a few hundred milliseconds now and then, and every call in
+            # flight times out at once. Only when Redis has answered nothing for STALL_TO_PAUSE
+            # seconds (and timed out TIMEOUTS_TO_PAUSE calls since) is it left alone.
+            self._timeouts = [t for t in self._timeouts if t > self._answered] + [now]
+            if len(self._timeouts) >= TIMEOUTS_TO_PAUSE and now - self._answered >= STALL_TO_PAUSE:
+                self._skip_until = now + self._pause
+        else:  # refused, reset, unreachable: down now
+            self._skip_until = now + self._pause
         if self.on_failure is not None:
             self.on_failure()
         if now - self._last_log >= self._interval:
@@ -123,11 +203,17 @@ class RedisCache:
         after a failure too — for a read right after Redis answered (a follower that has just
         read its leader's end marker: the answer is there, and the pause must not hide it)."""
         client = getattr(self._client, "plain", self._client) if even_paused else self._client
-        try:
-            raw = cast("bytes | None", client.get(self._key(key)))
-        except redis.RedisError as exc:
-            self.health.failed("cache get", exc)
-            return None
+        for attempt in (1, 2):
+            try:
+                raw = cast("bytes | None", client.get(self._key(key)))
+                break
+            except redis.TimeoutError as exc:  # slow, not gone: a read is worth a second try
+                self.health.failed("cache get", exc)  # before a miss costs a model call
+                if attempt == 2:
+                    return None
+            except redis.RedisError as exc:
+                self.health.failed("cache get", exc)
+                return None
         return None if raw is None else CachedValue.decode(raw)
 
     def set(self, key: str, value: CachedValue, *, even_paused: bool = False) -> bool:
@@ -138,12 +224,19 @@ class RedisCache:
         if keep <= 0:
             return False
         client = getattr(self._client, "plain", self._client) if even_paused else self._client
-        try:
-            client.set(self._key(key), value.encode(), px=max(1, int(keep * 1000)))
-        except redis.RedisError as exc:
-            self.health.failed("cache set", exc)
-            return False
-        return True
+        data = value.encode()
+        for attempt in (1, 2):
+            try:
+                client.set(self._key(key), data, px=max(1, int(keep * 1000)))
+                return True
+            except redis.TimeoutError as exc:  # slow, not gone: followers elsewhere read it from here
+                self.health.failed("cache set", exc)
+                if attempt == 2:
+                    return False
+            except redis.RedisError as exc:
+                self.health.failed("cache set", exc)
+                return False
+        return False
 
     def recent(self, limit: int, deadline: float) -> list[tuple[str, CachedValue]]:
         """Up to `limit` entries still worth serving, most recently stored first, read until the

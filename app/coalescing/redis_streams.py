@@ -47,6 +47,9 @@ RELAY_BLOCK = 0.5
 READ_ATTEMPTS = 3
 
 
+CLAIM_TRIES = 3  # a lock claim's tries when Redis is slow to answer
+
+
 class SharedStreams:
     def __init__(
         self,
@@ -76,11 +79,21 @@ class SharedStreams:
 
     # --- leader ----------------------------------------------------------------------------------
 
-    def claim(self, key: str) -> Lock | None:
+    def claim(self, key: str, deadline: float | None = None) -> Lock | None:
         """Return the key's lock when this process now leads its stream, None when another does;
-        raise RedisError when Redis cannot tell (the caller then streams on its own)."""
+        raise RedisError when Redis cannot tell (the caller then streams on its own). A timeout
+        is tried again, up to CLAIM_TRIES in all within `deadline`, with the same token: a reply
+        that came late on a busy machine may have given this process the lock (then it leads),
+        and a second model call is what coordinating exists to avoid."""
         lock = self._locks.lock(self._tag(key) + ":lock", timeout=self._lease, thread_local=False)
-        return lock if lock.acquire(blocking=False) else None
+        for attempt in range(1, CLAIM_TRIES + 1):
+            try:
+                return lock if lock.acquire(blocking=False) or lock.owned() else None
+            except redis.TimeoutError as exc:
+                if deadline is None or time.monotonic() >= deadline or attempt == CLAIM_TRIES:
+                    raise
+                self.health.failed("coalescing lock", exc)
+        raise AssertionError("unreachable")
 
     def keep(self, lock: Lock) -> gevent.Greenlet:
         """Renew the lease while the leader streams; kill the greenlet when done."""
@@ -107,7 +120,9 @@ class SharedStreams:
             return False
         return True
 
-    def end(self, key: str, lock: Lock, ok: bool, error: BaseException | None = None) -> None:
+    def end(
+        self, key: str, lock: Lock, ok: bool, error: BaseException | None = None, value: CachedValue | None = None
+    ) -> None:
         """Close the stream for its followers, keep it a while for late joiners, let go the lead;
         a failed call's `error` goes with the end marker (JSON followers raise the same one).
         Tried even while Redis is paused after a failure: no caller waits for it, and without
@@ -116,6 +131,8 @@ class SharedStreams:
         fields: dict[str, bytes] = {"end": END_OK if ok else END_FAILED}
         if error is not None:
             fields["error"] = json.dumps(error_to_wire(error)).encode()
+        if value is not None:  # JSON followers take it from here when L2 could not take it
+            fields["value"] = value.encode()
         try:
             pipe = self._locks.pipeline(transaction=False)
             pipe.xadd(events, fields)  # type: ignore[arg-type]
@@ -152,7 +169,7 @@ class SharedStreams:
             if not self.health.available():  # Redis failed a moment ago: coalesce in this worker only
                 return call(), False
             try:
-                lock = self.claim(key)
+                lock = self.claim(key, deadline)
             except redis.RedisError as exc:
                 self.health.failed("coalescing lock", exc)
                 return call(), False
@@ -169,6 +186,8 @@ class SharedStreams:
             if b"error" in end:
                 raise error_from_wire(json.loads(end[b"error"]))
             value = stored()
+            if value is None and b"value" in end:  # L2 did not take it (a slow Redis): the marker did
+                value = CachedValue.decode(end[b"value"])
             if value is not None:
                 return value, True
             if time.monotonic() >= deadline:
@@ -178,8 +197,10 @@ class SharedStreams:
     def _lead(self, key: str, lock: Lock, call: Callable[[], CachedValue]) -> CachedValue:
         heartbeat = self.keep(lock)
         error: BaseException | None = None
+        value: CachedValue | None = None
         try:
-            return call()
+            value = call()
+            return value
         except Exception as exc:
             error = exc
             raise
@@ -187,7 +208,7 @@ class SharedStreams:
             heartbeat.kill(block=False)
             # Off the caller's time: on a slow Redis, ending would add up to two socket
             # timeouts to an answer that is already made.
-            gevent.spawn(self.end, key, lock, error is None, error)
+            gevent.spawn(self.end, key, lock, error is None, error, value)
 
     # --- follower --------------------------------------------------------------------------------
 
@@ -227,6 +248,8 @@ class SharedStreams:
                     batches: Any = self._reader.xread({events: last}, block=block, count=512)
                 except redis.RedisError as exc:
                     self.health.failed("stream read", exc)
+                    if self.health.starved(exc):
+                        continue  # this worker was late, not Redis: the events wait there; read on
                     failures += 1
                     if not relayed or failures >= READ_ATTEMPTS:
                         return UNREACHABLE

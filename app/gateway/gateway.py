@@ -69,7 +69,7 @@ class Gateway(StreamingGateway):
             if write and self.inflight is not None:
                 with self._tracer.span("coalescing.wait") as span:
                     (value, status), coalesced = self.inflight.run(
-                        key, lambda: self._lead_counted(key, request, produce), request.timeout
+                        key, lambda: self._lead_counted(key, request, produce, read), request.timeout
                     )
                     role = "follower" if coalesced or status == "COALESCED" else "leader"
                     span.set_attribute("coalescing.role", role)
@@ -110,24 +110,38 @@ class Gateway(StreamingGateway):
         return self.shared_streams is not None and self.shared_streams.followers(key) > 0
 
     def _lead_counted(
-        self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]
+        self, key: str, request: LLMRequest, produce: Callable[[], CachedValue], read: bool = True
     ) -> tuple[CachedValue, str]:
         assert self.inflight is not None
         self._observer.in_flight(len(self.inflight))
         try:
-            return self._lead(key, request, produce)
+            return self._lead(key, request, produce, read)
         finally:
             self._observer.in_flight(len(self.inflight) - 1)  # this call's entry leaves right after
 
-    def _lead(self, key: str, request: LLMRequest, produce: Callable[[], CachedValue]) -> tuple[CachedValue, str]:
+    def _lead(
+        self, key: str, request: LLMRequest, produce: Callable[[], CachedValue], read: bool = True
+    ) -> tuple[CachedValue, str]:
         shared = self.shared_streams
         if shared is None:
             return produce(), "MISS"
+        found: list[CachedValue] = []
+
+        def unless_stored() -> CachedValue:
+            """The lead is ours: look in L2 once more before paying for a call — the answer may
+            have landed since our first look (a leader elsewhere finished), or that look may
+            have failed on a slow Redis."""
+            again = self.l2.get(key) if read and self.l2 is not None else None
+            if again is not None and again.fresh_until > time.time():
+                found.append(again)
+                return again
+            return produce()
+
         # The follower's read comes right after Redis gave it the end marker: even while paused.
         value, remote = shared.run(
-            key, produce, request.timeout, lambda: self.l2.get(key, even_paused=True) if self.l2 else None
+            key, unless_stored, request.timeout, lambda: self.l2.get(key, even_paused=True) if self.l2 else None
         )
-        if remote:
+        if remote or found:
             self._observer.coalesced(request.task, "cluster")
             self._store_l1(key, value)
             return value, "COALESCED"

@@ -60,3 +60,38 @@ def test_a_whole_call_is_bounded_by_the_call_timeout() -> None:
     with contextlib.suppress(redis.TimeoutError):
         health.guard(gevent.sleep, 5)
     assert time.monotonic() - started < 2  # the 5 s call was cut at 0.2 s
+
+
+def test_slow_replies_pause_redis_only_once_it_has_answered_nothing_for_a_while() -> None:
+    """What pauses Redis is Redis's own behaviour: a refused connection at once; timeouts while
+    Redis still answers other calls never (a busy machine's Redis stalls now and then, and every
+    call in flight times out together); timeouts with no answer for STALL_TO_PAUSE, yes."""
+    from app.cache import redis as module
+
+    health = RedisHealth.for_timeout(0.25)
+    health.guard(lambda: "answer")  # Redis answered just now
+    for _ in range(10):  # a burst of timeouts, all within the stall window
+        health.failed("cache get", redis.TimeoutError("slow"))
+    assert health.available() and health.failures == 10
+    health._answered -= module.STALL_TO_PAUSE  # as if nothing had answered for the whole window
+    health.failed("cache get", redis.TimeoutError("slow"))
+    assert not health.available()  # Redis silent that long: left alone
+
+    refused = RedisHealth.for_timeout(0.25)
+    refused.guard(lambda: "answer")
+    refused.failed("cache get", redis.ConnectionError("refused"))
+    assert not refused.available()  # gone: left alone at once
+
+
+def test_a_timeout_while_this_worker_was_late_is_not_redis_s_failure() -> None:
+    import gevent
+
+    health = RedisHealth.for_timeout(0.2)
+    health.lag.start()
+    gevent.sleep(0.06)  # the watcher ticks once
+    time.sleep(0.3)  # this worker's loop blocked (CPU-bound work): the watcher wakes late
+    gevent.sleep(0.06)
+    assert health.lag.worst() >= 0.1 and health.starved(redis.TimeoutError("late"))
+    health.failed("cache get", redis.TimeoutError("late"))
+    assert health.late == 1 and health.failures == 0 and health.available()
+    assert not health.starved(redis.ConnectionError("refused"))  # a refusal is never lateness
