@@ -17,8 +17,8 @@ __all__ = ["PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]
 log = logging.getLogger(__name__)
 
 
-TIMEOUTS_TO_PAUSE = 3  # timeouts with no reply since, over STALL_TO_PAUSE s, pause Redis (refused: at once)
-STALL_TO_PAUSE = 1.0  # seconds without a reply before timeouts pause Redis
+TIMEOUTS_TO_PAUSE = 3  # timeouts with no reply since (over the stall below) pause Redis; refused: at once
+STALL_TO_PAUSE = 1.5  # call timeouts without a reply before timeouts pause Redis
 
 
 class LoopLag:
@@ -66,9 +66,9 @@ class RedisHealth:
     one per operation, and the first call after the pause finds out whether it is back.
 
     What pauses Redis is decided from Redis's own behaviour: a refused or broken connection at
-    once; timeouts only once Redis has answered nothing for STALL_TO_PAUSE seconds. A timeout while this
-    process's own loop was late by half the timeout or more (`starved`) is the worker's lateness,
-    not Redis's: counted as `late`, never toward a pause. One slow reply on a busy machine once
+    once; timeouts only once Redis has answered nothing for STALL_TO_PAUSE call timeouts. A
+    timeout while this process's own loop was late by half the timeout or more (`starved`) is
+    the worker's lateness, not Redis's: counted as `late`, never toward a pause. One slow reply on a busy machine once
     paused Redis for the whole worker, and every request in that second called the model alone."""
 
     def __init__(
@@ -140,9 +140,10 @@ class RedisHealth:
             # Slow replies are not an outage: on a busy machine Redis (a process like any
             # other) stalls for a few hundred milliseconds now and then, and every call in
             # flight times out at once. Only when Redis has answered nothing for STALL_TO_PAUSE
-            # seconds (and timed out TIMEOUTS_TO_PAUSE calls since) is it left alone.
+            # call timeouts (and timed out TIMEOUTS_TO_PAUSE calls since) is it left alone.
             self._timeouts = [t for t in self._timeouts if t > self._answered] + [now]
-            if len(self._timeouts) >= TIMEOUTS_TO_PAUSE and now - self._answered >= STALL_TO_PAUSE:
+            stall = STALL_TO_PAUSE * (self.call_timeout or 0.25)
+            if len(self._timeouts) >= TIMEOUTS_TO_PAUSE and now - self._answered >= stall:
                 self._skip_until = now + self._pause
         else:  # refused, reset, unreachable: down now
             self._skip_until = now + self._pause

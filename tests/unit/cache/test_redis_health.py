@@ -73,7 +73,7 @@ def test_slow_replies_pause_redis_only_once_it_has_answered_nothing_for_a_while(
     for _ in range(10):  # a burst of timeouts, all within the stall window
         health.failed("cache get", redis.TimeoutError("slow"))
     assert health.available() and health.failures == 10
-    health._answered -= module.STALL_TO_PAUSE  # as if nothing had answered for the whole window
+    health._answered -= module.STALL_TO_PAUSE * 0.25  # as if nothing had answered for the whole window
     health.failed("cache get", redis.TimeoutError("slow"))
     assert not health.available()  # Redis silent that long: left alone
 
