@@ -121,3 +121,59 @@ def test_only_connections_idle_since_before_sigterm_are_swept() -> None:
     assert worker.idle == {before}  # idle only since SIGTERM: its own timeout closes it
     gevent.killall([before, after])
     assert worker.idle == set()
+
+
+def test_a_body_must_arrive_whole_before_its_deadline() -> None:
+    """DeadlineBody over a real (gevent) socket: what arrives in time is read; a body still
+    trickling at its deadline raises TimeoutError and marks the connection to close."""
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    from config.worker import DeadlineBody
+
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"0123456789")
+    whole = SimpleNamespace(must_close=False, body=Body(LengthReader(SocketUnreader(ours), 10)))
+    assert DeadlineBody(whole, time.monotonic() + 5).read() == b"0123456789"  # in time
+    assert not whole.must_close
+    req = SimpleNamespace(must_close=False, body=Body(LengthReader(SocketUnreader(ours), 20)))
+    body = DeadlineBody(req, time.monotonic() + 0.3)
+    gevent.spawn_later(0.05, theirs.sendall, b"ab")  # two bytes of twenty, then nothing
+    started = time.monotonic()
+    try:
+        body.read()
+    except TimeoutError as exc:
+        assert "BODY_READ_TIMEOUT" in str(exc)
+    else:
+        raise AssertionError("a body still trickling at its deadline must time out")
+    assert req.must_close and time.monotonic() - started < 5
+    try:
+        body.readline()  # past the deadline: refused at once
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("every read past the deadline times out")
+    ours.close()
+    theirs.close()
+
+
+def test_gunicorns_own_errors_are_written_in_the_json_shape() -> None:
+    import json
+
+    from config.worker import write_json_error
+
+    ours, theirs = socket.socketpair()
+    write_json_error(
+        ours, 431, "Request Header Fields Too Large", "Error parsing headers: 'limit request headers fields'"
+    )
+    ours.close()
+    answer = b""
+    while chunk := theirs.recv(4096):
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert b"Content-Type: application/json" in head and b"Connection: close" in head
+    assert f"Content-Length: {len(body)}".encode() in head
+    document = json.loads(body)
+    assert document["error"] == "Request Header Fields Too Large" and len(document["requestId"]) == 32
+    theirs.close()

@@ -61,3 +61,18 @@ def test_flask_takes_the_pipelines_route(app: Flask) -> None:
     doubled = client.get("/", environ_overrides={"PATH_INFO": "//api/jobs/0123456789abcdef0123456789abcdef"})
     assert plain.status_code == doubled.status_code
     assert plain.get_json()["error"] == doubled.get_json()["error"]
+
+
+def test_a_request_that_did_not_come_through_the_pipeline_is_routed_by_flask_itself(app: Flask) -> None:
+    """Flask's own request contexts (a test_request_context, a CLI) still route as Flask does."""
+    with app.test_request_context("/health/live", method="GET") as context:
+        context.match_request()
+        assert context.request.url_rule is not None and context.request.url_rule.endpoint == "health.live"
+
+
+def test_a_redirect_names_the_canonical_path_and_keeps_the_query(app: Flask) -> None:
+    response = app.test_client().post(
+        "/", environ_overrides={"PATH_INFO": "/api//optimize", "QUERY_STRING": "a=1"}, json={}
+    )
+    assert response.status_code == 308 and response.headers["Location"] == "/api/optimize?a=1"
+    assert response.get_json()["location"] == "/api/optimize?a=1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gevent
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -126,3 +127,22 @@ def test_periods_reset_at_utc_midnight_and_the_month() -> None:
     moment = time.mktime((2026, 12, 31, 23, 0, 0, 0, 0, 0)) - time.timezone
     assert _period("day", moment)[0] == "2026-12-31" and _period("day", moment)[1] - moment == 3600
     assert _period("month", moment)[0] == "2026-12" and time.gmtime(_period("month", moment)[1])[:3] == (2027, 1, 1)
+
+
+def test_readiness_says_what_the_budgets_can_count(own_redis_url: str) -> None:
+    assert Spend((KeySpec("bob", digest("b")),), MemoryReservations(), "t:").readiness() is None  # no budgets
+    broken = Spend(KEYS, None, "t:", scope="machine", why="upstream.sqlite3: DatabaseError")
+    assert broken.readiness() == {"status": "fail", "scope": "machine", "error": "upstream.sqlite3: DatabaseError"}
+    client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
+    spend = Spend(KEYS, RedisReservations(client), "t:", scope="fleet")
+    assert spend.readiness() == {"status": "ok", "scope": "fleet"}
+    ticket = spend.admit("alice", 100, 0.0, _in(30))
+    assert ticket is not None
+    redis.Redis.from_url(own_redis_url).client_pause(500)
+    ticket.settle(50, 0.0)  # not written: Redis stalled
+    assert spend.readiness() == {"status": "warn", "scope": "fleet", "unwritten": 1}
+    deadline = time.monotonic() + 10  # the kept use is written by a retry greenlet once Redis answers
+    while spend.unwritten:
+        assert time.monotonic() < deadline, "the kept use was never written"
+        gevent.sleep(0.1)
+    assert _usage(spend) == pytest.approx(50)
