@@ -15,7 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from flask.ctx import RequestContext
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, MapAdapter, RequestRedirect, Rule
 
 __all__ = ["ENVIRON_KEY", "Guard", "Route", "RoutedRequestContext", "Router", "redirect_location"]
@@ -78,9 +78,7 @@ class Router:
     def _match(self, path: str, method: str, query: str) -> Route:
         try:
             rule, args = self._adapter.match(path, method, return_rule=True, query_args=query)
-        except (NotFound, MethodNotAllowed, RequestRedirect) as exc:
-            return Route(None, error=exc)
-        except HTTPException as exc:  # anything else Werkzeug's matcher may say: no route
+        except HTTPException as exc:  # not found, not allowed, a redirect (RequestRedirect): no route
             return Route(None, error=exc)
         return Route(rule, dict(args))
 
