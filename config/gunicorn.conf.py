@@ -85,25 +85,29 @@ def child_exit(server, worker):
 def post_worker_init(worker):
     """Jobs: with JOB_RUNNER=server one worker per machine runs them (the others stand by to
     take over); otherwise each worker only reports the queue's figures."""
-    jobs = _jobs_of(worker)
-    if jobs is not None:
+    parts = _parts_of(worker)
+    if parts is not None and parts.jobs is not None:
         if _settings.job_runner == "server":
-            jobs.runner.start()
+            parts.jobs.runner.start()
         else:
-            jobs.start_reporting()
+            parts.jobs.start_reporting()
 
 
 def worker_exit(server, worker):
-    """Stop this worker's jobs (unfinished ones are queued again at once) and flush spans still
-    queued in this worker before it goes."""
-    jobs = _jobs_of(worker)
-    if jobs is not None:
-        jobs.stop(grace=5.0)
-    provider = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("tracer_provider")
-    if provider is not None:
-        provider.shutdown()
+    """Stop this worker's jobs (unfinished ones are queued again at once), then export the spans
+    still queued in this worker before it goes."""
+    parts = _parts_of(worker)
+    if parts is None:
+        return
+    if parts.jobs is not None:
+        parts.jobs.stop(grace=5.0)
+    if parts.tracing is not None:
+        parts.tracing.shutdown()
 
 
-def _jobs_of(worker):
-    found = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("prompt_builder")
-    return getattr(found, "jobs", None)
+def _parts_of(worker):
+    """The worker's app parts (app.parts.Parts), or None before the app was loaded."""
+    from app.parts import parts_of
+
+    app = getattr(worker, "wsgi", None)
+    return parts_of(app) if app is not None else None

@@ -197,7 +197,9 @@ def init_app(settings: Settings) -> Tracing | None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
     resource = Resource.create({"service.name": settings.otel_service_name, "deployment.environment": settings.app_env})
-    provider = TracerProvider(resource=resource, sampler=_edge_sampler(settings))
+    # Not at interpreter exit: a gunicorn worker exports what it still holds in its worker_exit
+    # hook (config/gunicorn.conf.py), through Tracing.shutdown — one way out for queued spans.
+    provider = TracerProvider(resource=resource, sampler=_edge_sampler(settings), shutdown_on_exit=False)
     delay = settings.otel_bsp_schedule_delay
     if settings.otel_traces_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

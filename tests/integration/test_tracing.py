@@ -368,3 +368,42 @@ def test_the_edge_samples_about_the_ratio(sampled_at: Any) -> None:
     seen = counts[-1]
     # Binomial(200, 0.5): mean 100, sd 7.1; 60-140 is more than 5.6 sd either way.
     assert 60 <= seen <= 140, seen
+
+
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGQUIT"])
+def test_spans_queued_in_a_worker_reach_the_receiver_when_it_stops(
+    _fake_upstream_process: FakeUpstreamProcess, stop_signal: str
+) -> None:
+    """Spans still queued when a worker stops are exported on its way out (gunicorn's
+    worker_exit hook), on a graceful stop and a quick one alike: the batch delay here is ten
+    minutes, so nothing leaves the worker before it stops."""
+    import signal
+
+    receiver = Receiver()
+    env = {
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "ANTHROPIC_BASE_URL": _fake_upstream_process.url,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "LLM_MODEL": "claude-test",
+    }
+    try:
+        with start_server(env, workers=2) as server:
+            ids = [f"exit-{stop_signal}-{i}" for i in range(6)]
+            for i, request_id in enumerate(ids):
+                answer = requests.post(
+                    f"{server.url}/api/optimize",
+                    json={"prompt": f"flush on exit {i}", "mode": "reasoning"},
+                    headers={"X-Request-ID": request_id},
+                    timeout=30,
+                )
+                assert answer.status_code == 200
+            assert not _roots(receiver, f"exit-{stop_signal}-")  # held in the workers until they stop
+            server.proc.send_signal(getattr(signal, stop_signal))
+            assert server.proc.wait(timeout=60) == 0
+            found = {s["attrs"]["http.request.header.x_request_id"] for s in _roots(receiver, f"exit-{stop_signal}-")}
+            assert found == set(ids), server.output()
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
