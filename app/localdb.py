@@ -1,7 +1,11 @@
 """An SQLite file every process of one machine shares (the job store, the upstream budget): one
 connection per process (opened after fork), short BEGIN IMMEDIATE transactions, one at a time
-per process. SQLite's calls block the worker for their duration; each of these is a few
-statements on small tables.
+per process.
+
+SQLite blocks its caller — on another process's write lock (up to the busy timeout), on a
+commit's sync — and a gevent worker blocked is every request of it blocked. So the connection
+lives on one thread of this process, and every statement runs there (`gevent.threadpool`, as
+the disk tier runs diskcache): the greenlet that asked waits, the others go on.
 
 The file a connection holds must still be the file at its path: one deleted or replaced while
 the service runs would split the processes between the old file (still open) and a new one,
@@ -13,18 +17,42 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["LocalDB"]
+from gevent.lock import Semaphore
+from gevent.threadpool import ThreadPool
+
+__all__ = ["LocalDB", "Rows", "Transaction"]
+
+T = TypeVar("T")
+
+
+class Rows:
+    """What a statement gave, read in full on the database's thread: its rows and rowcount."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows, self.rowcount = rows, rowcount
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
 
 
 class LocalDB:
     def __init__(self, path: str, schema: str, busy_timeout: float = 5.0) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()  # made in create_app: a gevent lock once patched
+        self._lock = Semaphore()  # one transaction at a time per process (greenlets wait here)
         self._conn: sqlite3.Connection | None = None
+        self._pool: ThreadPool | None = None
         self._pid = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self.broken: str | None = None  # why the file can no longer be trusted
@@ -34,8 +62,14 @@ class LocalDB:
                 if statement.strip():
                     db.execute(statement)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on this process's database thread; the calling greenlet waits for it."""
+        if self._pool is None or self._pid != os.getpid():  # a forked worker starts its own
+            self._pool, self._conn, self._pid = ThreadPool(1), None, os.getpid()
+        return self._pool.apply(fn, args)  # type: ignore[no-any-return]
+
+    def _connection(self) -> sqlite3.Connection:  # on the database thread
+        if self._conn is None:
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("pragma journal_mode=wal")
@@ -43,7 +77,7 @@ class LocalDB:
             found = os.stat(self.path)
             if self._identity is None:
                 self._identity = (found.st_dev, found.st_ino)
-            self._conn, self._pid = conn, os.getpid()
+            self._conn = conn
         self._check()
         return self._conn
 
@@ -59,27 +93,59 @@ class LocalDB:
         if self.broken is not None:
             raise sqlite3.OperationalError(f"{self.broken}: restart the instance")
 
-    def transaction(self) -> _Transaction:
-        """`with db.transaction() as conn:` — BEGIN IMMEDIATE … COMMIT (ROLLBACK on error)."""
-        return _Transaction(self._lock, self._connection)
+    def _begin(self) -> None:  # on the database thread
+        self._connection().execute("begin immediate")
 
+    def _end(self, commit: bool) -> None:  # on the database thread
+        assert self._conn is not None
+        self._conn.execute("commit" if commit else "rollback")
 
-class _Transaction:
-    def __init__(self, lock: Any, connect: Any) -> None:
-        self._lock, self._connect = lock, connect
+    def _execute(self, sql: str, params: Sequence[Any]) -> Rows:  # on the database thread
+        assert self._conn is not None
+        cursor = self._conn.execute(sql, params)
+        return Rows(cursor.fetchall(), cursor.rowcount)
 
-    def __enter__(self) -> sqlite3.Connection:
-        self._lock.acquire()
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` in one transaction, wholly on the database thread (one hop
+        for a transaction of many statements); COMMIT, or ROLLBACK when it raises."""
+        with self._lock:
+            return self.call(self._run, fn, args)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:  # on the database thread
+        self._begin()
+        assert self._conn is not None
         try:
-            self._conn: sqlite3.Connection = self._connect()
-            self._conn.execute("begin immediate")
+            found = fn(self._conn, *args)
         except BaseException:
-            self._lock.release()
+            self._conn.execute("rollback")
             raise
-        return self._conn
+        self._conn.execute("commit")
+        return found
+
+    def transaction(self) -> Transaction:
+        """`with db.transaction() as conn:` — BEGIN IMMEDIATE … COMMIT (ROLLBACK on error);
+        each `conn.execute(sql, params)` goes to the database thread and gives Rows."""
+        return Transaction(self)
+
+
+class Transaction:
+    def __init__(self, db: LocalDB) -> None:
+        self._db = db
+
+    def __enter__(self) -> Transaction:
+        self._db._lock.acquire()
+        try:
+            self._db.call(self._db._begin)
+        except BaseException:
+            self._db._lock.release()
+            raise
+        return self
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        return self._db.call(self._db._execute, sql, params)
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         try:
-            self._conn.execute("commit" if kind is None else "rollback")
+            self._db.call(self._db._end, kind is None)
         finally:
-            self._lock.release()
+            self._db._lock.release()

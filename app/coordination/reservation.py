@@ -202,12 +202,7 @@ class SqliteReservations:
 
     def _run(self, step: Any, *args: Any) -> Any:
         try:
-            with self._db.transaction() as conn:
-                now = time.time()
-                conn.execute("delete from holds where expires <= ?", (now,))
-                conn.execute("delete from counters where until <= ?", (now,))
-                conn.execute("delete from settled where until <= ?", (now,))
-                return step(conn, now, *args)
+            return self._db.run(_expire_then, step, args)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"{self._db.path}: {type(exc).__name__}: {exc}") from exc
 
@@ -252,6 +247,15 @@ class SqliteReservations:
 
     def usage(self, counter: str) -> tuple[float, float]:
         return self._run(lambda conn, now: _usage(conn, counter))  # type: ignore[no-any-return]
+
+
+def _expire_then(conn: sqlite3.Connection, step: Any, args: tuple[Any, ...]) -> Any:
+    """On the database thread: forget what has expired, then `step(conn, now, *args)`."""
+    now = time.time()
+    conn.execute("delete from holds where expires <= ?", (now,))
+    conn.execute("delete from counters where until <= ?", (now,))
+    conn.execute("delete from settled where until <= ?", (now,))
+    return step(conn, now, *args)
 
 
 def _usage(conn: sqlite3.Connection, counter: str) -> tuple[float, float]:

@@ -223,25 +223,28 @@ class SqliteSlots(_PolledSlots):
         self._db = db
 
     def _try(self, token: str, score: float, now: float) -> bool:
-        with self._db.transaction() as conn:
-            conn.execute("delete from holders where until <= ?", (now,))
-            conn.execute("delete from waiters where seen <= ?", (now - FORGET_WAITER,))
-            conn.execute(
-                "insert into waiters (token, score, seen) values (?, ?, ?)"
-                " on conflict (token) do update set seen = excluded.seen",
-                (token, score, now),
-            )
-            free = self.limit - conn.execute("select count(*) from holders").fetchone()[0]
-            if free <= 0:
-                return False
-            ahead = conn.execute(
-                "select count(*) from waiters where score < ? or (score = ? and token < ?)", (score, score, token)
-            ).fetchone()[0]
-            if ahead >= free:
-                return False
-            conn.execute("delete from waiters where token = ?", (token,))
-            conn.execute("insert into holders (token, until) values (?, ?)", (token, now + self._hold))
-            return True
+        return self._db.run(self._try_in, token, score, now)
+
+    def _try_in(self, conn: sqlite3.Connection, token: str, score: float, now: float) -> bool:
+        """On the database thread, in one transaction."""
+        conn.execute("delete from holders where until <= ?", (now,))
+        conn.execute("delete from waiters where seen <= ?", (now - FORGET_WAITER,))
+        conn.execute(
+            "insert into waiters (token, score, seen) values (?, ?, ?)"
+            " on conflict (token) do update set seen = excluded.seen",
+            (token, score, now),
+        )
+        free = self.limit - conn.execute("select count(*) from holders").fetchone()[0]
+        if free <= 0:
+            return False
+        ahead = conn.execute(
+            "select count(*) from waiters where score < ? or (score = ? and token < ?)", (score, score, token)
+        ).fetchone()[0]
+        if ahead >= free:
+            return False
+        conn.execute("delete from waiters where token = ?", (token,))
+        conn.execute("insert into holders (token, until) values (?, ?)", (token, now + self._hold))
+        return True
 
     def _forget(self, token: str) -> None:
         with self._db.transaction() as conn:
