@@ -47,8 +47,8 @@ def _job_store(path: Path) -> Any:
 def test_a_greenlet_waiting_for_the_write_lock_leaves_the_worker_running(tmp_path: Path, store: str) -> None:
     path = tmp_path / "machine.sqlite3"
     if store == "job store":
-        jobs = _job_store(path)
-        action: Callable[[], Any] = lambda: jobs.create(Job(id="j1", task="optimize", input={}, priority="normal"), 10, 60)  # noqa: E731
+        jobs, job = _job_store(path), Job(id="j1", task="optimize", input={}, priority="normal")
+        action: Callable[[], Any] = lambda: jobs.create(job, 10, 60)  # noqa: E731
     else:
         make, use = STORES[store]
         db = make(path)
