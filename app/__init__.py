@@ -55,31 +55,26 @@ def _settings(config: Settings | Mapping[str, str] | None) -> Settings:
     return load_settings(config)  # None: os.environ; a mapping: exactly those variables
 
 
-def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any) -> Any:
-    """The job service: on SQLite in CACHE_DIR (one machine), on Redis (a fleet); None when
-    there is nowhere to keep jobs (no CACHE_DIR, no REDIS_URL) or Redis is a Cluster."""
+def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clients: Any) -> Any:
+    """The job service: on SQLite in CACHE_DIR (one machine), on Redis (a fleet: the process's
+    `clients`); None when there is nowhere to keep jobs (no CACHE_DIR, no REDIS_URL) or Redis is
+    a Cluster."""
     import os
     import sqlite3
 
     from app.api import JSON_ENDPOINTS
-    from app.cache.clients import RedisTopology
+    from app.cache.clients import BLOCK
     from app.jobs.queue import JobQueue, RunnerLock
     from app.jobs.records import RedisJobStore, SqliteJobStore
     from app.jobs.service import Jobs, JobsUnavailable
 
     lock = None
-    if settings.redis_url:
-        if settings.redis_url.startswith("redis+cluster://"):
+    if clients is not None:
+        if clients.cluster:
             logging.getLogger("app.jobs").warning("jobs are not available with a Redis Cluster (huey needs one node)")
             return None
-        where = RedisTopology(settings.redis_url)
-        timeout = settings.redis_socket_timeout
-        store: Any = RedisJobStore(
-            where.client(socket_timeout=timeout, socket_connect_timeout=timeout), settings.redis_prefix
-        )
-        # The queue's blocking pop waits up to 1 s: its connections read for longer than that.
-        reader = where.client(socket_timeout=1.0 + max(timeout, 1.0), socket_connect_timeout=timeout)
-        queue = JobQueue.redis(reader.connection_pool, settings.redis_prefix)
+        store: Any = RedisJobStore(clients.service, settings.redis_prefix)
+        queue = JobQueue.redis(clients.reader.connection_pool, settings.redis_prefix, read_timeout=BLOCK)
     elif settings.cache_dir:
         path = os.path.join(settings.cache_dir, "jobs.sqlite3")
         try:
@@ -113,6 +108,7 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     """
     from app import api, errors
     from app.cache import RedisHealth
+    from app.cache.clients import RedisClients
     from app.gateway import build_gateway
     from app.gateway.observer import Observers
     from app.jobs.service import JobsUnavailable
@@ -135,11 +131,14 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     # One view of Redis's health for the limiter, the cache and coalescing: after a failure all
     # three leave it alone for a moment, so a request never waits on it twice.
     redis_health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
+    clients = (
+        RedisClients(settings.redis_url, redis_health, settings.redis_socket_timeout)
+        if redis_health is not None
+        else None
+    )
     facts = access.RequestFacts()
     observer = Observers(facts, instruments.observer) if instruments is not None else facts
-    gateway = build_gateway(
-        settings, observer, traces.tracer if traces is not None else None, redis_health=redis_health
-    )
+    gateway = build_gateway(settings, observer, traces.tracer if traces is not None else None, clients=clients)
     prompts = PromptService(
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
     )
@@ -162,7 +161,9 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
         limit=limits.RateLimit(settings, redis_health) if limits.RateLimit.wanted(settings) else None,
         warm=warm,
     )
-    jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, found.credentials)
+    jobs = _jobs(
+        settings, prompts, instruments.metrics if instruments is not None else None, found.credentials, clients
+    )
     if isinstance(jobs, JobsUnavailable):
         found.jobs_unavailable = jobs
     else:

@@ -20,10 +20,9 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from gevent.lock import Semaphore
 from gevent.threadpool import ThreadPool
 
-__all__ = ["LocalDB", "Rows", "Transaction"]
+__all__ = ["LocalDB", "Rows"]
 
 T = TypeVar("T")
 
@@ -50,20 +49,17 @@ class LocalDB:
     def __init__(self, path: str, schema: str, busy_timeout: float = 5.0) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
-        self._lock = Semaphore()  # one transaction at a time per process (greenlets wait here)
         self._conn: sqlite3.Connection | None = None
         self._pool: ThreadPool | None = None
         self._pid = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
         self.broken: str | None = None  # why the file can no longer be trusted
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with self.transaction() as db:
-            for statement in schema.split(";"):
-                if statement.strip():
-                    db.execute(statement)
+        self.create(schema)
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on this process's database thread; the calling greenlet waits for it."""
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on this process's database thread (one at a time, in the order asked);
+        the calling greenlet waits for it, the others run."""
         if self._pool is None or self._pid != os.getpid():  # a forked worker starts its own
             self._pool, self._conn, self._pid = ThreadPool(1), None, os.getpid()
         return self._pool.apply(fn, args)  # type: ignore[no-any-return]
@@ -93,59 +89,38 @@ class LocalDB:
         if self.broken is not None:
             raise sqlite3.OperationalError(f"{self.broken}: restart the instance")
 
-    def _begin(self) -> None:  # on the database thread
-        self._connection().execute("begin immediate")
-
-    def _end(self, commit: bool) -> None:  # on the database thread
-        assert self._conn is not None
-        self._conn.execute("commit" if commit else "rollback")
-
-    def _execute(self, sql: str, params: Sequence[Any]) -> Rows:  # on the database thread
-        assert self._conn is not None
-        cursor = self._conn.execute(sql, params)
-        return Rows(cursor.fetchall(), cursor.rowcount)
-
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(connection, *args)` in one transaction, wholly on the database thread (one hop
-        for a transaction of many statements); COMMIT, or ROLLBACK when it raises."""
-        with self._lock:
-            return self.call(self._run, fn, args)
-
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:  # on the database thread
-        self._begin()
-        assert self._conn is not None
-        try:
-            found = fn(self._conn, *args)
-        except BaseException:
-            self._conn.execute("rollback")
-            raise
-        self._conn.execute("commit")
-        return found
-
-    def transaction(self) -> Transaction:
-        """`with db.transaction() as conn:` — BEGIN IMMEDIATE … COMMIT (ROLLBACK on error);
-        each `conn.execute(sql, params)` goes to the database thread and gives Rows."""
-        return Transaction(self)
-
-
-class Transaction:
-    def __init__(self, db: LocalDB) -> None:
-        self._db = db
-
-    def __enter__(self) -> Transaction:
-        self._db._lock.acquire()
-        try:
-            self._db.call(self._db._begin)
-        except BaseException:
-            self._db._lock.release()
-            raise
-        return self
+        """`fn(connection, *args)` in one transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK when
+        it raises), wholly on the database thread: the write lock is never held across a switch
+        of greenlets, whatever else in this process waits on the file."""
+        return self._call(self._run, fn, args)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
-        return self._db.call(self._db._execute, sql, params)
+        """One statement in its own transaction: its rows, read in full, and its rowcount."""
+        return self.run(_execute, sql, params)
 
-    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+    def create(self, schema: str) -> None:
+        """Run the `;`-separated statements of `schema` (create table if not exists …)."""
+        self.run(_create, schema)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:  # on the database thread
+        conn = self._connection()
+        conn.execute("begin immediate")
         try:
-            self._db.call(self._db._end, kind is None)
-        finally:
-            self._db._lock.release()
+            found = fn(conn, *args)
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        conn.execute("commit")
+        return found
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Rows:
+    cursor = conn.execute(sql, params)
+    return Rows(cursor.fetchall(), cursor.rowcount)
+
+
+def _create(conn: sqlite3.Connection, schema: str) -> None:
+    for statement in schema.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -11,6 +11,7 @@ plain clients of the same topology with their own read timeouts.
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -18,21 +19,53 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from app.cache.redis import PausingRedis, RedisHealth
+from app.cache.redis import Guarded, PausingRedis, RedisHealth
 
-__all__ = ["PausingRedisCluster", "RedisTopology"]
+__all__ = ["BLOCK", "PausingRedisCluster", "RedisClients", "RedisTopology"]
 
 
-class PausingRedisCluster(RedisCluster):
-    """PausingRedis for a Redis Cluster: every command through `health.guard`."""
+class PausingRedisCluster(Guarded, RedisCluster):
+    """The service's client of a Redis Cluster (`plain`: a second one, never paused)."""
 
-    health: RedisHealth | None = None  # set once built: the constructor itself asks the cluster
-    plain: redis.Redis
+    health: RedisHealth | None = None  # type: ignore[assignment]  # set once built: the constructor asks the cluster
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self.health is None:
-            return super().execute_command(*args, **kwargs)
-        return self.health.guard(super().execute_command, *args, **kwargs)
+            return RedisCluster.execute_command(self, *args, **kwargs)
+        return super().execute_command(*args, **kwargs)
+
+
+BLOCK = 0.5  # seconds a blocking read (a stream's XREAD, the job queue's BZPOPMIN) waits at most
+
+
+class RedisClients:
+    """The service's Redis in one process: one client (`service`, with its `plain` twin on the
+    same connections) for every command, script and pipeline of the cache, coalescing, budgets
+    and the job store; and one pool (`reader`) for blocking reads, whose connections wait up to
+    BLOCK for news and so read for BLOCK + the call timeout. (The rate limiter's storage,
+    from the `limits` library, keeps its own.) Built once per process, after patching."""
+
+    def __init__(self, url: str, health: RedisHealth, timeout: float) -> None:
+        self.topology = RedisTopology(url)
+        self.health = health
+        self.timeout = timeout
+        # Named (CLIENT LIST shows which process holds which connection, and for what).
+        self.service = self.topology.service_client(
+            health,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            client_name=f"prompt-builder:service:{os.getpid()}",
+        )
+        self.reader = self.topology.client(
+            socket_timeout=BLOCK + timeout,
+            socket_connect_timeout=timeout,
+            client_name=f"prompt-builder:reader:{os.getpid()}",
+        )
+
+    @property
+    def cluster(self) -> bool:
+        return self.topology.kind == "cluster"
 
 
 class RedisTopology:
@@ -59,15 +92,14 @@ class RedisTopology:
         """The client for the cache, locks and streams: pausing, with `plain` beside it. (A
         cluster client answers the same commands; typed as the one-server client.)"""
         if self.kind == "cluster":
-            cluster = cast("PausingRedisCluster", self._cluster(PausingRedisCluster, **options))
-            cluster.health = health
-            cluster.plain = self.client(**options)
+            cluster, plain = (cast("PausingRedisCluster", self._cluster(PausingRedisCluster, **options)) for _ in "ab")
+            cluster.health = plain.health = health
+            plain.even_paused, plain.plain = True, plain
+            cluster.plain = plain
             return cast("redis.Redis", cluster)
         if self.kind == "sentinel":
             client = cast("PausingRedis", self._sentinel(options).master_for(self.service, redis_class=PausingRedis))
-            client.health = health
-            client.plain = redis.Redis(connection_pool=client.connection_pool)
-            return client
+            return client.guarded_by(health)
         return PausingRedis.connect(self.url, health, **options)
 
     def client(self, **options: Any) -> redis.Redis:

@@ -12,7 +12,7 @@ import redis
 
 from app.cache.memory import CachedValue
 
-__all__ = ["PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]
+__all__ = ["Guarded", "PausingRedis", "RedisCache", "RedisHealth", "RedisPaused"]
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,12 @@ class RedisHealth:
         """False within `pause` seconds of the last failure: serve without Redis meanwhile."""
         return time.monotonic() >= self._skip_until
 
-    def guard(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Make one Redis call: not at all while paused (RedisPaused), and never for longer than
-        `call_timeout` in all — connecting, the handshake of a new connection and a script's
-        reload included, which the socket timeout bounds only one read at a time."""
-        if not self.available():
+    def guard(self, call: Callable[..., Any], *args: Any, even_paused: bool = False, **kwargs: Any) -> Any:
+        """Make one Redis call: not at all while paused (RedisPaused; `even_paused`: all the
+        same), and never for longer than `call_timeout` in all — connecting, the handshake of a
+        new connection and a script's reload included, which the socket timeout bounds only one
+        read at a time."""
+        if not even_paused and not self.available():
             raise RedisPaused("not tried: Redis failed a moment ago")
         self.lag.start()
         if self.call_timeout is None:
@@ -163,25 +164,47 @@ class RedisPaused(redis.ConnectionError):
     """Raised instead of calling Redis while its health says to leave it alone."""
 
 
-class PausingRedis(redis.Redis):
-    """A Redis client whose every command goes through `health.guard`: bounded in time, and not
-    made while Redis is paused after a failure — so every caller's fallback for a Redis error
-    applies, without the wait. (Callers report failures, naming the operation.) `plain` shares
-    its connections without the pause: for locks, whose renewal and release must be tried
-    whatever the last request saw."""
+class Guarded:
+    """A Redis client whose every call — a command, a script, a pipeline's execute — goes
+    through `health.guard`: bounded in time in all, and (unless `even_paused`) not made while
+    Redis is paused after a failure, so every caller's fallback for a Redis error applies
+    without the wait. (Callers report failures, naming the operation.) `plain` shares its
+    connections, bounded alike, without the pause: for locks, whose renewal and release must be
+    tried whatever the last request saw, and for readiness."""
 
     health: RedisHealth
-    plain: redis.Redis
+    plain: Any
+    even_paused = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        run = super().execute_command  # type: ignore[misc]
+        return self.health.guard(run, *args, even_paused=self.even_paused, **options)
+
+    def pipeline(self, *args: Any, **kwargs: Any) -> Any:
+        pipe = super().pipeline(*args, **kwargs)  # type: ignore[misc]
+        execute = pipe.execute
+
+        def guarded(raise_on_error: bool = True) -> Any:
+            return self.health.guard(execute, raise_on_error, even_paused=self.even_paused)
+
+        pipe.execute = guarded
+        return pipe
+
+
+class PausingRedis(Guarded, redis.Redis):
+    """The service's client of one server (or a Sentinel's master)."""
 
     @classmethod
     def connect(cls, url: str, health: RedisHealth, **options: Any) -> PausingRedis:
-        client = cast("PausingRedis", cls.from_url(url, **options))
-        client.health = health
-        client.plain = redis.Redis(connection_pool=client.connection_pool)
-        return client
+        return cast("PausingRedis", cls.from_url(url, **options)).guarded_by(health)
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        return self.health.guard(super().execute_command, *args, **options)
+    def guarded_by(self, health: RedisHealth) -> PausingRedis:
+        """This client, guarded by `health`, with its `plain` twin on the same connections."""
+        self.health = health
+        plain = PausingRedis(connection_pool=self.connection_pool)
+        plain.health, plain.even_paused, plain.plain = health, True, plain
+        self.plain = plain
+        return self
 
 
 class RedisCache:

@@ -29,6 +29,7 @@ import gevent
 import redis
 from redis.lock import Lock
 
+from app.cache.clients import BLOCK
 from app.cache.memory import CachedValue
 from app.cache.redis import RedisHealth
 from app.errors import GatewayTimeoutError, error_from_wire, error_to_wire
@@ -41,7 +42,7 @@ UNREACHABLE = "unreachable"  # relay(): Redis failed before the stream's end (no
 # A follower's XREAD waits at most this long for new events before it checks that the leader is
 # still there; its connection's read timeout is this plus REDIS_SOCKET_TIMEOUT, so a stalled
 # Redis ends the relay within about a second instead of at the caller's deadline.
-RELAY_BLOCK = 0.5
+RELAY_BLOCK = BLOCK
 # A follower that has relayed events reads on after a failed read (a blip of a busy Redis) up to
 # this many times in a row; its callers cannot be given another stream's text instead.
 READ_ATTEMPTS = 3

@@ -193,10 +193,7 @@ class SqliteReservations:
     def __init__(self, db: LocalDB) -> None:
         self._db = self.db = db
         try:
-            with db.transaction() as conn:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            db.create(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"{db.path}: {type(exc).__name__}: {exc}") from exc
 

@@ -10,9 +10,8 @@ import sqlite3
 import redis
 
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
-from app.cache.clients import RedisTopology
+from app.cache.clients import RedisClients
 from app.coalescing import InFlight, SharedStreams
-from app.coalescing.redis_streams import RELAY_BLOCK
 from app.coordination.reservation import (
     MemoryReservations,
     RedisReservations,
@@ -77,8 +76,10 @@ def build_gateway(
     tracer: Tracer | None = None,
     provider: Provider | None = None,
     redis_health: RedisHealth | None = None,
+    clients: RedisClients | None = None,
 ) -> Gateway:
-    """Assemble the gateway the settings describe (call after gevent patching)."""
+    """Assemble the gateway the settings describe (call after gevent patching), on the
+    process's Redis `clients` (made here when not given)."""
     observer = observer or NullObserver()
     provider = provider or make_provider(settings)
     breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
@@ -93,20 +94,18 @@ def build_gateway(
     shared_streams = None
     client = None  # the service's one Redis client (one pool): cache, locks, streams, upstream budget
     if settings.redis_url:
-        health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
+        if clients is None:
+            health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
+            clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout)
+        health = clients.health
         health.on_failure = observer.redis_error
-        where = RedisTopology(settings.redis_url)
-        timeout = settings.redis_socket_timeout
-        client = where.service_client(
-            health, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
-        )
+        client = clients.service
         if settings.cache_enabled:
             l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
             if settings.coalescing_enabled:
-                reader = where.client(socket_timeout=RELAY_BLOCK + timeout, socket_connect_timeout=timeout)
                 shared_streams = SharedStreams(
                     client,
-                    reader,
+                    clients.reader,
                     settings.redis_prefix,
                     settings.redis_lease_seconds,
                     health,

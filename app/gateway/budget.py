@@ -247,12 +247,10 @@ class SqliteSlots(_PolledSlots):
         return True
 
     def _forget(self, token: str) -> None:
-        with self._db.transaction() as conn:
-            conn.execute("delete from waiters where token = ?", (token,))
+        self._db.execute("delete from waiters where token = ?", (token,))
 
     def release(self, token: Any) -> None:
-        with self._db.transaction() as conn:
-            conn.execute("delete from holders where token = ?", (token,))
+        self._db.execute("delete from holders where token = ?", (token,))
 
 
 class BrokenSlots:
@@ -292,18 +290,16 @@ class _SqlitePause:
     def until(self) -> float:
         now = time.monotonic()
         if now >= self._read_at + READ_EVERY:
-            with self._db.transaction() as conn:
-                row = conn.execute("select until from pause where id = 0").fetchone()
+            row = self._db.execute("select until from pause where id = 0").fetchone()
             self._until, self._read_at = (row[0] if row else 0.0), now
         return self._until
 
     def pause(self, until: float) -> None:
-        with self._db.transaction() as conn:
-            conn.execute(
-                "insert into pause (id, until) values (0, ?) on conflict (id) do update"
-                " set until = max(until, excluded.until)",
-                (until,),
-            )
+        self._db.execute(
+            "insert into pause (id, until) values (0, ?)"
+            " on conflict (id) do update set until = max(until, excluded.until)",
+            (until,),
+        )
         self._until = max(self._until, until)
 
 

@@ -335,3 +335,38 @@ def test_an_optimize_job_s_events_follow_its_stream_live(
             names.index("done") < len(names) - 1 and names[-1] == "status"
         ), names
         assert text.rstrip().endswith('"status":"succeeded"}')
+
+
+def test_a_worker_keeps_one_redis_client_for_commands_and_one_pool_for_blocking_reads(
+    fake_upstream: FakeUpstreamProcess, own_redis_url: str
+) -> None:
+    """Every kind of request in turn — a miss, a hit, a stream, a job run by this worker — and
+    the worker holds Redis connections of two named pools only (commands; blocking reads), each
+    no larger than its work needs at once (sequential requests beside the runner's loop)."""
+    import os
+
+    import redis
+
+    env = {
+        **provider_env("anthropic", fake_upstream),
+        **redis_env(own_redis_url),
+        "JOB_RUNNER": "server",
+        "REDIS_PREFIX": "pools:",
+    }
+    with start_server(env, workers=1) as server:
+        for _ in range(2):  # a miss, then a hit
+            assert requests.post(server.url + "/api/optimize", json=_optimize("pools"), timeout=30).status_code == 200
+        stream = requests.post(server.url + "/api/optimize-stream", json=_optimize("pools, streamed"), timeout=30)
+        assert stream.status_code == 200 and stream.text.rstrip().endswith('"status":"finished"}')
+        job = _submit(server.url, "optimize", _optimize("pools, as a job"))
+        assert job.status_code == 202
+        assert _finished(server.url, job.json()["id"])["status"] == "succeeded"
+        clients = redis.Redis.from_url(own_redis_url).client_list()
+    ours = [c for c in clients if c["name"] != "" or c["cmd"] not in ("client|list", "client")]
+    names = [c["name"] for c in ours]
+    assert all(name.startswith("prompt-builder:") for name in names), names  # no stray unnamed client
+    pids = {name.rsplit(":", 1)[1] for name in names}
+    assert len(pids) == 1 and pids != {str(os.getpid())}, names  # the worker's own
+    service = [n for n in names if n.startswith("prompt-builder:service:")]
+    reader = [n for n in names if n.startswith("prompt-builder:reader:")]
+    assert 1 <= len(service) <= 2 and 1 <= len(reader) <= 2 and len(names) == len(service) + len(reader), names

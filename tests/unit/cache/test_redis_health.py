@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
+import pytest
 import redis
 
 from app.cache import CachedValue, PausingRedis, RedisCache, RedisHealth
@@ -95,3 +97,46 @@ def test_a_timeout_while_this_worker_was_late_is_not_redis_s_failure() -> None:
     health.failed("cache get", redis.TimeoutError("late"))
     assert health.late == 1 and health.failures == 0 and health.available()
     assert not health.starved(redis.ConnectionError("refused"))  # a refusal is never lateness
+
+
+CALLS = {
+    "command": lambda c: c.get("t:k"),
+    "script": lambda c: c.register_script("return redis.call('get', KEYS[1])")(["t:k"]),
+    "pipeline": lambda c: c.pipeline(transaction=False).get("t:k").incr("t:n").execute(),
+    "transaction": lambda c: c.pipeline(transaction=True).get("t:k").incr("t:n").execute(),
+    "lock": lambda c: c.lock("t:lock", timeout=5).acquire(blocking=False),
+}
+
+
+class _Counting(RedisHealth):
+    """A RedisHealth that counts the calls made through its guard."""
+
+    guarded = 0
+
+    def guard(self, call: Any, *args: Any, even_paused: bool = False, **kwargs: Any) -> Any:
+        self.guarded += 1
+        return super().guard(call, *args, even_paused=even_paused, **kwargs)
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_every_kind_of_call_goes_through_the_guard(call: str) -> None:
+    """Commands, scripts, pipelines and locks of the service's client: each goes through the
+    guard (its time bound: test_a_whole_call_is_bounded_by_the_call_timeout); none is made while
+    Redis is paused, and its `plain` twin makes them all the same, through the guard too."""
+    from app.cache import PausingRedis, RedisPaused
+    from tests.support import redis_server
+
+    make = CALLS[call]
+    with redis_server() as url:
+        health = _Counting()
+        health.call_timeout = 5.0
+        client = PausingRedis.connect(url, health, socket_timeout=5, socket_connect_timeout=5)
+        make(client)
+        assert health.guarded >= 1
+        health.failed("test", redis.ConnectionError("as if Redis had failed"))
+        with pytest.raises(RedisPaused):
+            make(client)
+        before = health.guarded
+        make(client.plain)
+        assert health.guarded > before and not health.available()
+        client.close()

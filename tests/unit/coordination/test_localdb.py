@@ -20,8 +20,7 @@ from app.localdb import LocalDB
 
 
 def _raw(db: LocalDB) -> None:
-    with db.transaction() as conn:
-        conn.execute("insert into waiters (token, score, seen) values ('raw', 0, 0)")
+    db.execute("insert into waiters (token, score, seen) values ('raw', 0, 0)")
 
 
 def _slot(db: LocalDB) -> None:
@@ -33,7 +32,7 @@ def _reserve(db: LocalDB) -> None:
 
 
 STORES: dict[str, tuple[Callable[[Path], LocalDB], Callable[[LocalDB], Any]]] = {
-    "transaction": (lambda path: LocalDB(str(path), LOCAL_SCHEMA, busy_timeout=60), _raw),
+    "statement": (lambda path: LocalDB(str(path), LOCAL_SCHEMA, busy_timeout=60), _raw),
     "upstream slot": (lambda path: LocalDB(str(path), LOCAL_SCHEMA, busy_timeout=60), _slot),
     "key budget": (lambda path: LocalDB(str(path), LOCAL_SCHEMA, busy_timeout=60), _reserve),
 }
