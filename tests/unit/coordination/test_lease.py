@@ -58,7 +58,7 @@ def test_a_lease_runs_out_and_its_late_holder_can_no_longer_touch_the_next(store
     lease = mine.acquire("l{a}", 0.2)
     assert lease is not None
     taken = wait_until(lambda: theirs.acquire("l{a}", 30), timeout=10, what="the lease to run out")
-    assert not mine.renew(lease) and not mine.release(lease)  # the dead holder's lease is over
+    assert taken is not None and not mine.renew(lease) and not mine.release(lease)  # the dead holder's lease is over
     assert theirs.holder("l{a}") == taken.token
 
 
