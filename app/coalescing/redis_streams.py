@@ -2,9 +2,9 @@
 shared by JSON callers and stream callers alike. The leader of a key appends its events to the
 channel.
 
-The lease is a redis-py Lock (SET NX PX with a token, token-checked release and extend), renewed
-while its holder works; the channel is a Redis Stream named after the lock's token, so one call's
-events never mix with another's.
+The lease is the coordination lease (app.coordination.lease, in Redis), renewed by the
+process's keeper while its holder works; the channel is a Redis Stream named after the lease's
+token, so one call's events never mix with another's.
 A follower in another process reads that stream from its first entry and then
 blocks for the rest (XREAD from the last id it saw), so it gets the whole stream and can never
 miss an event published between its replay and its wait. An end marker closes the stream, which
@@ -27,11 +27,11 @@ from typing import Any
 
 import gevent
 import redis
-from redis.lock import Lock
 
 from app.cache.clients import BLOCK
 from app.cache.memory import CachedValue
 from app.cache.redis import RedisHealth
+from app.coordination.lease import Keeper, Lease, RedisLeases, new_token
 from app.errors import GatewayTimeoutError, error_from_wire, error_to_wire
 
 __all__ = ["RELAY_BLOCK", "UNREACHABLE", "SharedStreams"]
@@ -63,8 +63,10 @@ class SharedStreams:
         on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
-        # Locks are renewed and released even while Redis is paused after a failure.
+        # Leases are renewed and released even while Redis is paused after a failure.
         self._locks: redis.Redis = getattr(client, "plain", client)
+        self._leases = RedisLeases(self._locks)
+        self._keeper = Keeper(self._leases, on_error=lambda exc: health.failed("stream lease", exc))
         self._reader = reader  # read timeout RELAY_BLOCK + REDIS_SOCKET_TIMEOUT: XREAD BLOCK waits on it
         self._prefix = prefix
         self._lease = lease_seconds
@@ -80,55 +82,53 @@ class SharedStreams:
 
     # --- leader ----------------------------------------------------------------------------------
 
-    def claim(self, key: str, deadline: float | None = None) -> Lock | None:
-        """Return the key's lock when this process now leads its stream, None when another does;
-        raise RedisError when Redis cannot tell (the caller then streams on its own). A timeout
-        is tried again, up to CLAIM_TRIES in all within `deadline`, with the same token: a reply
-        that came late on a busy machine may have given this process the lock (then it leads),
-        and a second model call is what coordinating exists to avoid."""
-        lock = self._locks.lock(self._tag(key) + ":lock", timeout=self._lease, thread_local=False)
+    def claim(self, key: str, deadline: float | None = None) -> Lease | None:
+        """Return the key's lease when this process now leads its stream, None when another
+        does; raise RedisError when Redis cannot tell (the caller then streams on its own). A
+        timeout is tried again, up to CLAIM_TRIES in all within `deadline`, with the same token:
+        a reply that came late on a busy machine may have given this process the lease (then it
+        leads), and a second model call is what coordinating exists to avoid."""
+        token = new_token()
         for attempt in range(1, CLAIM_TRIES + 1):
             try:
-                return lock if lock.acquire(blocking=False) or lock.owned() else None
+                return self._leases.acquire(self._tag(key) + ":lock", self._lease, token)
             except redis.TimeoutError as exc:
                 if deadline is None or time.monotonic() >= deadline or attempt == CLAIM_TRIES:
                     raise
                 self.health.failed("coalescing lock", exc)
         raise AssertionError("unreachable")
 
-    def keep(self, lock: Lock) -> gevent.Greenlet:
-        """Renew the lease while the leader streams; kill the greenlet when done."""
+    def keep(self, lease: Lease) -> None:
+        """Renew the lease while the leader works (the process's keeper), until `end`."""
+        self._keeper.keep(lease)
 
-        def renew() -> None:
-            while True:
-                gevent.sleep(self._lease / 3)
-                try:
-                    lock.reacquire()
-                except redis.exceptions.LockError:
-                    return
-                except redis.RedisError as exc:
-                    self.health.failed("stream lease", exc)
+    def release(self, lease: Lease) -> None:
+        """Let go of a lease taken without leading (nothing was published under it)."""
+        self._keeper.drop(lease)
+        try:
+            self._leases.release(lease)
+        except redis.RedisError as exc:
+            self.health.failed("stream unlock", exc)
 
-        return gevent.spawn(renew)
-
-    def publish(self, key: str, lock: Lock, event: bytes) -> bool:
+    def publish(self, key: str, lock: Lease, event: bytes) -> bool:
         """Append one event; False when Redis failed it (it may or may not be there: the
         leader must then stop publishing and end the stream as failed)."""
         try:
-            self._client.xadd(self._events(key, lock.local.token), {"e": event})
+            self._client.xadd(self._events(key, lock.token), {"e": event})
         except redis.RedisError as exc:
             self.health.failed("stream publish", exc)
             return False
         return True
 
     def end(
-        self, key: str, lock: Lock, ok: bool, error: BaseException | None = None, value: CachedValue | None = None
+        self, key: str, lock: Lease, ok: bool, error: BaseException | None = None, value: CachedValue | None = None
     ) -> None:
         """Close the stream for its followers, keep it a while for late joiners, let go the lead;
         a failed call's `error` goes with the end marker (JSON followers raise the same one).
         Tried even while Redis is paused after a failure: no caller waits for it, and without
         the end marker followers elsewhere would wait out the lease and fail."""
-        events = self._events(key, lock.local.token)
+        self._keeper.drop(lock)
+        events = self._events(key, lock.token)
         fields: dict[str, bytes] = {"end": END_OK if ok else END_FAILED}
         if error is not None:
             fields["error"] = json.dumps(error_to_wire(error)).encode()
@@ -142,9 +142,7 @@ class SharedStreams:
         except redis.RedisError as exc:
             self.health.failed("stream end", exc)
         try:
-            lock.release()
-        except redis.exceptions.LockError:
-            pass  # the lease had run out already
+            self._leases.release(lock)  # False: the lease had run out already
         except redis.RedisError as exc:
             self.health.failed("stream unlock", exc)
 
@@ -195,8 +193,8 @@ class SharedStreams:
                 raise GatewayTimeoutError("Timed out waiting for an identical request in flight")
             # No answer to show (the leader died, or its answer could not be stored): lead.
 
-    def _lead(self, key: str, lock: Lock, call: Callable[[], CachedValue]) -> CachedValue:
-        heartbeat = self.keep(lock)
+    def _lead(self, key: str, lock: Lease, call: Callable[[], CachedValue]) -> CachedValue:
+        self.keep(lock)
         error: BaseException | None = None
         value: CachedValue | None = None
         try:
@@ -206,7 +204,6 @@ class SharedStreams:
             error = exc
             raise
         finally:
-            heartbeat.kill(block=False)
             # Off the caller's time: on a slow Redis, ending would add up to two socket
             # timeouts to an answer that is already made.
             gevent.spawn(self.end, key, lock, error is None, error, value)
@@ -229,7 +226,7 @@ class SharedStreams:
         the last event. `on_end` gets the end marker's fields."""
         lock_key, counter = self._tag(key) + ":lock", self._tag(key) + ":followers"
         try:
-            token: Any = self._client.get(lock_key)
+            token: Any = self._leases.holder(lock_key)
         except redis.RedisError as exc:
             self.health.failed("stream follow", exc)
             return UNREACHABLE
@@ -282,7 +279,7 @@ class SharedStreams:
         """Whether the leader still holds the key's lock (True when Redis cannot tell: the
         caller's deadline still bounds the wait)."""
         try:
-            return bool(self._client.get(lock_key) == token)
+            return bool(self._leases.holder(lock_key) == token)
         except redis.RedisError as exc:
             self.health.failed("stream lock check", exc)
             return True

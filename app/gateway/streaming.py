@@ -12,11 +12,11 @@ from typing import Any
 
 import gevent
 import redis
-from redis.lock import Lock
 
 from app.cache import CachedValue
 from app.coalescing import SharedStreams
 from app.coalescing.redis_streams import UNREACHABLE
+from app.coordination.lease import Lease
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
 from app.gateway.budget import carry_priority
 from app.gateway.core import GatewayCore
@@ -72,7 +72,7 @@ class _Production:
 class _Tee:
     """A leader's events into the key's channel, for followers in other processes."""
 
-    def __init__(self, shared: SharedStreams, key: str, lock: Lock, run: StreamRun) -> None:
+    def __init__(self, shared: SharedStreams, key: str, lock: Lease, run: StreamRun) -> None:
         self._shared, self._key, self._lock, self._run = shared, key, lock, run
 
     def __call__(self, event: bytes) -> None:
@@ -166,10 +166,7 @@ class StreamingGateway(GatewayCore):
             shared.health.failed("stream claim", exc)
             return None
         if lock is not None:  # nobody leads this key: nothing to follow
-            try:
-                lock.release()
-            except redis.RedisError as exc:
-                shared.health.failed("stream unlock", exc)
+            shared.release(lock)
             return None
         self._observer.stream_follower("cluster")
         run = self._streams[key] = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
@@ -243,17 +240,16 @@ class StreamingGateway(GatewayCore):
         if self._streams.get(run.key) is run:
             del self._streams[run.key]
 
-    def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lock | None = None) -> None:
+    def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lease | None = None) -> None:
         """Stream the answer from the upstream into `run` (and, holding `lock`, into the key's
         channel for followers in other processes); store it; end the run and the channel."""
         key, request, origin = run.key, job.request, job.origin
         provider = self.upstream.provider
         shared = self.shared_streams if lock is not None else None
-        heartbeat = None
         if shared is not None and lock is not None:
             run.shared = True
             run.tee = _Tee(shared, key, lock, run)
-            heartbeat = shared.keep(lock)
+            shared.keep(lock)  # until shared.end below
         production = _Production(run, request, time.perf_counter(), time.monotonic() + request.timeout, shared)
         outcome = "failed"
         failure: APIError | None = None  # told to JSON followers elsewhere with the end marker
@@ -296,8 +292,6 @@ class StreamingGateway(GatewayCore):
             run.append(error_event(failure, origin))
             run.result.set_exception(failure)
         finally:
-            if heartbeat is not None:
-                heartbeat.kill(block=False)
             run.tee = None
             run.finish()  # our own callers first: they need nothing more from Redis
             self._forget(run)
