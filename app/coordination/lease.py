@@ -29,7 +29,7 @@ from gevent.event import Event
 
 from app.localdb import LocalDB
 
-__all__ = ["Keeper", "Lease", "Leases", "MemoryLeases", "RedisLeases", "SqliteLeases", "new_token"]
+__all__ = ["Keeper", "Lease", "Leases", "MemoryLeases", "RedisLeases", "Renews", "SqliteLeases", "new_token"]
 
 POLL = 0.05  # seconds between looks of a waiter whose store cannot notify it
 
@@ -45,9 +45,12 @@ class Lease:
     ttl: float  # seconds each acquire or renewal gives
 
 
-class Leases(Protocol):
-    def acquire(self, name: str, ttl: float, token: bytes | None = None) -> Lease | None: ...
+class Renews(Protocol):
     def renew(self, lease: Lease) -> bool: ...
+
+
+class Leases(Renews, Protocol):
+    def acquire(self, name: str, ttl: float, token: bytes | None = None) -> Lease | None: ...
     def release(self, lease: Lease) -> bool: ...
     def holder(self, name: str) -> bytes | None: ...
     def wait(self, name: str, deadline: float) -> bool: ...
@@ -255,7 +258,7 @@ class Keeper:
     the last, until it is dropped; `lost(lease)` is told of a lease that could not be renewed
     because it is no longer its holder's (an error of the store is tried again next round)."""
 
-    def __init__(self, leases: Leases, on_error: Any = None) -> None:
+    def __init__(self, leases: Renews, on_error: Any = None) -> None:
         self._leases = leases
         self._held: dict[tuple[str, bytes], list[Any]] = {}  # → [lease, lost, when due]
         self._on_error = on_error or (lambda exc: None)

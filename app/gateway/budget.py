@@ -31,6 +31,7 @@ import gevent
 import redis
 from gevent.event import Event
 
+from app.coordination.lease import Keeper, Lease
 from app.errors import ServiceUnavailableError
 from app.localdb import LocalDB
 
@@ -149,11 +150,15 @@ POLL = (0.01, 0.05)  # seconds between a waiter's tries (random in this range: n
 FORGET_WAITER = 5.0  # a waiter not seen for this long left (its process died): dropped
 
 
+HOLD = 15.0  # seconds a slot's hold lasts unless its holder renews it (a killed holder's comes back)
+
+
 class _PolledSlots:
     """Slots shared by processes: each waiter tries (`_try`) every few milliseconds until it is
-    among the best-ranked waiters and a slot is free; a holder's hold ends by itself after
-    `hold_seconds` (a killed process's slot comes back), a waiter not seen for FORGET_WAITER
-    seconds is dropped."""
+    among the best-ranked waiters and a slot is free; a holder's hold is a lease of
+    `hold_seconds`, renewed by its process's keeper while the call runs (`renew`), so a killed
+    process's slot comes back within one hold; a waiter not seen for FORGET_WAITER seconds is
+    dropped."""
 
     limit: int
 
@@ -168,6 +173,13 @@ class _PolledSlots:
 
     def _forget(self, token: str) -> None:
         raise NotImplementedError
+
+    def renew(self, lease: Lease) -> bool:
+        """Extend the hold named by `lease` (False: it ran out, and the slot went to another)."""
+        raise NotImplementedError
+
+    def hold(self, token: str) -> Lease:
+        return Lease(token, token.encode(), self._hold)
 
     def acquire(self, rank: int, deadline: float | None) -> Any:
         token = f"{self._me}:{next(self._arrivals):012d}"  # ties (one microsecond) in the order asked
@@ -188,7 +200,7 @@ class RedisSlots(_PolledSlots):
     """The fleet's slots in Redis: sorted sets of holders (by when their hold ends), waiters
     (by rank, then arrival) and when each waiter was last seen; one Lua script per try."""
 
-    def __init__(self, client: redis.Redis, prefix: str, limit: int, hold_seconds: float = 300.0) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, limit: int, hold_seconds: float = HOLD) -> None:
         super().__init__(limit, hold_seconds)
         self._client = client
         base = f"{prefix}upstream:{{slots}}"
@@ -202,6 +214,10 @@ class RedisSlots(_PolledSlots):
     def _forget(self, token: str) -> None:
         self._client.zrem(self._keys[1], token)
         self._client.zrem(self._keys[2], token)
+
+    def renew(self, lease: Lease) -> bool:
+        changed = self._client.zadd(self._keys[0], {lease.name: time.time() + lease.ttl}, xx=True, ch=True)
+        return bool(changed)
 
     def release(self, token: Any) -> None:
         self._client.zrem(self._keys[0], token)
@@ -218,7 +234,7 @@ class SqliteSlots(_PolledSlots):
     """One machine's slots in an SQLite file beside the cache (every worker of the instance
     shares them): the same rule as RedisSlots, one transaction per try."""
 
-    def __init__(self, db: LocalDB, limit: int, hold_seconds: float = 300.0) -> None:
+    def __init__(self, db: LocalDB, limit: int, hold_seconds: float = HOLD) -> None:
         super().__init__(limit, hold_seconds)
         self._db = db
 
@@ -248,6 +264,13 @@ class SqliteSlots(_PolledSlots):
 
     def _forget(self, token: str) -> None:
         self._db.execute("delete from waiters where token = ?", (token,))
+
+    def renew(self, lease: Lease) -> bool:
+        now = time.time()
+        changed = self._db.execute(
+            "update holders set until = ? where token = ? and until > ?", (now + lease.ttl, lease.name, now)
+        ).rowcount
+        return bool(changed)
 
     def release(self, token: Any) -> None:
         self._db.execute("delete from holders where token = ?", (token,))
@@ -353,6 +376,12 @@ class Budget:
         self._health = getattr(client, "health", None)  # a pausing client's: told of each failure
         self._on_change = on_change or (lambda in_use, paused: None)
         self._held = 0  # slots this process holds
+        # Shared holds are leases: renewed while their calls run, by one greenlet per process.
+        self._keeper = (
+            Keeper(slots, on_error=lambda exc: self._failed("upstream slot renewal", exc))
+            if isinstance(slots, _PolledSlots)
+            else None
+        )
         self._paused = False  # as this process last saw the pause
 
     @classmethod
@@ -461,10 +490,15 @@ class Budget:
                 ) from None
         self._held += 1
         self._on_change(self._held, self._paused)
+        hold = self._slots.hold(token) if isinstance(self._slots, _PolledSlots) and token is not None else None
+        if hold is not None and self._keeper is not None:
+            self._keeper.keep(hold)
         try:
             yield deadline if interactive and deadline is not None else time.monotonic() + timeout
         finally:
             self._held -= 1
+            if hold is not None and self._keeper is not None:
+                self._keeper.drop(hold)
             if token is not None and self._slots is not None:
                 try:
                     self._slots.release(token)

@@ -90,6 +90,54 @@ def _until(condition: object, timeout: float = 10.0) -> None:
         gevent.sleep(0.01)
 
 
+_HOLDER = """
+import sys, gevent
+from gevent import monkey
+monkey.patch_all()
+import redis
+from app.gateway.budget import LOCAL_SCHEMA, Budget, RedisSlots, SqliteSlots
+from app.localdb import LocalDB
+kind, where = sys.argv[1], sys.argv[2]
+if kind == "redis":
+    slots = RedisSlots(redis.Redis.from_url(where), "b:", 1, hold_seconds=0.6)
+else:
+    slots = SqliteSlots(LocalDB(where, LOCAL_SCHEMA, busy_timeout=1.0), 1, hold_seconds=0.6)
+with Budget(slots).slot(30.0):
+    print("held", flush=True)
+    gevent.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_held_slot_is_kept_while_its_process_lives_and_comes_back_soon_after_it_is_killed(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A slot's hold is a lease its process renews: it outlives many holds while the process
+    lives, and a SIGKILLed holder's slot comes back within about one hold, not minutes later."""
+    import subprocess
+    import sys
+
+    from loadtest._procs import ROOT
+
+    where = _where(kind, request) or ""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, kind, where], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        budget, _ = _budgets(kind, 1, where)
+        with pytest.raises(ServiceUnavailableError), budget.slot(3.0):  # five holds: renewed all along
+            pass
+        holder.kill()
+        holder.wait()
+        killed = time.monotonic()
+        with budget.slot(30.0):
+            assert time.monotonic() - killed < 15  # about one hold (0.6 s), far from the 30 s waited for
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
 @pytest.mark.parametrize("kind", ["local", "sqlite", "redis"])
 def test_an_interactive_caller_waits_within_its_deadline_then_gets_503(
     kind: str, request: pytest.FixtureRequest
