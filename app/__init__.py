@@ -73,7 +73,9 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
         if clients.cluster:
             logging.getLogger("app.jobs").warning("jobs are not available with a Redis Cluster (huey needs one node)")
             return None
-        store: Any = RedisJobStore(clients.service, settings.redis_prefix)
+        # The plain twin: the job store has no way to serve without Redis, so a pause after a
+        # cache failure must not fail its calls (each is still bounded by the call timeout).
+        store: Any = RedisJobStore(clients.service.plain, settings.redis_prefix)
         queue = JobQueue.redis(clients.reader.connection_pool, settings.redis_prefix, read_timeout=BLOCK)
     elif settings.cache_dir:
         path = os.path.join(settings.cache_dir, "jobs.sqlite3")

@@ -114,14 +114,17 @@ class RedisHealth:
         """Make one Redis call: not at all while paused (RedisPaused; `even_paused`: all the
         same), and never for longer than `call_timeout` in all — connecting, the handshake of a
         new connection and a script's reload included, which the socket timeout bounds only one
-        read at a time."""
+        read at a time — plus the loop's recent lateness (LoopLag)."""
         if not even_paused and not self.available():
             raise RedisPaused("not tried: Redis failed a moment ago")
         self.lag.start()
         if self.call_timeout is None:
             answer = call(*args, **kwargs)
         else:
-            with gevent.Timeout(self.call_timeout, redis.TimeoutError("Redis call timed out")):
+            # Plus how late this process's own loop has been lately: a reply that is there but
+            # not yet read because the worker was starved is not Redis's lateness.
+            bound = self.call_timeout + self.lag.worst()
+            with gevent.Timeout(bound, redis.TimeoutError("Redis call timed out")):
                 answer = call(*args, **kwargs)
         self._answered = time.monotonic()
         return answer

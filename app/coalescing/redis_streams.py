@@ -85,18 +85,20 @@ class SharedStreams:
     def claim(self, key: str, deadline: float | None = None) -> Lease | None:
         """Return the key's lease when this process now leads its stream, None when another
         does; raise RedisError when Redis cannot tell (the caller then streams on its own). A
-        timeout is tried again, up to CLAIM_TRIES in all within `deadline`, with the same token:
+        timeout is tried again, up to CLAIM_TRIES in all within `deadline` (while this worker is
+        starved, as often as the deadline allows), with the same token:
         a reply that came late on a busy machine may have given this process the lease (then it
         leads), and a second model call is what coordinating exists to avoid."""
-        token = new_token()
-        for attempt in range(1, CLAIM_TRIES + 1):
+        token, attempt = new_token(), 0
+        while True:
+            attempt += 1
             try:
                 return self._leases.acquire(self._tag(key) + ":lock", self._lease, token)
             except redis.TimeoutError as exc:
-                if deadline is None or time.monotonic() >= deadline or attempt == CLAIM_TRIES:
+                late = self.health.starved(exc)  # this worker's lateness: asked again within the deadline
+                if deadline is None or time.monotonic() >= deadline or (attempt >= CLAIM_TRIES and not late):
                     raise
                 self.health.failed("coalescing lock", exc)
-        raise AssertionError("unreachable")
 
     def keep(self, lease: Lease) -> None:
         """Renew the lease while the leader works (the process's keeper), until `end`."""
