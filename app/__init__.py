@@ -62,11 +62,11 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
     import os
     import sqlite3
 
-    from app.api import JSON_ENDPOINTS
     from app.cache.clients import BLOCK
     from app.jobs.queue import JobQueue, RunnerLock
     from app.jobs.records import RedisJobStore, SqliteJobStore
     from app.jobs.service import Jobs, JobsUnavailable
+    from app.services.operations import OPERATIONS
 
     lock = None
     if clients is not None:
@@ -92,7 +92,7 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
         store,
         queue,
         prompts,
-        {endpoint.name: endpoint for endpoint in JSON_ENDPOINTS},
+        OPERATIONS,
         result_ttl=settings.job_result_ttl,
         queue_max=settings.job_queue_max,
         lease_seconds=settings.job_lease_seconds,
@@ -174,6 +174,5 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     api.init_app(app)
     if instruments is not None:
         metrics.init_endpoint_series(app, instruments.metrics)
-    found.pipeline = Pipeline(app, found, app.wsgi_app)
-    app.wsgi_app = headers.wrap_proxy_fix(found.pipeline, settings)  # type: ignore[method-assign]
+    app.wsgi_app = headers.wrap_proxy_fix(Pipeline(app, found, app.wsgi_app), settings)  # type: ignore[method-assign]
     return app

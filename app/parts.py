@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from app.observability.access import AccessLog
     from app.observability.metrics import Instruments
     from app.observability.tracing import Tracing
-    from app.pipeline import Pipeline
     from app.security.auth import Credentials
     from app.security.limits import RateLimit
     from app.services import PromptService
@@ -39,7 +38,6 @@ class Parts:
     jobs: Jobs | None = None  # no CACHE_DIR and no REDIS_URL (nowhere to keep them), or broken: None
     jobs_unavailable: JobsUnavailable | None = None  # asked for, but the store could not be opened
     warm: tuple[int, float] | None = None  # L1 warmed from L2 at start: (answers, seconds)
-    pipeline: Pipeline | None = None  # set once the routes are in
     draining: bool = False  # SIGTERM received: /health/ready answers 503
 
 

@@ -39,7 +39,7 @@ from app.routing import ENVIRON_KEY, Router
 from app.security.headers import SECURITY, cors_headers
 from app.security.limits import client_for
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "pipeline_of"]
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +308,11 @@ class Pipeline:
                     self._ended(recorder, exchange)
 
         return observed(events, on_event, on_close)
+
+
+def pipeline_of(app: Flask) -> Pipeline:
+    """The pipeline in front of `app` (under ProxyFix, when TRUSTED_PROXIES is set)."""
+    found: Any = app.wsgi_app
+    while not isinstance(found, Pipeline):
+        found = found.app
+    return found

@@ -12,13 +12,14 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args
+from typing import Any, Generic, TypeVar, get_args
 
 from flask import Response, request
 from pydantic import BaseModel, RootModel, ValidationError
 from pydantic.fields import FieldInfo
 from werkzeug.wrappers import Request
 
+from app.api._accepted import submit_async, wants_async
 from app.errors import (
     MalformedJSONError,
     PayloadTooLargeError,
@@ -27,12 +28,11 @@ from app.errors import (
     ValidationFailedError,
 )
 from app.gateway import Completion
+from app.jobs.service import Jobs, JobsUnavailable
 from app.parts import parts
 from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
-
-if TYPE_CHECKING:
-    from app.jobs.service import Jobs, JobsUnavailable
+from app.services.operations import Operation
 
 __all__ = ["JsonEndpoint", "cache_policy", "decode_body", "describe", "read_body"]
 
@@ -172,16 +172,26 @@ def cache_policy(environ: dict[str, Any]) -> CachePolicy:
 
 @dataclass(frozen=True)
 class JsonEndpoint(Generic[M]):
-    """One POST endpoint that answers JSON: its path, its body's model and the service call."""
+    """One POST endpoint that answers JSON: `/api/<name>` of an operation (app.services.operations)."""
 
-    path: str
-    model: type[M]
-    answer: Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]
+    operation: Operation[M]
 
     @property
     def name(self) -> str:
-        """The endpoint's name as a job's task: its path without /api/."""
-        return self.path.removeprefix("/api/")
+        """The operation's name (a job's task)."""
+        return self.operation.name
+
+    @property
+    def path(self) -> str:
+        return "/api/" + self.operation.name
+
+    @property
+    def model(self) -> type[M]:
+        return self.operation.model
+
+    @property
+    def answer(self) -> Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]:
+        return self.operation.answer
 
     def handle(
         self, environ: dict[str, Any], prompts: PromptService, limit: int, jobs: Jobs | JobsUnavailable | None = None
@@ -190,14 +200,10 @@ class JsonEndpoint(Generic[M]):
         raise the APIError that says what went wrong. With `Prefer: respond-async` (and jobs
         available): 202, the request accepted as a job."""
         body = read_body(environ, self.model, limit)
-        if jobs is not None and "HTTP_PREFER" in environ:
-            from app.api.jobs import submit_async, wants_async
-            from app.jobs.service import JobsUnavailable
-
-            if wants_async(environ):
-                if isinstance(jobs, JobsUnavailable):
-                    raise jobs.error()  # asked for a job: never answered synchronously instead
-                return submit_async(jobs, self.name, body)
+        if jobs is not None and "HTTP_PREFER" in environ and wants_async(environ):
+            if isinstance(jobs, JobsUnavailable):
+                raise jobs.error()  # asked for a job: never answered synchronously instead
+            return submit_async(jobs, self.name, body)
         answer, completion = self.answer(prompts, body, cache_policy(environ))
         data = render(answer)
         status = completion.cache_status

@@ -7,11 +7,12 @@ from app.api._body import JsonEndpoint, cache_policy, read_body
 from app.exchange import current
 from app.parts import parts
 from app.schemas import OptimizeRequest
+from app.services.operations import OPERATIONS
 
 __all__ = ["OPTIMIZE", "bp"]
 
 bp = Blueprint("optimize", __name__)
-OPTIMIZE = JsonEndpoint("/api/optimize", OptimizeRequest, lambda prompts, body, policy: prompts.optimize(body, policy))
+OPTIMIZE = JsonEndpoint(OPERATIONS["optimize"])
 
 
 @bp.post(OPTIMIZE.path)

@@ -3,14 +3,12 @@
 from flask import Blueprint, Response
 
 from app.api._body import JsonEndpoint
-from app.schemas import QuestionsRequest
+from app.services.operations import OPERATIONS
 
 __all__ = ["QUESTIONS", "bp"]
 
 bp = Blueprint("questions", __name__)
-QUESTIONS = JsonEndpoint(
-    "/api/generate-questions", QuestionsRequest, lambda prompts, body, policy: prompts.answer("questions", body, policy)
-)
+QUESTIONS = JsonEndpoint(OPERATIONS["generate-questions"])
 
 
 @bp.post(QUESTIONS.path)

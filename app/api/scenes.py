@@ -3,14 +3,12 @@
 from flask import Blueprint, Response
 
 from app.api._body import JsonEndpoint
-from app.schemas import SceneChangeRequest
+from app.services.operations import OPERATIONS
 
 __all__ = ["SCENE", "bp"]
 
 bp = Blueprint("scenes", __name__)
-SCENE = JsonEndpoint(
-    "/api/detect-scene-change", SceneChangeRequest, lambda prompts, body, policy: prompts.answer("scene", body, policy)
-)
+SCENE = JsonEndpoint(OPERATIONS["detect-scene-change"])
 
 
 @bp.post(SCENE.path)

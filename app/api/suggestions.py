@@ -3,26 +3,14 @@
 from flask import Blueprint, Response
 
 from app.api._body import JsonEndpoint
-from app.schemas import CreativeRequest, CustomSuggestionsRequest, EnhancementRequest
+from app.services.operations import OPERATIONS
 
 __all__ = ["CREATIVE", "CUSTOM", "ENHANCEMENT", "bp"]
 
 bp = Blueprint("suggestions", __name__)
-ENHANCEMENT = JsonEndpoint(
-    "/api/get-enhancement-suggestions",
-    EnhancementRequest,
-    lambda prompts, body, policy: prompts.answer("enhancement", body, policy),
-)
-CUSTOM = JsonEndpoint(
-    "/api/get-custom-suggestions",
-    CustomSuggestionsRequest,
-    lambda prompts, body, policy: prompts.answer("custom", body, policy),
-)
-CREATIVE = JsonEndpoint(
-    "/api/get-creative-suggestions",
-    CreativeRequest,
-    lambda prompts, body, policy: prompts.answer("creative", body, policy),
-)
+ENHANCEMENT = JsonEndpoint(OPERATIONS["get-enhancement-suggestions"])
+CUSTOM = JsonEndpoint(OPERATIONS["get-custom-suggestions"])
+CREATIVE = JsonEndpoint(OPERATIONS["get-creative-suggestions"])
 
 
 @bp.post(ENHANCEMENT.path)

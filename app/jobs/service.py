@@ -35,8 +35,8 @@ from app.services import CachePolicy, PromptService
 from app.tenancy import tenant
 
 if TYPE_CHECKING:
-    from app.api._body import JsonEndpoint
     from app.observability.metrics import _Metrics
+    from app.services.operations import Operation
 
 __all__ = ["JobNotFoundError", "Jobs", "JobsUnavailable", "error_body"]
 
@@ -99,7 +99,7 @@ class Jobs:
         store: JobStore,
         queue: JobQueue,
         prompts: PromptService,
-        endpoints: Mapping[str, JsonEndpoint[Any]],
+        endpoints: Mapping[str, Operation[Any]],
         *,
         result_ttl: float,
         queue_max: int,

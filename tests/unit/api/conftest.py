@@ -8,13 +8,11 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app.parts import parts_of
+from app.pipeline import pipeline_of
 
 
 @pytest.fixture(params=["shortcut", "through-flask"])
 def app(request: pytest.FixtureRequest) -> Flask:
     built = create_app({"APP_ENV": "testing"})
-    pipeline = parts_of(built).pipeline
-    assert pipeline is not None
-    pipeline.shortcut = request.param == "shortcut"
+    pipeline_of(built).shortcut = request.param == "shortcut"
     return built

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.parts import parts_of
+from app.pipeline import pipeline_of
 from tests.unit.api.test_validation import VALID
 
 # Values that differ between any two requests, whichever path answers them.
@@ -34,8 +35,7 @@ SETTINGS = {
 def _app(shortcut: bool, **settings: str) -> tuple[Flask, io.StringIO]:
     app = create_app({**SETTINGS, **settings})
     found = parts_of(app)
-    assert found.pipeline is not None
-    found.pipeline.shortcut = shortcut
+    pipeline_of(app).shortcut = shortcut
     log = found.access.stream = io.StringIO()
     return app, log
 
