@@ -14,6 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.tenancy import ANONYMOUS, Caller
+
 if TYPE_CHECKING:
     from app.routing import Route
 
@@ -54,6 +56,11 @@ class Exchange:
     tokens: tuple[int, int] = (0, 0)
     limit_headers: list[tuple[str, str]] = field(default_factory=list)
     rate_limited: bool = False  # refused by the rate limit (a 429 for a spent budget is not)
+
+    @property
+    def caller(self) -> Caller:
+        """Who asks, as the gateway is told: the key (budgets, usage) and the cache scope."""
+        return Caller(self.key, self.scope) if self.key is not None or self.scope is not None else ANONYMOUS
 
 
 _current: ContextVar[Exchange | None] = ContextVar("prompt_builder_exchange", default=None)

@@ -27,16 +27,24 @@ from app.errors import (
     UnsupportedMediaTypeError,
     ValidationFailedError,
 )
+from app.exchange import current
 from app.gateway import Completion
 from app.jobs.service import Jobs, JobsUnavailable
 from app.parts import parts
 from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
 from app.services.operations import Operation
+from app.tenancy import ANONYMOUS, Caller
 
-__all__ = ["JsonEndpoint", "cache_policy", "decode_body", "describe", "read_body"]
+__all__ = ["JsonEndpoint", "cache_policy", "caller", "decode_body", "describe", "read_body"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def caller(environ: dict[str, Any]) -> Caller:
+    """Who asks: the request's key and cache scope, as the pipeline found them."""
+    exchange = current()
+    return exchange.caller if exchange is not None else ANONYMOUS
 
 
 def _reject_constant(name: str) -> Any:
@@ -190,7 +198,7 @@ class JsonEndpoint(Generic[M]):
         return self.operation.model
 
     @property
-    def answer(self) -> Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]:
+    def answer(self) -> Callable[[PromptService, M, CachePolicy, Caller], tuple[dict[str, Any], Completion]]:
         return self.operation.answer
 
     def handle(
@@ -204,7 +212,7 @@ class JsonEndpoint(Generic[M]):
             if isinstance(jobs, JobsUnavailable):
                 raise jobs.error()  # asked for a job: never answered synchronously instead
             return submit_async(jobs, self.name, body)
-        answer, completion = self.answer(prompts, body, cache_policy(environ))
+        answer, completion = self.answer(prompts, body, cache_policy(environ), caller(environ))
         data = render(answer)
         status = completion.cache_status
         headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]

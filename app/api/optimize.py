@@ -3,7 +3,7 @@ POST /api/optimize-stream: the same answer as server-sent events, as the model w
 
 from flask import Blueprint, Response, request
 
-from app.api._body import JsonEndpoint, cache_policy, read_body
+from app.api._body import JsonEndpoint, cache_policy, caller, read_body
 from app.exchange import current
 from app.parts import parts
 from app.schemas import OptimizeRequest
@@ -27,7 +27,7 @@ def optimize_stream() -> Response:
     body = read_body(environ, OptimizeRequest, found.settings.max_body_bytes)  # bad input: 4xx JSON, before any stream
     exchange = current()
     origin = exchange.request_id if exchange is not None else ""
-    stream = found.prompts.optimize_stream(body, cache_policy(environ), origin)
+    stream = found.prompts.optimize_stream(body, cache_policy(environ), origin, caller(environ))
     response = Response(stream.events, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once

@@ -8,13 +8,11 @@ holders, one of waiters, and a key holding when the pause ends); without it the 
 an SQLite file in CACHE_DIR that its workers share (the same rule, one transaction per try);
 with neither, this process's.
 
-A caller's rank comes from the context (`job_priority`): a job's runner sets it, everything
-else is interactive.
+A caller's rank is its Caller's (app.tenancy): a job's priority and submission, or interactive.
 """
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import logging
@@ -24,8 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any
 
 import gevent
 import redis
@@ -34,6 +31,7 @@ from gevent.event import Event
 from app.coordination.lease import Keeper, Lease
 from app.errors import ServiceUnavailableError
 from app.localdb import LocalDB
+from app.tenancy import Caller
 
 __all__ = [
     "LOCAL_SCHEMA",
@@ -43,53 +41,18 @@ __all__ = [
     "LocalSlots",
     "RedisSlots",
     "SqliteSlots",
-    "carry_priority",
-    "job_priority",
 ]
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Any])
 RANKS = {"interactive": 0, "high": 1, "normal": 2, "low": 3}
-# (priority, since): a job's priority and when it was submitted (first come, first served
-# within a priority means first submitted); interactive callers rank by when they ask.
-_priority: ContextVar[tuple[str, float | None]] = ContextVar("prompt_builder_priority", default=("interactive", None))
 SCORE_BASE = 1_700_000_000.0  # seconds: arrival scores count microseconds from here (exact in a float)
 
 
-@contextmanager
-def job_priority(priority: str, since: float | None = None) -> Iterator[None]:
-    """Calls made inside wait for upstream slots with a job's `priority`, as of `since` (when
-    the job was submitted, time.time(); default: when each call asks)."""
-    token = _priority.set((priority, since))
-    try:
-        yield
-    finally:
-        _priority.reset(token)
-
-
-def current_priority() -> str:
-    return _priority.get()[0]
-
-
-def _score(rank: int) -> float:
+def _score(caller: Caller) -> float:
     """Where a waiter stands: its rank, then its arrival (a job's submission) in microseconds."""
-    since = _priority.get()[1]
-    return rank * 1e15 + round(((since if since is not None else time.time()) - SCORE_BASE) * 1e6)
-
-
-def carry_priority(fn: F) -> F:
-    """`fn`, to run in another greenlet (which starts with no context) at the current priority."""
-    priority, since = _priority.get()
-    if priority == "interactive":
-        return fn
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with job_priority(priority, since):
-            return fn(*args, **kwargs)
-
-    return run  # type: ignore[return-value]
+    since = caller.since if caller.since is not None else time.time()
+    return RANKS[caller.priority] * 1e15 + round((since - SCORE_BASE) * 1e6)
 
 
 class SlotsBusy(Exception):
@@ -105,11 +68,11 @@ class LocalSlots:
         self._waiting: list[tuple[float, int, Event]] = []
         self._arrivals = itertools.count()
 
-    def acquire(self, rank: int, deadline: float | None) -> Any:
+    def acquire(self, caller: Caller, deadline: float | None) -> Any:
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return True
-        entry = (_score(rank), next(self._arrivals), Event())
+        entry = (_score(caller), next(self._arrivals), Event())
         heapq.heappush(self._waiting, entry)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if entry[2].wait(timeout):
@@ -181,9 +144,9 @@ class _PolledSlots:
     def hold(self, token: str) -> Lease:
         return Lease(token, token.encode(), self._hold)
 
-    def acquire(self, rank: int, deadline: float | None) -> Any:
+    def acquire(self, caller: Caller, deadline: float | None) -> Any:
         token = f"{self._me}:{next(self._arrivals):012d}"  # ties (one microsecond) in the order asked
-        score = _score(rank)
+        score = _score(caller)
         try:
             while True:
                 if self._try(token, score, time.time()):
@@ -284,7 +247,7 @@ class BrokenSlots:
         self.limit = limit
         self.why = why
 
-    def acquire(self, rank: int, deadline: float | None) -> Any:
+    def acquire(self, caller: Caller, deadline: float | None) -> Any:
         raise sqlite3.OperationalError(self.why)
 
     def release(self, token: Any) -> None:  # never given a slot
@@ -462,19 +425,19 @@ class Budget:
             gevent.sleep(min(left, 1.0))
 
     @contextmanager
-    def slot(self, timeout: float, deadline: float | None = None) -> Iterator[float]:
+    def slot(self, caller: Caller, timeout: float, deadline: float | None = None) -> Iterator[float]:
         """Hold one upstream slot (waiting in the caller's rank) with no pause in force, and
         yield the call's deadline (monotonic). An interactive caller's deadline is `deadline`
         (default: `timeout` from now) and bounds its wait too; a job waits as long as it takes,
         and its call gets `timeout` from when it got the slot."""
-        interactive = current_priority() == "interactive"
+        interactive = caller.interactive
         if interactive and deadline is None:
             deadline = time.monotonic() + timeout
         self.wait_unpaused(deadline if interactive else None)
         token = None
         if self._slots is not None:
             try:
-                token = self._slots.acquire(RANKS[current_priority()], deadline if interactive else None)
+                token = self._slots.acquire(caller, deadline if interactive else None)
             except SlotsBusy:
                 raise ServiceUnavailableError(
                     "Upstream model API busy",

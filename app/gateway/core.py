@@ -13,7 +13,6 @@ from app.gateway.streams import StreamRun
 from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest
-from app.tenancy import scope_name
 
 __all__ = ["GatewayCore"]
 
@@ -107,7 +106,7 @@ class GatewayCore:
         (and, with cache scope `key`, the key's name)."""
         provider = self.upstream.provider
         shape = {"provider": provider.name, "model": provider.model, **request.identity()}
-        scope = scope_name()
+        scope = request.caller.scope
         if scope is not None:  # kept apart: only this key's requests share it
             shape["scope"] = scope
         return request_key(request.task, shape)

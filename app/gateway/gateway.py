@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 from app.cache import CachedValue
@@ -20,10 +19,6 @@ __all__ = ["Completion", "Gateway", "NotCached", "Stream"]
 class NotCached(Exception):
     """complete(cached_only=True) found no fresh answer in the cache."""
 
-
-# The keys a caller's completions used, for callers that want to know (a job, to tell whether
-# others share its call before stopping it).
-KEYS_USED: ContextVar[list[str] | None] = ContextVar("prompt_builder_keys_used", default=None)
 
 # Errors for which an expired answer beats no answer (stale-if-error).
 _STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
@@ -46,7 +41,7 @@ class Gateway(StreamingGateway):
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
         coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached)."""
         key = self.key_for(request)
-        used = KEYS_USED.get()
+        used = request.caller.keys_used
         if used is not None:
             used.append(key)
         stale, fresh = self._read(key, request, read and write)

@@ -18,14 +18,12 @@ from app.coalescing import SharedStreams
 from app.coalescing.redis_streams import UNREACHABLE
 from app.coordination.lease import Lease
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
-from app.gateway.budget import carry_priority
 from app.gateway.core import GatewayCore
 from app.gateway.replay import DONE, error_event, refined, replay, rest
 from app.gateway.streams import StreamRun, sse_event
 from app.gateway.values import encode
 from app.iterators import observed
 from app.providers.base import LLMRequest, ProviderResult
-from app.tenancy import carry_tenant
 
 __all__ = ["HEARTBEAT_SECONDS", "Stream", "StreamingGateway"]
 
@@ -136,13 +134,9 @@ class StreamingGateway(GatewayCore):
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    run.producer = gevent.spawn(
-                        self._tracer.carry(carry_tenant(carry_priority(self._follow_stream))), job, run
-                    )
+                    run.producer = gevent.spawn(self._tracer.carry(self._follow_stream), job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = gevent.spawn(
-            self._tracer.carry(carry_tenant(carry_priority(self._produce_stream))), job, run, lock
-        )
+        run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
@@ -171,7 +165,7 @@ class StreamingGateway(GatewayCore):
         self._observer.stream_follower("cluster")
         run = self._streams[key] = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         run.producer = gevent.spawn(
-            self._tracer.carry(carry_tenant(self._follow_stream)), _StreamJob(request, parse, True, None, origin), run
+            self._tracer.carry(self._follow_stream), _StreamJob(request, parse, True, None, origin), run
         )
         return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
 

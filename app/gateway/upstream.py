@@ -20,12 +20,11 @@ from app.errors import (
     UpstreamError,
 )
 from app.gateway.breaker import Breaker
-from app.gateway.budget import Budget, current_priority
+from app.gateway.budget import Budget
 from app.gateway.observer import Observer
 from app.gateway.tracer import NullTracer, Span, Tracer
 from app.providers.base import LLMRequest, Provider, ProviderResult, UpstreamFailure
 from app.security.spend import Spend, Ticket, cost_usd, input_token_bound
-from app.tenancy import key_name
 
 __all__ = ["UpstreamCaller", "to_api_error"]
 
@@ -113,7 +112,7 @@ class UpstreamCaller:
         }
         with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
             span.set_attribute("circuit_breaker.state", self.breaker.state)
-            with self.budget.slot(request.timeout) as deadline:
+            with self.budget.slot(request.caller, request.timeout) as deadline:
                 ticket = self._admit(request, deadline)
                 try:
                     result = self._call(request, span, deadline)
@@ -147,7 +146,7 @@ class UpstreamCaller:
         `deadline` (monotonic; default: the request's timeout from now) bounds the whole
         stream: a stall past it is a timeout failure. Closing the generator closes the upstream
         connection."""
-        with self.budget.slot(request.timeout, deadline) as deadline:
+        with self.budget.slot(request.caller, request.timeout, deadline) as deadline:
             ticket = self._admit(request, deadline, model)
             try:
                 for item in self._stream(request, model or self.provider.model, deadline):
@@ -166,7 +165,7 @@ class UpstreamCaller:
             return None
         tokens_in = input_token_bound([request.system, *(content for _, content in request.messages)])
         cost = cost_usd(self._prices, model or self.provider.model, tokens_in, request.max_tokens)
-        return self.spend.admit(key_name(), tokens_in + request.max_tokens, cost, deadline)
+        return self.spend.admit(request.caller.key, tokens_in + request.max_tokens, cost, deadline)
 
     def _charge(self, ticket: Ticket | None, result: ProviderResult) -> None:
         if ticket is not None:
@@ -232,7 +231,7 @@ class UpstreamCaller:
     ) -> tuple[Generator[str | ProviderResult, None, None], str | ProviderResult, float] | UpstreamFailure:
         """One attempt at a stream: open it and read its first item (the pieces, that item and
         when the attempt began), or the attempt's failure (counted, the connection closed)."""
-        self.budget.wait_unpaused(deadline if current_priority() == "interactive" else None)
+        self.budget.wait_unpaused(deadline if request.caller.interactive else None)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return UpstreamFailure("timeout", "request deadline reached")
@@ -272,7 +271,7 @@ class UpstreamCaller:
         return failure
 
     def _attempt(self, request: LLMRequest, deadline: float) -> ProviderResult | UpstreamFailure:
-        self.budget.wait_unpaused(deadline if current_priority() == "interactive" else None)
+        self.budget.wait_unpaused(deadline if request.caller.interactive else None)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return UpstreamFailure("timeout", "request deadline reached")

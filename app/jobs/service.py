@@ -24,15 +24,13 @@ from pydantic import BaseModel
 
 from app.errors import APIError, ServiceUnavailableError
 from app.gateway import NotCached
-from app.gateway.budget import job_priority
-from app.gateway.gateway import KEYS_USED
 from app.gateway.replay import replay_text
 from app.gateway.streams import HEARTBEAT, sse_event
 from app.jobs.queue import JobQueue, JobRunner
 from app.jobs.records import FINISHED, Job, JobStore, QueueFull
 from app.schemas import OptimizeRequest
 from app.services import CachePolicy, PromptService
-from app.tenancy import tenant
+from app.tenancy import Caller
 
 if TYPE_CHECKING:
     from app.observability.metrics import _Metrics
@@ -141,7 +139,7 @@ class Jobs:
         )
         endpoint = self._endpoints[task]
         try:
-            answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False))
+            answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False), self._caller(job))
         except (NotCached, APIError):
             job.status = "pending"  # queued once its id is on the queue
         else:
@@ -226,7 +224,9 @@ class Jobs:
             if job.finished:
                 break
             if job.status == "running" and job.task == "optimize" and not followed:
-                live = self._prompts.join_optimize_stream(OptimizeRequest.model_validate(job.input), job.id)
+                live = self._prompts.join_optimize_stream(
+                    OptimizeRequest.model_validate(job.input), job.id, self._caller(job)
+                )
                 if live is not None:
                     followed = True
                     job = yield from self._relay(live.events, job, owner)
@@ -270,6 +270,11 @@ class Jobs:
                 close()
         return self.get(job.id, owner)
 
+    def _caller(self, job: Job, keys: list[str] | None = None) -> Caller:
+        """Who asks for `job`'s answer: its owner's key and scope, at its priority and submission."""
+        key = job.owner.removeprefix("key:") or None
+        return Caller(key, self._scope_of(job.owner), job.priority, job.created_at, keys)
+
     # --- the runner's side -----------------------------------------------------------------------
 
     def run(self, job_id: str) -> None:
@@ -281,19 +286,15 @@ class Jobs:
         keys: list[str] = []
         self._running[job_id] = (gevent.getcurrent(), keys)
         started = time.perf_counter()
-        token = KEYS_USED.set(keys)
         requeue = False
         try:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
-            with (
-                job_priority(job.priority, job.created_at),
-                tenant(job.owner.removeprefix("key:") or None, self._scope_of(job.owner)),
-            ):
-                if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
-                    answer, _ = self._prompts.optimize_streamed(body, origin=job.id)
-                else:
-                    answer, _ = endpoint.answer(self._prompts, body, CachePolicy())
+            caller = self._caller(job, keys)
+            if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
+                answer, _ = self._prompts.optimize_streamed(body, job.id, caller)
+            else:
+                answer, _ = endpoint.answer(self._prompts, body, CachePolicy(), caller)
             job.status, job.result = "succeeded", answer
         except APIError as error:
             if error.status_code in TRANSIENT and job.attempts < ATTEMPTS:
@@ -305,7 +306,6 @@ class Jobs:
             log.exception("job %s failed", job_id)
             job.status, job.error = "failed", error_body(APIError())
         finally:
-            KEYS_USED.reset(token)
             self._running.pop(job_id, None)
             self._observe_run(job, time.perf_counter() - started)
         if requeue and self.store.requeue(job_id, float("1e18")):

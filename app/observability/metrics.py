@@ -20,7 +20,6 @@ from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMet
 from app.gateway.observer import Observer
 from app.providers.base import RETRYABLE_STATUSES, UpstreamFailure
 from app.security.spend import cost_usd
-from app.tenancy import key_name
 from config.settings import Settings
 
 __all__ = ["Instruments", "PrometheusObserver", "RequestMetrics", "init_app", "init_endpoint_series"]
@@ -384,7 +383,7 @@ class PrometheusObserver(Observer):
         cost = cost_usd(self._prices, outcome.model, outcome.input_tokens, outcome.output_tokens)
         if cost:
             self.m.cost.labels(*labels).inc(cost)
-        key = key_name() or "none"
+        key = request.caller.key or "none"
         self.m.key_tokens.labels(key, "input").inc(outcome.input_tokens)
         self.m.key_tokens.labels(key, "output").inc(outcome.output_tokens)
         if cost:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 # The failure type lives with the transport that raises it (app.http); providers re-export it.
 from app.http.failure import RETRYABLE_STATUSES, UpstreamFailure
+from app.tenancy import ANONYMOUS, Caller
 
 __all__ = ["RETRYABLE_STATUSES", "LLMRequest", "Provider", "ProviderResult", "UpstreamFailure"]
 
@@ -25,6 +26,7 @@ class LLMRequest:
     timeout: float = 30.0
     ttl: int = 3600
     inputs: dict[str, Any] = field(default_factory=dict)  # validated fields, for offline answers
+    caller: Caller = field(default=ANONYMOUS, compare=False)  # who asks (not part of the answer)
 
     def identity(self) -> dict[str, Any]:
         """Return every field that shapes the answer (timeout and ttl do not)."""

@@ -22,6 +22,7 @@ from app.schemas import (
 if TYPE_CHECKING:
     from app.gateway import Completion
     from app.services.prompts import CachePolicy, PromptService
+    from app.tenancy import Caller
 
 __all__ = ["OPERATIONS", "Operation"]
 
@@ -32,17 +33,19 @@ M = TypeVar("M", bound=BaseModel)
 class Operation(Generic[M]):
     name: str
     model: type[M]
-    answer: Callable[[PromptService, M, CachePolicy], tuple[dict[str, Any], Completion]]
+    answer: Callable[[PromptService, M, CachePolicy, Caller], tuple[dict[str, Any], Completion]]
 
 
-def _task(task: str) -> Callable[[PromptService, Any, CachePolicy], tuple[dict[str, Any], Completion]]:
-    return lambda prompts, body, policy: prompts.answer(task, body, policy)
+def _task(task: str) -> Callable[[PromptService, Any, CachePolicy, Caller], tuple[dict[str, Any], Completion]]:
+    return lambda prompts, body, policy, caller: prompts.answer(task, body, policy, caller)
 
 
 OPERATIONS: dict[str, Operation[Any]] = {
     operation.name: operation
     for operation in (
-        Operation("optimize", OptimizeRequest, lambda prompts, body, policy: prompts.optimize(body, policy)),
+        Operation(
+            "optimize", OptimizeRequest, lambda prompts, body, policy, caller: prompts.optimize(body, policy, caller)
+        ),
         Operation("generate-questions", QuestionsRequest, _task("questions")),
         Operation("get-enhancement-suggestions", EnhancementRequest, _task("enhancement")),
         Operation("get-custom-suggestions", CustomSuggestionsRequest, _task("custom")),

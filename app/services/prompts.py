@@ -12,6 +12,7 @@ from app.schemas import OptimizeRequest
 from app.services.answers import json_answer, text_answer
 from app.services.modes import MODE_REGISTRY, context_appendix
 from app.services.tasks import TASKS
+from app.tenancy import ANONYMOUS, Caller
 
 __all__ = ["CachePolicy", "PromptService"]
 
@@ -62,17 +63,21 @@ class PromptService:
         """Return (cache namespaces, modes) this service's requests carry, for metric labels."""
         return ("optimize", *TASKS), (*MODE_REGISTRY, *TASKS)
 
-    def optimize(self, body: OptimizeRequest, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
+    def optimize(
+        self, body: OptimizeRequest, policy: CachePolicy, caller: Caller = ANONYMOUS
+    ) -> tuple[dict[str, Any], Completion]:
         """Return the optimized prompt for the body's prompt, mode and context."""
-        request = self._optimize_request(body)
+        request = self._optimize_request(body, caller)
         completion = self.gateway.complete(
             request, text_answer, read=policy.read, write=policy.write, cached_only=not policy.upstream
         )
         return _optimized(request, completion), completion
 
-    def optimize_stream(self, body: OptimizeRequest, policy: CachePolicy, request_id: str) -> Stream:
+    def optimize_stream(
+        self, body: OptimizeRequest, policy: CachePolicy, request_id: str, caller: Caller = ANONYMOUS
+    ) -> Stream:
         """The same answer as `optimize`, as server-sent events (same key, same cache)."""
-        request = self._optimize_request(body)
+        request = self._optimize_request(body, caller)
         return self.gateway.stream(
             request,
             text_answer,
@@ -82,17 +87,19 @@ class PromptService:
             origin=request_id,
         )
 
-    def optimize_streamed(self, body: OptimizeRequest, origin: str) -> tuple[dict[str, Any], Completion]:
+    def optimize_streamed(
+        self, body: OptimizeRequest, origin: str, caller: Caller = ANONYMOUS
+    ) -> tuple[dict[str, Any], Completion]:
         """`optimize`'s answer, made as `optimize_stream` makes it: followers can `join` it live."""
-        request = self._optimize_request(body)
+        request = self._optimize_request(body, caller)
         completion = self.gateway.complete_streamed(request, text_answer, draft_model=self._draft_model, origin=origin)
         return _optimized(request, completion), completion
 
-    def join_optimize_stream(self, body: OptimizeRequest, origin: str) -> Stream | None:
+    def join_optimize_stream(self, body: OptimizeRequest, origin: str, caller: Caller = ANONYMOUS) -> Stream | None:
         """The events of `optimize_stream` for this body when one is in flight; None otherwise."""
-        return self.gateway.join(self._optimize_request(body), text_answer, origin=origin)
+        return self.gateway.join(self._optimize_request(body, caller), text_answer, origin=origin)
 
-    def _optimize_request(self, body: OptimizeRequest) -> LLMRequest:
+    def _optimize_request(self, body: OptimizeRequest, caller: Caller) -> LLMRequest:
         mode = MODE_REGISTRY[body.mode]
         context = body.context.model_dump() if body.context else None
         request = LLMRequest(
@@ -110,10 +117,13 @@ class PromptService:
                 "drafts": list(mode.drafts),
                 "context_at": mode.context_at,
             },
+            caller=caller,
         )
         return request
 
-    def answer(self, task_name: str, body: BaseModel, policy: CachePolicy) -> tuple[dict[str, Any], Completion]:
+    def answer(
+        self, task_name: str, body: BaseModel, policy: CachePolicy, caller: Caller = ANONYMOUS
+    ) -> tuple[dict[str, Any], Completion]:
         """Return the JSON answer of one of the other endpoints (questions, suggestions, scene)."""
         task = TASKS[task_name]
         inputs = body.model_dump()
@@ -127,6 +137,7 @@ class PromptService:
             timeout=self._timeout or task.timeout,
             ttl=task.ttl or self._default_ttl,
             inputs=inputs,
+            caller=caller,
         )
         completion = self.gateway.complete(
             request, self._parsers[task_name], read=policy.read, write=policy.write, cached_only=not policy.upstream

@@ -17,6 +17,7 @@ from app.coordination.reservation import Claim, SqliteReservations
 from app.gateway.budget import LOCAL_SCHEMA, SqliteSlots
 from app.jobs.records import Job, SqliteJobStore
 from app.localdb import LocalDB
+from app.tenancy import ANONYMOUS
 
 
 def _raw(db: LocalDB) -> None:
@@ -24,7 +25,7 @@ def _raw(db: LocalDB) -> None:
 
 
 def _slot(db: LocalDB) -> None:
-    SqliteSlots(db, limit=1).acquire(0, time.monotonic() + 60)
+    SqliteSlots(db, limit=1).acquire(ANONYMOUS, time.monotonic() + 60)
 
 
 def _reserve(db: LocalDB) -> None:
