@@ -21,6 +21,7 @@ from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
 from app.gateway.core import GatewayCore
 from app.gateway.replay import DONE, error_event, refined, replay, rest
 from app.gateway.streams import StreamRun, sse_event
+from app.gateway.tracer import spawn
 from app.gateway.values import encode
 from app.iterators import observed
 from app.providers.base import LLMRequest, ProviderResult
@@ -134,9 +135,9 @@ class StreamingGateway(GatewayCore):
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    run.producer = gevent.spawn(self._tracer.carry(self._follow_stream), job, run)
+                    run.producer = spawn(self._tracer, self._follow_stream, job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = gevent.spawn(self._tracer.carry(self._produce_stream), job, run, lock)
+        run.producer = spawn(self._tracer, self._produce_stream, job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
@@ -164,9 +165,7 @@ class StreamingGateway(GatewayCore):
             return None
         self._observer.stream_follower("cluster")
         run = self._streams[key] = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
-        run.producer = gevent.spawn(
-            self._tracer.carry(self._follow_stream), _StreamJob(request, parse, True, None, origin), run
-        )
+        run.producer = spawn(self._tracer, self._follow_stream, _StreamJob(request, parse, True, None, origin), run)
         return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
 
     def _buffer_changed(self, change: int) -> None:

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
+import gevent
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["NullTracer", "Span", "Tracer"]
+__all__ = ["NullTracer", "Span", "Tracer", "spawn"]
 
 
 class Span(Protocol):
@@ -24,6 +26,13 @@ class Tracer(Protocol):
         """`fn`, to run in another greenlet under the current request's trace and sampling
         decision (a greenlet starts with none of them)."""
         ...
+
+
+def spawn(tracer: Tracer, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+    """Start `fn(*args)` in a greenlet of its own on behalf of the current request: the one way
+    the gateway does it. Everything the work needs comes in its arguments (the request carries
+    its Caller); only the trace and its sampling decision are the context's, carried here."""
+    return gevent.spawn(tracer.carry(fn), *args)
 
 
 class _NullSpan:
