@@ -64,8 +64,9 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
 
     from app.cache.clients import BLOCK
     from app.jobs.queue import JobQueue, RunnerLock
-    from app.jobs.records import RedisJobStore, SqliteJobStore
+    from app.jobs.redis_store import RedisJobStore
     from app.jobs.service import Jobs, JobsUnavailable
+    from app.jobs.sqlite_store import SqliteJobStore
     from app.services.operations import OPERATIONS
 
     lock = None

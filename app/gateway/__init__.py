@@ -20,9 +20,10 @@ from app.coordination.reservation import (
     StoreUnavailable,
 )
 from app.gateway.breaker import Breaker
-from app.gateway.budget import LOCAL_SCHEMA, Budget
+from app.gateway.budget import Budget
 from app.gateway.gateway import Completion, Gateway, NotCached, Stream
 from app.gateway.observer import NullObserver, Observer
+from app.gateway.slots import LOCAL_SCHEMA
 from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.localdb import LocalDB

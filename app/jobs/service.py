@@ -33,7 +33,7 @@ from app.services import CachePolicy, PromptService
 from app.tenancy import Caller
 
 if TYPE_CHECKING:
-    from app.observability.metrics import _Metrics
+    from app.observability.series import Series
     from app.services.operations import Operation
 
 __all__ = ["JobNotFoundError", "Jobs", "JobsUnavailable", "error_body"]
@@ -103,7 +103,7 @@ class Jobs:
         queue_max: int,
         lease_seconds: float,
         concurrency: int,
-        metrics: _Metrics | None = None,
+        metrics: Series | None = None,
         runner_lock: Any = None,
         scope_of: Callable[[str], str | None] = lambda owner: None,
     ) -> None:

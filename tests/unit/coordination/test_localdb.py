@@ -14,8 +14,9 @@ import gevent
 import pytest
 
 from app.coordination.reservation import Claim, SqliteReservations
-from app.gateway.budget import LOCAL_SCHEMA, SqliteSlots
-from app.jobs.records import Job, SqliteJobStore
+from app.gateway.slots import LOCAL_SCHEMA, SqliteSlots
+from app.jobs.records import Job
+from app.jobs.sqlite_store import SqliteJobStore
 from app.localdb import LocalDB
 from app.tenancy import ANONYMOUS
 

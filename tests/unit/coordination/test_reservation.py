@@ -22,7 +22,7 @@ from app.coordination.reservation import (
     SqliteReservations,
     StoreUnavailable,
 )
-from app.gateway.budget import LOCAL_SCHEMA
+from app.gateway.slots import LOCAL_SCHEMA
 from app.localdb import LocalDB
 from tests.support import wait_until
 

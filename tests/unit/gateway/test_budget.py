@@ -16,7 +16,8 @@ from app.cache import RedisHealth
 from app.cache.clients import RedisTopology
 from app.errors import ServiceUnavailableError
 from app.gateway import _machine_db
-from app.gateway.budget import LOCAL_SCHEMA, Budget, LocalSlots, RedisSlots
+from app.gateway.budget import Budget
+from app.gateway.slots import LOCAL_SCHEMA, LocalSlots, RedisSlots
 from app.localdb import LocalDB
 from app.tenancy import ANONYMOUS, Caller
 from config.settings import load_settings
@@ -88,7 +89,8 @@ import sys, gevent
 from gevent import monkey
 monkey.patch_all()
 import redis
-from app.gateway.budget import LOCAL_SCHEMA, Budget, RedisSlots, SqliteSlots
+from app.gateway.budget import Budget
+from app.gateway.slots import LOCAL_SCHEMA, RedisSlots, SqliteSlots
 from app.tenancy import ANONYMOUS
 from app.localdb import LocalDB
 kind, where = sys.argv[1], sys.argv[2]

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.jobs.records import Job, QueueFull, RedisJobStore, SqliteJobStore
+from app.jobs.records import Job, QueueFull
+from app.jobs.redis_store import RedisJobStore
+from app.jobs.sqlite_store import SqliteJobStore
 
 TTL = 60.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from app.observability.metrics import LATENCY_BUCKETS
+from app.observability.series import LATENCY_BUCKETS
 from app.observability.stats import _Samples
 
 

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.coordination.reservation import MemoryReservations, RedisReservations, SqliteReservations
-from app.gateway.budget import LOCAL_SCHEMA
+from app.gateway.slots import LOCAL_SCHEMA
 from app.localdb import LocalDB
 from app.security import spend as spend_module
 from app.security.spend import BudgetExceededError, BudgetUnavailableError, Spend, cost_usd, input_token_bound
