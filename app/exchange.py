@@ -52,6 +52,7 @@ class Exchange:
     scope: str | None = None  # the name its answers are kept apart under (cache scope key), or None
     trace_id: str | None = None  # hex, when traced
     cache_seconds: float | None = None
+    cache_status: str | None = None  # the answer's X-Cache, as its handler found it (HIT, MISS, ...)
     upstream_seconds: float = 0.0
     tokens: tuple[int, int] = (0, 0)
     limit_headers: list[tuple[str, str]] = field(default_factory=list)

@@ -129,6 +129,7 @@ class Pipeline:
             status, headers, body = self._respond(exchange)
         except Exception:
             self._reset_trace_context(exchange)
+            exchange.cache_status = None  # a 500 answers, not the cached answer
             status, headers, body = unexpected_error_parts()
         self._finish(exchange, status, headers)
         if isinstance(body, bytes):
@@ -136,6 +137,7 @@ class Pipeline:
             try:
                 self._record(exchange, status, headers, attempted)
             except Exception:  # the answer is not sent: the caller gets the 500 instead
+                exchange.cache_status = None
                 status, headers, body = unexpected_error_parts()
                 self._finish(exchange, status, headers)
                 try:  # in the sinks not yet tried; each is tried once a request
@@ -262,7 +264,7 @@ class Pipeline:
                 total,
                 exchange.request_id,
                 exchange.trace_id,
-                _header(headers, "X-Cache"),
+                exchange.cache_status,
                 exchange.upstream_seconds,
                 exchange.tokens,
                 exchange.key,

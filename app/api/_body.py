@@ -215,6 +215,9 @@ class JsonEndpoint(Generic[M]):
         answer, completion = self.answer(prompts, body, cache_policy(environ), caller(environ))
         data = render(answer)
         status = completion.cache_status
+        exchange = current()
+        if exchange is not None:
+            exchange.cache_status = status  # for the access line: told, not read back from the header
         headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))

@@ -32,4 +32,6 @@ def optimize_stream() -> Response:
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     response.headers["X-Cache"] = stream.cache_status
+    if exchange is not None:
+        exchange.cache_status = stream.cache_status
     return response
