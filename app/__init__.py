@@ -62,7 +62,6 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
     import os
     import sqlite3
 
-    from app.cache.clients import BLOCK
     from app.jobs.queue import JobQueue, RunnerLock
     from app.jobs.redis_store import RedisJobStore
     from app.jobs.service import Jobs, JobsUnavailable
@@ -72,16 +71,17 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
     lock = None
     if clients is not None:
         if clients.cluster:
-            logging.getLogger("app.jobs").warning("jobs are not available with a Redis Cluster (huey needs one node)")
+            logging.getLogger("app.jobs").warning(
+                "jobs are not available with a Redis Cluster (taking a job reaches keys its script cannot declare)"
+            )
             return None
         # The plain twin: the job store has no way to serve without Redis, so a pause after a
         # cache failure must not fail its calls (each is still bounded by the call timeout).
-        store: Any = RedisJobStore(clients.service.plain, settings.redis_prefix)
-        queue = JobQueue.redis(clients.reader.connection_pool, settings.redis_prefix, read_timeout=BLOCK)
+        store: Any = RedisJobStore(clients.service.plain, settings.redis_prefix, reader=clients.reader)
     elif settings.cache_dir:
         path = os.path.join(settings.cache_dir, "jobs.sqlite3")
         try:
-            store, queue = SqliteJobStore(path), JobQueue.sqlite(path)
+            store = SqliteJobStore(path)
         except (OSError, sqlite3.Error) as exc:  # asked for, and broken: refused, and readiness fails
             why = f"{path}: {type(exc).__name__}: {exc}"
             logging.getLogger("app.jobs").error("the job store cannot be opened (%s): job requests refused", why)
@@ -91,7 +91,7 @@ def _jobs(settings: Settings, prompts: Any, metrics: Any, credentials: Any, clie
         return None
     return Jobs(
         store,
-        queue,
+        JobQueue(store, settings.job_lease_seconds),
         prompts,
         OPERATIONS,
         result_ttl=settings.job_result_ttl,

@@ -66,7 +66,8 @@ class LocalDB:
 
     def _connection(self) -> sqlite3.Connection:  # on the database thread
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            # Used from the pool's one thread only, whichever thread that is (one at a time).
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")

@@ -1,12 +1,13 @@
-"""The queue under the jobs: huey, on SQLite beside the on-machine cache (one machine) or on
-Redis (a fleet), carrying job ids in priority order; and the runner that takes them off it.
+"""The queue under the jobs, and the runner that takes jobs off it.
 
-huey gives the storage (SQLite with a priority index; a Redis sorted set popped with
-BZPOPMIN), the priorities, the task registry and the execution of a task. The loop that takes
-tasks is ours (`JobRunner`): it runs inside a gunicorn worker as well as in `make worker`, where
-huey's own consumer would install signal handlers over gunicorn's. Neither huey storage
-acknowledges a task after it ran — a task taken by a process that is then killed is gone from
-the queue — so the job record's lease (app.jobs.records) is what brings such a job back.
+The job store (app.jobs.records) is the one queue: a queued record is on it, and taking the next
+job claims it in the same step, so nothing can fall between a queue and the record (a runner
+killed at any moment leaves either a queued job or a running one whose lease brings it back).
+huey is the engine on top — the task registry, a task's serialisation and its execution — with a
+storage of ours (`StoreStorage`) whose dequeue is the store's `take`; huey's own storages keep a
+queue of their own beside the record, which is what once needed a reconciliation. The loop that
+takes tasks is ours (`JobRunner`): it runs inside a gunicorn worker as well as in `make worker`,
+where huey's consumer would install signal handlers over gunicorn's.
 """
 
 from __future__ import annotations
@@ -21,76 +22,90 @@ from typing import Any
 import gevent
 from gevent.event import Event
 from gevent.pool import Pool
-from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey, Task
+from huey.storage import BlackHoleStorage
 
-__all__ = ["PRIORITY_VALUES", "JobQueue", "JobRunner", "RunnerLock"]
+from app.jobs.records import Job, JobStore
+
+__all__ = ["JobQueue", "JobRunner", "RunnerLock", "StoreStorage"]
 
 log = logging.getLogger(__name__)
 
-# huey runs the highest number first; equal numbers in the order they were queued.
-PRIORITY_VALUES = {"high": 20, "normal": 10, "low": 0}
 TASK_NAME = "prompt_builder.run_job"
-POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between tries of an empty SQLite queue (doubling)
+POLL_MIN, POLL_MAX = 0.05, 1.0  # seconds between looks at an empty queue that cannot notify (doubling)
+WAIT = 0.5  # seconds an idle runner waits for news of a job from a store that can notify
+
+
+class StoreStorage(BlackHoleStorage):
+    """huey's storage on the job store: `dequeue` takes the next job and claims it (leased for
+    `lease` seconds) in one step. Jobs are queued with their records (JobStore.create), never
+    through huey's `enqueue`; huey keeps no results, schedule or locks here."""
+
+    def __init__(self, name: str = "jobs", store: JobStore | None = None, lease: float = 15.0, **_: Any) -> None:
+        super().__init__(name)
+        assert store is not None
+        self.store, self.lease = store, lease
+        self.message: Callable[[Job], bytes] = _unbound_message  # the task message of a claimed job
+        self.claimed: dict[str, Job] = {}  # taken here, not yet run
+
+    def enqueue(self, data: bytes, priority: Any = None) -> None:
+        raise TypeError("a job is queued with its record (JobStore.create), not through huey")
+
+    def dequeue(self) -> bytes | None:
+        now = time.time()
+        job = self.store.take(now, now + self.lease)
+        if job is None:
+            return None
+        self.claimed[job.id] = job
+        return self.message(job)
+
+    def queue_size(self) -> int:
+        queued, _, _ = self.store.counts()
+        return sum(queued.values())
 
 
 class JobQueue:
-    """huey, with the one task it carries: run the job with this id."""
+    """huey, on the job store, with the one task it carries: run the job with this id."""
 
-    def __init__(self, huey: Huey) -> None:
-        self.huey = huey
-        self._run: Callable[[str], None] = _unbound
-        self._task = huey.task(name=TASK_NAME)(self._execute)
+    def __init__(self, store: JobStore, lease_seconds: float) -> None:
+        self.store = store
+        self.huey = Huey("jobs", storage_class=StoreStorage, store=store, lease=lease_seconds, results=False, utc=True)
+        self.storage: StoreStorage = self.huey.storage
+        self._run: Callable[[Job], None] = _unbound
+        self._task = self.huey.task(name=TASK_NAME)(self._execute)
+        self.storage.message = lambda job: self.huey.serialize_task(self._task.task_class(args=(job.id,), id=job.id))
 
-    @classmethod
-    def sqlite(cls, path: str) -> JobQueue:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        return cls(SqliteHuey(name="jobs", filename=path, results=False, utc=True))
-
-    @classmethod
-    def redis(cls, pool: Any, prefix: str, read_timeout: float = 1.0) -> JobQueue:
-        name = f"{prefix}jobs".replace(":", "_")
-        return cls(
-            PriorityRedisHuey(name=name, connection_pool=pool, results=False, read_timeout=read_timeout, utc=True)
-        )
-
-    def bind(self, run: Callable[[str], None]) -> None:
-        """What runs a job, given its id (app.jobs.service.Jobs.run)."""
+    def bind(self, run: Callable[[Job], None]) -> None:
+        """What runs a claimed job (app.jobs.service.Jobs.run)."""
         self._run = run
 
     def _execute(self, job_id: str) -> None:
-        self._run(job_id)
-
-    @property
-    def blocking(self) -> bool:
-        """Does `take` wait for a task (Redis) or answer at once (SQLite)?"""
-        return bool(getattr(self.huey.storage, "blocking", False))
-
-    def put(self, job_id: str, priority: str) -> None:
-        self.huey.enqueue(self._task.task_class(args=(job_id,), id=job_id, priority=PRIORITY_VALUES[priority]))
+        job = self.storage.claimed.pop(job_id, None)
+        if job is not None:
+            self._run(job)
 
     def take(self) -> Task | None:
-        """The next task, highest priority first (None: the queue is empty)."""
+        """The next job's task, claimed (None: nothing to run now)."""
         task: Task | None = self.huey.dequeue()
         return task
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for news of a queued job from any process; False when the store cannot notify."""
+        return self.store.wait(timeout)
 
     def execute(self, task: Task) -> None:
         self.huey.execute(task)
 
     def size(self) -> int:
-        return int(self.huey.storage.queue_size())
-
-    def job_ids(self) -> set[str]:
-        """The ids of every job on the queue now (reads the whole queue: for a rare check)."""
-        found = set()
-        for data in self.huey.storage.enqueued_items():
-            task = self.huey.deserialize_task(data)
-            found.add(str(task.args[0]))
-        return found
+        return int(self.huey.pending_count())
 
 
-def _unbound(job_id: str) -> None:
+def _unbound(job: Job) -> None:
     raise RuntimeError("JobQueue.bind was not called")
+
+
+def _unbound_message(job: Job) -> bytes:
+    raise RuntimeError("StoreStorage.message was not set")
 
 
 class RunnerLock:
@@ -176,13 +191,23 @@ class JobRunner:
                 self._stopped.wait(1.0)
                 continue
             if task is None:
-                if not self.queue.blocking:
-                    self.wake.wait(delay)
-                    self.wake.clear()
-                    delay = min(delay * 2, POLL_MAX)
+                self._idle(delay)
+                delay = min(delay * 2, POLL_MAX)
                 continue
             delay = POLL_MIN
             pool.spawn(self._execute, task)
+
+    def _idle(self, delay: float) -> None:
+        """Wait for work: news from the store (any process's submission) where it can notify,
+        else this process's own submissions, or `delay` seconds."""
+        try:
+            notified = self.queue.wait(WAIT)
+        except Exception:
+            log.warning("waiting for the job queue failed", exc_info=True)
+            notified = False
+        if not notified:
+            self.wake.wait(delay)
+        self.wake.clear()
 
     def _execute(self, task: Task) -> None:
         try:

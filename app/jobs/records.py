@@ -2,24 +2,21 @@
 service sees them — SQLite beside the on-machine cache (one machine: app.jobs.sqlite_store), or
 Redis (a fleet: app.jobs.redis_store).
 
-The queue engine (app.jobs.queue) carries only job ids in priority order; the record is the
-truth about a job. Every change of state is one conditional step (a transaction in SQLite, a
-Lua script in Redis), so two processes can never both start, finish or re-queue the same job:
+The store is the queue too: a queued record is on it, ordered by priority, then submission. Every
+change of state is one conditional step (a transaction in SQLite, a Lua script in Redis), so two
+processes can never both start, finish or re-queue the same job, and nothing sits between the
+queue and the record to fall through — taking a job *is* claiming it:
 
-    pending ──confirm──▶ queued ──claim──▶ running ──finish──▶ succeeded | failed
-      │    └──────────claim──────────────▲    │  ▲
-      │                 │                     │  └─ requeue: its runner went silent past the lease (killed)
-      └─ refuse (gone)  └──── cancel ─────────┴──▶ cancelled
-
-A submission is kept `pending` until its id is on the queue, then `queued`: a submission
-refused because its id could not be queued is deleted, or left `pending` to expire when even
-that fails — never run, since only `queued` records are put back on the queue by the
-reconciliation. A runner that takes a pending id from the queue claims it as usual (its id was
-queued: only confirming it failed). Callers see `pending` as `queued`.
+    queued ──take──▶ running ──finish──▶ succeeded | failed
+      ▲                │  │
+      └── requeue ─────┘  └──▶ cancelled (and from queued)
+          (its runner went silent past the lease, stopped, or the run failed transiently: then
+           not before a back-off, kept in `lease_until` while queued)
 
 A running job's lease is renewed by its runner; a job whose lease ends is queued again by any
 runner (`stale` + `requeue`), so a killed worker's jobs finish elsewhere. Finished records expire
-after JOB_RESULT_TTL.
+after JOB_RESULT_TTL. (`pending`, a state of records written before the store was the queue, is
+shown as `queued` and expires.)
 """
 
 from __future__ import annotations
@@ -102,18 +99,19 @@ class QueueFull(Exception):
 
 class JobStore(Protocol):
     def create(self, job: Job, max_queued: int, ttl: float) -> None:
-        """Keep `job` (queued, or already finished); raise QueueFull when `max_queued` are queued."""
+        """Keep `job`: queued (on the queue at once), or already finished (expiring after `ttl`);
+        raise QueueFull when `max_queued` are queued."""
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def confirm(self, job_id: str) -> None:
-        """pending → queued, once its id is on the queue."""
+    def take(self, now: float, lease_until: float) -> Job | None:
+        """The queued job to run next — highest priority, then first submitted, whose back-off
+        (if any) is over by `now` — claimed (running, leased until `lease_until`) in the same
+        step; None when there is none."""
 
-    def refuse(self, job_id: str) -> None:
-        """Delete a pending record whose id could not be queued."""
-
-    def claim(self, job_id: str, lease_until: float) -> Job | None:
-        """queued (or pending) → running; the job, or None when it is neither (cancelled, taken, gone)."""
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` for news of a queued job from any process; False when the store
+        cannot notify (the runner then looks again after a back-off)."""
 
     def renew(self, job_ids: list[str], lease_until: float) -> set[str]:
         """Extend the leases of those still running; return the ids that are no longer running."""
@@ -127,14 +125,12 @@ class JobStore(Protocol):
     def stale(self, now: float, limit: int) -> list[str]:
         """Running jobs whose lease ended before `now`."""
 
-    def requeue(self, job_id: str, now: float) -> bool:
-        """running with an ended lease → queued; True when this call did it."""
+    def requeue(self, job_id: str, now: float, not_before: float = 0.0) -> bool:
+        """running with a lease ended by `now` → queued, to be taken from `not_before` on; True
+        when this call did it."""
 
     def counts(self) -> tuple[dict[str, int], int, float | None]:
         """(queued by priority, running, created_at of the oldest queued job)."""
-
-    def queued(self, limit: int) -> list[tuple[str, str]]:
-        """(id, priority) of up to `limit` queued jobs."""
 
     def purge(self, now: float) -> int:
         """Drop finished records past their time; return how many."""

@@ -2,12 +2,14 @@
 gateway (cache key, coalescing, upstream budget) as a synchronous request.
 
     submit   validate the task and its input as the endpoint would (same 4xx); answered from
-             the cache at once when it can be; else a queued record and its id on the queue
+             the cache at once when it can be; else a queued record (the store is the queue)
     run      claim the record, answer it with the endpoint's own service call at the job's
              priority, store the result (or the error) in the record
     cancel   mark it cancelled; a call of this runner's that nobody else waits on is stopped
     keep     (every few seconds, in each runner) renew this runner's leases, stop what was
              cancelled elsewhere, queue again the jobs of a runner that went silent
+The job store is the queue (app.jobs.queue): a submission is queued with its record in one
+step, and a runner's take claims the job in one step.
 """
 
 from __future__ import annotations
@@ -46,8 +48,7 @@ TRANSIENT = (502, 503, 504)  # a job that failed so is run again, up to ATTEMPTS
 ATTEMPTS = 3
 EVENTS_POLL = 0.25  # seconds between a job's record reads while its events are followed
 STALE_BATCH = 100
-RECONCILE_EVERY = 60.0  # seconds between a runner's checks that every queued job is on the queue
-RECONCILE_BATCH = 10_000
+PURGE_EVERY = 60.0  # seconds between a runner's sweeps of expired records (SQLite)
 
 
 class JobNotFoundError(APIError):
@@ -141,7 +142,7 @@ class Jobs:
         try:
             answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False), self._caller(job))
         except (NotCached, APIError):
-            job.status = "pending"  # queued once its id is on the queue
+            job.status = "queued"  # on the queue with its record, in one step
         else:
             job.status, job.result = "succeeded", answer
             job.started_at = job.finished_at = job.created_at
@@ -153,32 +154,10 @@ class Jobs:
                 details=f"JOB_QUEUE_MAX ({self._max}) jobs are queued; retry after Retry-After seconds",
                 retry_after=QUEUE_FULL_RETRY,
             ) from None
-        if job.status == "pending":
-            self._enqueue(job)
+        if job.status == "queued":
+            self.runner.wake.set()
         self._count_submitted(job)
         return job
-
-    def _enqueue(self, job: Job) -> None:
-        """Put a pending job's id on the queue, then mark it queued. Refused (503) when the id
-        cannot be queued: the record is deleted, or (the store failing too) left pending to
-        expire — a refused submission never runs."""
-        try:
-            self.queue.put(job.id, job.priority)
-        except Exception:
-            log.exception("queueing job %s failed: refused", job.id)
-            try:
-                self.store.refuse(job.id)
-            except Exception as exc:  # left pending: it expires, and nothing puts it on the queue
-                log.warning("job %s refused but its record remains pending until it expires: %s", job.id, exc)
-            raise JobsUnavailableError(
-                details="the job queue cannot be reached; retry shortly", retry_after=2
-            ) from None
-        self.runner.wake.set()
-        try:
-            self.store.confirm(job.id)
-        except Exception as exc:  # on the queue all the same: a runner claims it as pending
-            log.warning("job %s queued but not marked so: %s", job.id, exc)
-        job.status = "queued"
 
     def get(self, job_id: str, owner: str) -> Job:
         job = self.store.get(job_id) if _looks_like_id(job_id) else None
@@ -277,11 +256,9 @@ class Jobs:
 
     # --- the runner's side -----------------------------------------------------------------------
 
-    def run(self, job_id: str) -> None:
-        """Run the job `job_id` (huey's task): unless it was cancelled or another runner has it."""
-        job = self.store.claim(job_id, time.time() + self._lease)
-        if job is None:
-            return
+    def run(self, job: Job) -> None:
+        """Run `job`, claimed by this runner (huey's task, on the job store's queue)."""
+        job_id = job.id
         self._count_started(job)
         keys: list[str] = []
         self._running[job_id] = (gevent.getcurrent(), keys)
@@ -308,9 +285,8 @@ class Jobs:
         finally:
             self._running.pop(job_id, None)
             self._observe_run(job, time.perf_counter() - started)
-        if requeue and self.store.requeue(job_id, float("1e18")):
-            gevent.sleep(min(2.0**job.attempts, 30.0))  # back off before the next attempt
-            self.queue.put(job_id, job.priority)
+        # Back off before the next attempt — queued, not in this runner's slot.
+        if requeue and self.store.requeue(job_id, float("1e18"), time.time() + min(2.0**job.attempts, 30.0)):
             return
         job.finished_at = time.time()
         if self.store.finish(job, self._ttl):
@@ -335,31 +311,12 @@ class Jobs:
         for job_id in gone:
             self._stop(job_id)
         for job_id in self.store.stale(now, STALE_BATCH):
-            job = self.store.get(job_id)
-            if job is not None and self.store.requeue(job_id, now):
+            if self.store.requeue(job_id, now):
                 log.warning("job %s: its runner went silent; queued again", job_id)
-                self.queue.put(job_id, job.priority)
-        if now - self._last_purge > RECONCILE_EVERY:
+        if now - self._last_purge > PURGE_EVERY:
             self._last_purge = now
             self.store.purge(now)
-            self.reconcile()
         self.report()
-
-    def reconcile(self) -> int:
-        """Put back on the queue every queued job that is not on it: one whose task was taken by
-        a runner that died before claiming it, or whose claim failed. A job on the queue twice
-        runs once (the second claim finds it running). Return how many were put back."""
-        records = self.store.queued(RECONCILE_BATCH)
-        if not records:
-            return 0
-        on_queue = self.queue.job_ids()
-        missing = [(job_id, priority) for job_id, priority in records if job_id not in on_queue]
-        for job_id, priority in missing:
-            job = self.store.get(job_id)
-            if job is not None and job.status == "queued":
-                log.warning("job %s was queued but not on the queue; put back", job_id)
-                self.queue.put(job_id, priority)
-        return len(missing)
 
     def readiness(self) -> dict[str, object]:
         """For /health/ready: the store reachable (a warning when not: the rest still serves)."""
@@ -400,9 +357,7 @@ class Jobs:
             reporter.kill(block=False)
         self.runner.stop(grace)
         for job_id in running:
-            job = self.store.get(job_id)
-            if job is not None and job.status == "running" and self.store.requeue(job_id, float("1e18")):
-                self.queue.put(job_id, job.priority)
+            self.store.requeue(job_id, float("1e18"))  # only if still running: queued again at once
 
     # --- metrics ---------------------------------------------------------------------------------
 

@@ -62,8 +62,6 @@ class SqliteJobStore:
         nullable = ("started_at", "finished_at", "result", "error")
         values = [(row[name] or None) if name in nullable else row[name] for name in _COLUMNS]
         expires = job.finished_at + ttl if job.finished_at is not None else None
-        if job.status == "pending":
-            expires = job.created_at + ttl  # never confirmed: it goes like a finished record
         self._run(_create, job.status, values, expires, max_queued)
 
     def get(self, job_id: str) -> Job | None:
@@ -72,19 +70,12 @@ class SqliteJobStore:
             return None
         return Job.from_row(dict(found))
 
-    def confirm(self, job_id: str) -> None:
-        self._run(
-            _change,
-            "update job set status = 'queued', expires_at = null where id = ? and status = 'pending'",
-            (job_id,),
-        )
-
-    def refuse(self, job_id: str) -> None:
-        self._run(_change, "delete from job where id = ? and status = 'pending'", (job_id,))
-
-    def claim(self, job_id: str, lease_until: float) -> Job | None:
-        found = self._run(_claim, job_id, lease_until)
+    def take(self, now: float, lease_until: float) -> Job | None:
+        found = self._run(_take, now, lease_until)
         return Job.from_row(dict(found)) if found is not None else None
+
+    def wait(self, timeout: float) -> bool:
+        return False  # another process's submission cannot wake this one: the runner looks again
 
     def renew(self, job_ids: list[str], lease_until: float) -> set[str]:
         if not job_ids:
@@ -118,13 +109,13 @@ class SqliteJobStore:
         rows = self._run(_all, "select id from job where status = 'running' and lease_until < ? limit ?", (now, limit))
         return [row[0] for row in rows]
 
-    def requeue(self, job_id: str, now: float) -> bool:
+    def requeue(self, job_id: str, now: float, not_before: float = 0.0) -> bool:
         return bool(
             self._run(
                 _change,
-                "update job set status = 'queued', lease_until = 0 where id = ? and status = 'running'"
+                "update job set status = 'queued', lease_until = ? where id = ? and status = 'running'"
                 " and lease_until < ?",
-                (job_id, now),
+                (not_before, job_id, now),
             )
         )
 
@@ -136,10 +127,6 @@ class SqliteJobStore:
             queued[priority] = count
             oldest = first if oldest is None else min(oldest, first)
         return queued, running, oldest
-
-    def queued(self, limit: int) -> list[tuple[str, str]]:
-        rows = self._run(_all, "select id, priority from job where status = 'queued' limit ?", (limit,))
-        return [(row[0], row[1]) for row in rows]
 
     def purge(self, now: float) -> int:
         return int(self._run(_change, "delete from job where expires_at is not null and expires_at <= ?", (now,)))
@@ -161,8 +148,8 @@ def _change(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> int:
 
 
 def _create(db: sqlite3.Connection, status: str, values: list[Any], expires: float | None, max_queued: int) -> None:
-    if status in ("queued", "pending"):
-        (queued,) = db.execute("select count(*) from job where status in ('queued', 'pending')").fetchone()
+    if status == "queued":
+        (queued,) = db.execute("select count(*) from job where status = 'queued'").fetchone()
         if queued >= max_queued:
             raise QueueFull()
     db.execute(
@@ -171,13 +158,22 @@ def _create(db: sqlite3.Connection, status: str, values: list[Any], expires: flo
     )
 
 
-def _claim(db: sqlite3.Connection, job_id: str, lease_until: float) -> Any:
-    changed = db.execute(
-        "update job set status = 'running', started_at = ?, attempts = attempts + 1, lease_until = ?,"
-        " expires_at = null where id = ? and status in ('queued', 'pending')",
-        (time.time(), lease_until, job_id),
-    ).rowcount
-    return db.execute("select * from job where id = ?", (job_id,)).fetchone() if changed else None
+def _take(db: sqlite3.Connection, now: float, lease_until: float) -> Any:
+    """The next queued job (priority, then submission; its back-off over), claimed."""
+    for priority in PRIORITIES:
+        row = db.execute(
+            "select id from job where status = 'queued' and priority = ? and lease_until <= ?"
+            " order by created_at, id limit 1",
+            (priority, now),
+        ).fetchone()
+        if row is not None:
+            db.execute(
+                "update job set status = 'running', started_at = ?, attempts = attempts + 1, lease_until = ?,"
+                " expires_at = null where id = ?",
+                (time.time(), lease_until, row[0]),
+            )
+            return db.execute("select * from job where id = ?", (row[0],)).fetchone()
+    return None
 
 
 def _renew(db: sqlite3.Connection, job_ids: list[str], lease_until: float) -> set[str]:

@@ -32,6 +32,11 @@ def _job(n: int = 0, priority: str = "normal", owner: str = "") -> Job:
     )
 
 
+def _take(store: SqliteJobStore | RedisJobStore, lease: float = 30.0) -> Job | None:
+    now = time.time()
+    return store.take(now, now + lease)
+
+
 def test_a_job_goes_from_queued_to_running_to_succeeded(store: SqliteJobStore | RedisJobStore) -> None:
     job = _job(1, "high", "key:abc")
     store.create(job, 10, TTL)
@@ -43,10 +48,11 @@ def test_a_job_goes_from_queued_to_running_to_succeeded(store: SqliteJobStore | 
         "high",
     )
     assert store.counts()[0] == {"high": 1, "normal": 0, "low": 0}
-    claimed = store.claim(job.id, time.time() + 30)
-    assert claimed is not None and claimed.status == "running" and claimed.attempts == 1
+    claimed = _take(store)
+    assert claimed is not None and claimed.id == job.id and claimed.status == "running" and claimed.attempts == 1
     assert claimed.started_at is not None
-    assert store.claim(job.id, time.time() + 30) is None  # a second runner gets nothing
+    assert _take(store) is None  # taken is claimed: a second runner gets nothing
+    assert store.get(job.id).status == "running"  # type: ignore[union-attr]
     assert store.counts()[:2] == ({"high": 0, "normal": 0, "low": 0}, 1)
     claimed.status, claimed.result, claimed.finished_at = "succeeded", {"optimizedPrompt": "x"}, time.time()
     assert store.finish(claimed, TTL)
@@ -54,6 +60,53 @@ def test_a_job_goes_from_queued_to_running_to_succeeded(store: SqliteJobStore | 
     done = store.get(job.id)
     assert done is not None and done.status == "succeeded" and done.result == {"optimizedPrompt": "x"}
     assert store.counts()[1] == 0
+
+
+ORDERS = [
+    ("high before normal before low", [("low", 0), ("normal", 1), ("high", 2)], [2, 1, 0]),
+    ("first submitted first within a priority", [("normal", 5), ("normal", 3), ("normal", 4)], [3, 4, 5]),
+    ("a later high before an earlier low", [("low", 0), ("low", 1), ("high", 9)], [9, 0, 1]),
+]
+
+
+@pytest.mark.parametrize(("order", "submitted", "taken"), ORDERS, ids=[o[0] for o in ORDERS])
+def test_jobs_are_taken_by_priority_then_submission(
+    store: SqliteJobStore | RedisJobStore, order: str, submitted: list[tuple[str, int]], taken: list[int]
+) -> None:
+    base = time.time() - 100
+    for priority, n in submitted:
+        job = _job(n, priority)
+        job.created_at = base + n
+        store.create(job, 10, TTL)
+    found = [_take(store) for _ in submitted]
+    assert [job.id if job else None for job in found] == [_job(n).id for n in taken]
+    assert _take(store) is None
+
+
+def test_four_runners_taking_at_once_never_share_a_job(
+    store: SqliteJobStore | RedisJobStore, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Four processes' handles on one store (connections of their own), taking until it is empty."""
+    import gevent
+
+    for n in range(40):
+        store.create(_job(n, ("high", "normal", "low")[n % 3]), 100, TTL)
+    if isinstance(store, SqliteJobStore):
+        handles: list[SqliteJobStore | RedisJobStore] = [SqliteJobStore(store.path) for _ in range(4)]
+    else:
+        url = request.getfixturevalue("own_redis_url")
+        handles = [RedisJobStore(redis.Redis.from_url(url), "t:") for _ in range(4)]
+
+    def drain(handle: SqliteJobStore | RedisJobStore) -> list[str]:
+        mine = []
+        while (job := _take(handle)) is not None:
+            mine.append(job.id)
+            gevent.sleep(0)
+        return mine
+
+    runs = [g.get(timeout=60) for g in [gevent.spawn(drain, handle) for handle in handles]]
+    every = [job_id for run in runs for job_id in run]
+    assert len(every) == len(set(every)) == 40
 
 
 def test_the_queue_bound_counts_queued_jobs_only(store: SqliteJobStore | RedisJobStore) -> None:
@@ -64,19 +117,19 @@ def test_the_queue_bound_counts_queued_jobs_only(store: SqliteJobStore | RedisJo
     finished = _job(3)
     finished.status, finished.finished_at, finished.result = "succeeded", time.time(), {"a": 1}
     store.create(finished, 2, TTL)  # answered from the cache: never queued, never refused
-    store.claim(_job(0).id, time.time() + 30)
+    assert _take(store) is not None
     store.create(_job(4), 2, TTL)  # a slot freed
     assert store.get(_job(2).id) is None
 
 
 def test_cancel_stops_queued_and_running_jobs_but_not_finished_ones(store: SqliteJobStore | RedisJobStore) -> None:
-    queued, running = _job(1), _job(2)
-    store.create(queued, 10, TTL)
+    running, queued = _job(1, "high"), _job(2, "low")
     store.create(running, 10, TTL)
-    claimed = store.claim(running.id, time.time() + 30)
-    assert claimed is not None
+    store.create(queued, 10, TTL)
+    claimed = _take(store)
+    assert claimed is not None and claimed.id == running.id
     assert store.cancel(queued.id, TTL).status == "cancelled"  # type: ignore[union-attr]
-    assert store.claim(queued.id, time.time() + 30) is None
+    assert _take(store) is None  # a cancelled job is off the queue
     assert store.renew([running.id], time.time() + 30) == set()
     assert store.cancel(running.id, TTL).status == "cancelled"  # type: ignore[union-attr]
     assert store.renew([running.id], time.time() + 30) == {running.id}  # its runner learns of it
@@ -90,7 +143,7 @@ def test_cancel_stops_queued_and_running_jobs_but_not_finished_ones(store: Sqlit
 def test_a_silent_runner_s_job_is_queued_again_once(store: SqliteJobStore | RedisJobStore) -> None:
     job = _job(7, "low")
     store.create(job, 10, TTL)
-    store.claim(job.id, time.time() - 1)  # its lease already over: its runner was killed
+    assert _take(store, lease=-1) is not None  # its lease already over: its runner was killed
     now = time.time()
     assert store.stale(now, 10) == [job.id]
     assert store.requeue(job.id, now)
@@ -98,14 +151,30 @@ def test_a_silent_runner_s_job_is_queued_again_once(store: SqliteJobStore | Redi
     again = store.get(job.id)
     assert again is not None and again.status == "queued"
     assert store.counts()[0]["low"] == 1
-    assert store.claim(job.id, time.time() + 30).attempts == 2  # type: ignore[union-attr]
+    assert _take(store).attempts == 2  # type: ignore[union-attr]
     assert store.stale(time.time(), 10) == []  # a live lease is not stale
+
+
+def test_a_retry_waits_out_its_back_off_on_the_queue(store: SqliteJobStore | RedisJobStore) -> None:
+    retried, other = _job(1, "high"), _job(2, "low")
+    store.create(retried, 10, TTL)
+    assert _take(store) is not None
+    store.create(other, 10, TTL)
+    assert store.requeue(retried.id, float("1e18"), time.time() + 0.5)  # a transient failure: back off
+    assert store.counts()[0] == {"high": 1, "normal": 0, "low": 1}  # still queued, and counted
+    first = _take(store)
+    assert first is not None and first.id == other.id  # the retry is not due yet: the low one goes first
+    assert _take(store) is None
+    deadline = time.monotonic() + 10
+    while (again := _take(store)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert again is not None and again.id == retried.id and again.attempts == 2
 
 
 def test_finished_records_expire(store: SqliteJobStore | RedisJobStore) -> None:
     job = _job(9)
     store.create(job, 10, TTL)
-    claimed = store.claim(job.id, time.time() + 30)
+    claimed = _take(store)
     assert claimed is not None
     claimed.status, claimed.error, claimed.finished_at = "failed", {"error": "e", "status": 502}, time.time()
     store.finish(claimed, 1)
@@ -125,11 +194,3 @@ def test_the_oldest_queued_job_s_age(store: SqliteJobStore | RedisJobStore) -> N
     store.create(_job(2, "high"), 10, TTL)
     oldest = store.counts()[2]
     assert oldest is not None and abs(oldest - first.created_at) < 0.01
-
-
-def test_queued_lists_the_queued_jobs_with_their_priorities(store: SqliteJobStore | RedisJobStore) -> None:
-    for n, priority in enumerate(("low", "high", "normal")):
-        store.create(_job(n, priority), 10, TTL)
-    store.claim(_job(2).id, time.time() + 30)
-    assert sorted(store.queued(10)) == [(_job(0).id, "low"), (_job(1).id, "high")]
-    assert len(store.queued(1)) == 1
