@@ -11,7 +11,7 @@ import redis
 
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisClients
-from app.coalescing import InFlight, SharedStreams
+from app.coalescing import SharedStreams
 from app.coordination.reservation import (
     MemoryReservations,
     RedisReservations,
@@ -24,6 +24,7 @@ from app.gateway.budget import Budget
 from app.gateway.gateway import Completion, Gateway, NotCached, Stream
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.slots import LOCAL_SCHEMA
+from app.gateway.streams import InFlight
 from app.gateway.tracer import Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.localdb import LocalDB

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 from app.cache import CachedValue, DiskCache, MemoryCache, RedisCache
-from app.coalescing import InFlight, SharedStreams
+from app.coalescing import SharedStreams
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
-from app.gateway.streams import StreamRun
+from app.gateway.streams import InFlight
 from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest
@@ -34,11 +34,13 @@ class GatewayCore:
         self.upstream = upstream
         self.l1 = l1
         self.l2 = l2
-        self.inflight = inflight
+        # Calls in flight in this worker, JSON and streams, one entry per key. `inflight` given:
+        # identical JSON calls coalesce too (COALESCING_ENABLED); streams always share theirs.
+        self.calls = inflight if inflight is not None else InFlight()
+        self.coalesce = inflight is not None
         self.shared_streams = shared_streams
         self._observer = observer or NullObserver()
         self._tracer = tracer or NullTracer()
-        self._streams: dict[str, StreamRun] = {}  # streams in flight in this worker, by key
         self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
 
     @property

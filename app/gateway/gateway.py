@@ -10,7 +10,7 @@ from typing import Any
 from app.cache import CachedValue
 from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.streaming import Stream, StreamingGateway
-from app.gateway.values import Completion, completion_of, encode
+from app.gateway.values import Completion, answer_value, completion_of
 from app.providers.base import LLMRequest
 
 __all__ = ["Completion", "Gateway", "NotCached", "Stream"]
@@ -50,26 +50,30 @@ class Gateway(StreamingGateway):
         if cached_only:
             raise NotCached()
 
-        run = self._streams.get(key) if write else None
-        if run is not None:  # the same answer is being streamed: wait for it
-            self._observer.coalesced(request.task, "worker")
-            value = self._wait_stream(run, request.timeout)
-            return completion_of(value, "COALESCED", time.time())
+        run = self.calls.get(key) if write else None
 
         def produce() -> CachedValue:
             return self._produce(key, request, parse, write)
 
         waiting = time.perf_counter()
         try:
-            if write and self.inflight is not None:
+            if run is not None:  # the same answer is being made (a stream, or a JSON call): wait for it
+                self._observer.coalesced(request.task, "worker")
                 with self._tracer.span("coalescing.wait") as span:
-                    (value, status), coalesced = self.inflight.run(
-                        key, lambda: self._lead_counted(key, request, produce, read), request.timeout
-                    )
-                    role = "follower" if coalesced or status == "COALESCED" else "leader"
-                    span.set_attribute("coalescing.role", role)
+                    span.set_attribute("coalescing.role", "follower")
+                    value, status = self.calls.wait(run, request.timeout), "COALESCED"
+            elif write and self.coalesce:
+                led = ["MISS"]  # MISS, or COALESCED when the lead found another process's answer
+
+                def lead() -> CachedValue:
+                    value, led[0] = self._lead_counted(key, request, produce, read)
+                    return value
+
+                with self._tracer.span("coalescing.wait") as span:
+                    value, coalesced = self.calls.run(key, lead, request.timeout)
+                    status = "COALESCED" if coalesced else led[0]
+                    span.set_attribute("coalescing.role", "follower" if status == "COALESCED" else "leader")
                 if coalesced:
-                    status = "COALESCED"
                     self._observer.coalesced(request.task, "worker")
             else:
                 value, status = produce(), "MISS"
@@ -89,7 +93,7 @@ class Gateway(StreamingGateway):
         it meanwhile gets its events live. The caller follows the stream to its end, so leaving
         (being killed) stops its upstream call unless someone else follows it too."""
         stream = self.stream(request, parse, draft_model=draft_model, origin=origin)
-        run = self._streams.get(self.key_for(request))
+        run = self.calls.get(self.key_for(request))
         for _ in stream.events:
             pass
         if run is None:  # a replay from the cache, or a JSON call's answer: in the cache now
@@ -98,21 +102,21 @@ class Gateway(StreamingGateway):
         return completion_of(value, stream.cache_status, time.time())
 
     def shared(self, key: str) -> bool:
-        """Does another caller wait on the call in flight for `key` (here or, via Redis, elsewhere)?"""
-        pending = self.inflight.pending(key) if self.inflight is not None else None
-        if pending is not None and pending.linkcount() > 0:
+        """Does another caller wait on the JSON call in flight for `key` (here or, via Redis,
+        elsewhere)? (A stream goes on by itself while anyone still follows it.)"""
+        run = self.calls.get(key)
+        if run is not None and run.json and run.followers > 0:
             return True
         return self.shared_streams is not None and self.shared_streams.followers(key) > 0
 
     def _lead_counted(
         self, key: str, request: LLMRequest, produce: Callable[[], CachedValue], read: bool = True
     ) -> tuple[CachedValue, str]:
-        assert self.inflight is not None
-        self._observer.in_flight(len(self.inflight))
+        self._observer.in_flight(len(self.calls))
         try:
             return self._lead(key, request, produce, read)
         finally:
-            self._observer.in_flight(len(self.inflight) - 1)  # this call's entry leaves right after
+            self._observer.in_flight(len(self.calls) - 1)  # this call's entry leaves right after
 
     def _lead(
         self, key: str, request: LLMRequest, produce: Callable[[], CachedValue], read: bool = True
@@ -144,13 +148,7 @@ class Gateway(StreamingGateway):
 
     def _produce(self, key: str, request: LLMRequest, parse: Callable[[str], Any], store: bool) -> CachedValue:
         result = self.upstream.call(request)
-        payload = parse(result.text)
-        now = time.time()
-        value = CachedValue(
-            encode(payload, self.upstream.provider.name, result.model, (result.input_tokens, result.output_tokens)),
-            stored_at=now,
-            fresh_until=now + request.ttl,
-        )
+        value = answer_value(parse(result.text), self.upstream.provider.name, result, request.ttl)
         if store:
             self._store_l1(key, value, new=True)
             if self.l2 is not None:

@@ -22,7 +22,7 @@ from app.gateway.core import GatewayCore
 from app.gateway.replay import DONE, error_event, refined, replay, rest
 from app.gateway.streams import StreamRun, sse_event
 from app.gateway.tracer import spawn
-from app.gateway.values import encode
+from app.gateway.values import answer_value
 from app.iterators import observed
 from app.providers.base import LLMRequest, ProviderResult
 
@@ -103,17 +103,12 @@ class StreamingGateway(GatewayCore):
         cached, fresh = self._read(key, request, read and write)
         if cached is not None and fresh:
             return Stream("HIT", self._counted(iter([replay(cached, request.mode)])))
-        if write:
-            run = self._streams.get(key)
-            if run is not None:
-                self._observer.coalesced(request.task, "worker")
-                self._observer.stream_follower("worker")
-                return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-            pending = self.inflight.pending(key) if self.inflight is not None else None
-            if pending is not None:  # the same answer is being made for a JSON caller
-                self._observer.coalesced(request.task, "worker")
-                self._observer.stream_follower("worker")
-                return Stream("COALESCED", self._counted(self._after(pending, request, origin)))
+        found = self.calls.get(key) if write else None
+        if found is not None:  # the same answer is in flight: a stream's events, or a JSON call's outcome
+            self._observer.coalesced(request.task, "worker")
+            self._observer.stream_follower("worker")
+            events = self._after(found, request, origin) if found.json else found.follow(HEARTBEAT_SECONDS)
+            return Stream("COALESCED", self._counted(events))
         refused = self.upstream.breaker.refusal()
         if refused is not None:  # known before any header is sent: no stream to start
             if cached is None:
@@ -123,7 +118,7 @@ class StreamingGateway(GatewayCore):
         job = _StreamJob(request, parse, write, draft_model, origin)
         run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         if write:
-            self._streams[key] = run
+            self.calls.add(run)
         lock = None
         # Redis failed a moment ago: stream on our own until its pause is over.
         if write and self.shared_streams is not None and self.shared_streams.health.available():
@@ -148,8 +143,8 @@ class StreamingGateway(GatewayCore):
         process — followed from its first event; None when none is in flight. Never starts an
         upstream call of its own (a job's events follow the job's call this way)."""
         key = self.key_for(request)
-        run = self._streams.get(key)
-        if run is not None:
+        run = self.calls.get(key)
+        if run is not None and not run.json:
             self._observer.stream_follower("worker")
             return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
         shared = self.shared_streams
@@ -164,7 +159,8 @@ class StreamingGateway(GatewayCore):
             shared.release(lock)
             return None
         self._observer.stream_follower("cluster")
-        run = self._streams[key] = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
+        run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
+        self.calls.add(run)
         run.producer = spawn(self._tracer, self._follow_stream, _StreamJob(request, parse, True, None, origin), run)
         return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
 
@@ -186,10 +182,10 @@ class StreamingGateway(GatewayCore):
     def _counted(self, events: Iterator[bytes]) -> Iterator[bytes]:
         return observed(events, lambda chunk: self._observer.stream_bytes(len(chunk)))
 
-    def _after(self, pending: Any, request: LLMRequest, origin: str) -> Iterator[bytes]:
+    def _after(self, run: StreamRun, request: LLMRequest, origin: str) -> Iterator[bytes]:
         """A JSON call's outcome, as a stream."""
         try:
-            value, _ = pending.get(timeout=request.timeout)
+            value = run.wait(request.timeout)
         except gevent.Timeout:
             yield error_event(GatewayTimeoutError(), origin)
             return
@@ -197,13 +193,6 @@ class StreamingGateway(GatewayCore):
             yield error_event(exc, origin)
             return
         yield replay(value, request.mode)
-
-    def _wait_stream(self, run: StreamRun, timeout: float) -> CachedValue:
-        try:
-            value: CachedValue = run.wait(timeout)
-        except gevent.Timeout:
-            raise GatewayTimeoutError("Timed out waiting for an identical stream in flight") from None
-        return value
 
     def _cancel(self, run: StreamRun) -> None:
         """Nobody follows `run` any more: stop its upstream stream (closing the connection),
@@ -230,8 +219,7 @@ class StreamingGateway(GatewayCore):
                 return
 
     def _forget(self, run: StreamRun) -> None:
-        if self._streams.get(run.key) is run:
-            del self._streams[run.key]
+        self.calls.forget(run)
 
     def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lease | None = None) -> None:
         """Stream the answer from the upstream into `run` (and, holding `lock`, into the key's
@@ -258,12 +246,8 @@ class StreamingGateway(GatewayCore):
                     _, draft = self._stage(production, "draft", job.draft_model)
                     run.append(sse_event("draft", {"draft": draft, "status": "complete"}))
                 result, text = self._stage(production, "refined", None)
-                payload = job.parse(text)
-                now = time.time()
+                value = answer_value(job.parse(text), provider.name, result, request.ttl)
                 usage = (result.input_tokens, result.output_tokens)
-                value = CachedValue(
-                    encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
-                )
                 run.append(sse_event("refined", refined(text, request.mode, provider.name, result.model, usage)))
                 run.append(DONE)
                 if job.store:
@@ -345,11 +329,7 @@ class StreamingGateway(GatewayCore):
         except APIError:
             return False
         assert result is not None  # providers end every stream with their result
-        now = time.time()
-        usage = (result.input_tokens, result.output_tokens)
-        value = CachedValue(
-            encode(payload, provider.name, result.model, usage), stored_at=now, fresh_until=now + request.ttl
-        )
+        value = answer_value(payload, provider.name, result, request.ttl)
         if job.store:
             self._store_l1(run.key, value, new=True)
         remainder = rest(run.events, value, request.mode)

@@ -1,16 +1,21 @@
-"""Streams shared by identical callers in one worker: one upstream stream per key, its events
-kept in one buffer; a caller who joins late gets everything so far at once, then the live rest."""
+"""Calls in flight in one worker, one entry per key for JSON callers and streams alike
+(`InFlight`): each a `StreamRun` — a stream's events kept in one buffer (a caller who joins late
+gets everything so far at once, then the live rest), and the call's outcome, which JSON callers
+wait for. A JSON call's run has no events: a stream joining it waits for its outcome."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
+from gevent import Timeout
 from gevent.event import AsyncResult, Event
 
-__all__ = ["HEARTBEAT", "StreamRun", "sse_event"]
+from app.errors import GatewayTimeoutError, ServiceUnavailableError
+
+__all__ = ["HEARTBEAT", "InFlight", "StreamRun", "sse_event"]
 
 # An SSE comment, sent to a caller when nothing else was sent for a while: it keeps proxies from
 # timing the connection out and tells us within a beat when the caller has gone.
@@ -44,6 +49,7 @@ class StreamRun:
         self.tee: Callable[[bytes], None] | None = None  # also send each event here (Redis)
         self.shared = False  # led for followers in other processes too
         self.orphaned = False  # its own callers left while followers elsewhere still read
+        self.json = False  # a JSON call's run: no events, only its outcome
         self._changed = Event()
         self._on_idle = on_idle
         self._on_size = on_size
@@ -104,3 +110,74 @@ class StreamRun:
             self.followers -= 1
             if self.followers == 0 and not self.done:
                 self._on_idle(self)
+
+
+T = TypeVar("T")
+
+
+def _ignore(_: Any) -> None:
+    pass
+
+
+class InFlight:
+    """The calls in flight in this worker by key, JSON calls and streams in one map. `run` makes
+    a JSON call once per key: the first caller (leader) runs it, identical callers meanwhile
+    (followers) wait for its value or its error — whether the run is a JSON call's or a stream's.
+    Streams add and forget their own runs. `on_wait(+1/-1)` is told when a JSON follower starts
+    and stops waiting. Create inside the worker (after gevent patching); only plain dict
+    operations happen between switches, so no lock is needed."""
+
+    def __init__(self, on_wait: Callable[[int], None] | None = None) -> None:
+        self._runs: dict[str, StreamRun] = {}
+        self._on_wait = on_wait or _ignore
+
+    def get(self, key: str) -> StreamRun | None:
+        return self._runs.get(key)
+
+    def add(self, run: StreamRun) -> None:
+        self._runs[run.key] = run
+
+    def forget(self, run: StreamRun) -> None:
+        if self._runs.get(run.key) is run:
+            del self._runs[run.key]
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def wait(self, run: StreamRun, timeout: float) -> Any:
+        """A JSON follower's wait for `run`'s value (its error raised; 504 after `timeout`)."""
+        self._on_wait(1)
+        try:
+            return run.wait(timeout)
+        except Timeout:
+            message = (
+                "Timed out waiting for an identical request already in flight"
+                if run.json
+                else "Timed out waiting for an identical stream in flight"
+            )
+            raise GatewayTimeoutError(message) from None
+        finally:
+            self._on_wait(-1)
+
+    def run(self, key: str, call: Callable[[], T], timeout: float) -> tuple[T, bool]:
+        """Return (value, coalesced): coalesced is True when another caller did the work."""
+        found = self._runs.get(key)
+        if found is not None:
+            return self.wait(found, timeout), True
+        run = StreamRun(key, on_idle=_ignore)  # followers leaving never stop the leader's own call
+        run.json = True
+        self._runs[key] = run
+        try:
+            value = call()
+        except Exception as exc:
+            run.result.set_exception(exc)
+            raise
+        except BaseException:  # leader killed (GreenletExit, Timeout): followers must not hang
+            run.result.set_exception(ServiceUnavailableError("An identical request in flight was cancelled"))
+            raise
+        else:
+            run.result.set(value)
+            return value, False
+        finally:
+            run.finish()
+            self.forget(run)

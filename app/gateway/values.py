@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from app.cache import CachedValue
+from app.providers.base import ProviderResult
 
-__all__ = ["Completion", "completion_of", "encode"]
+__all__ = ["Completion", "answer_value", "completion_of", "encode"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,14 @@ class Completion:
     output_tokens: int
     cache_status: str  # HIT | MISS | COALESCED | STALE
     age: int  # seconds since the upstream produced it
+
+
+def answer_value(payload: Any, provider: str, result: ProviderResult, ttl: float) -> CachedValue:
+    """The one place an answer the model just made becomes a cached value: `payload` parsed from
+    `result`'s text, fresh for `ttl` seconds from now."""
+    now = time.time()
+    usage = (result.input_tokens, result.output_tokens)
+    return CachedValue(encode(payload, provider, result.model, usage), stored_at=now, fresh_until=now + ttl)
 
 
 def encode(payload: Any, provider: str, model: str, usage: tuple[int, int]) -> bytes:

@@ -9,11 +9,11 @@ import pytest
 from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache
-from app.coalescing import InFlight
 from app.errors import CircuitOpenError, UpstreamError
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
 from app.gateway.observer import NullObserver
+from app.gateway.streams import InFlight
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
 from app.services.answers import text_answer

@@ -13,7 +13,6 @@ import pytest
 from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache, RedisHealth
-from app.coalescing import InFlight
 from app.errors import CircuitOpenError
 from app.gateway import Gateway
 from app.gateway.breaker import Breaker
@@ -21,7 +20,7 @@ from app.gateway.observer import NullObserver
 from app.gateway.replay import DONE
 from app.gateway.replay import rest as _rest
 from app.gateway.streaming import HEARTBEAT_SECONDS
-from app.gateway.streams import HEARTBEAT, sse_event
+from app.gateway.streams import HEARTBEAT, InFlight, sse_event
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest, ProviderResult, UpstreamFailure
 from app.services.answers import text_answer

@@ -8,8 +8,8 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from app.coalescing import InFlight
 from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
+from app.gateway.streams import InFlight
 
 
 def _slow(counter: list[int], value: str = "answer", delay: float = 0.05):  # type: ignore[no-untyped-def]
