@@ -110,16 +110,10 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     Everything that holds a lock, a pool or a socket is created here, after gevent patching.
     """
     from app import api, errors
-    from app.cache import RedisHealth
-    from app.cache.clients import RedisClients
-    from app.gateway import build_gateway
-    from app.gateway.observer import Observers
-    from app.jobs.service import JobsUnavailable
-    from app.observability import access, logs, metrics, tracing
-    from app.parts import KEY, Parts
+    from app.observability import logs, metrics
+    from app.parts import KEY
     from app.pipeline import Pipeline
-    from app.security import auth, headers, limits
-    from app.services import PromptService
+    from app.security import headers
 
     settings = _settings(config)
     app = _Flask(__name__)
@@ -130,15 +124,31 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     logs.init_app(app, settings)
     errors.init_app(app)
     instruments = metrics.init_app(app, settings)  # serves /metrics
+    found = app.extensions[KEY] = _parts(settings, instruments)
+    api.init_app(app)
+    if instruments is not None:
+        metrics.init_endpoint_series(app, instruments.metrics)
+    app.wsgi_app = headers.wrap_proxy_fix(Pipeline(app, found, app.wsgi_app), settings)  # type: ignore[method-assign]
+    return app
+
+
+def _parts(settings: Settings, instruments: Any) -> Any:
+    """Every part a request may need, built and wired once (app.parts.Parts)."""
+    from app.cache import RedisHealth
+    from app.cache.clients import RedisClients
+    from app.gateway import build_gateway
+    from app.gateway.observer import Observers
+    from app.jobs.service import JobsUnavailable
+    from app.observability import access, tracing
+    from app.parts import Parts
+    from app.security import auth, limits
+    from app.services import PromptService
+
     traces = tracing.init_app(settings)
     # One view of Redis's health for the limiter, the cache and coalescing: after a failure all
     # three leave it alone for a moment, so a request never waits on it twice.
-    redis_health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
-    clients = (
-        RedisClients(settings.redis_url, redis_health, settings.redis_socket_timeout)
-        if redis_health is not None
-        else None
-    )
+    health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
+    clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout) if health is not None else None
     facts = access.RequestFacts()
     observer = Observers(facts, instruments.observer) if instruments is not None else facts
     gateway = build_gateway(settings, observer, traces.tracer if traces is not None else None, clients=clients)
@@ -148,32 +158,30 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     if instruments is not None:
         instruments.observer.known(gateway.provider_name, gateway.model, *prompts.label_values())
         instruments.metrics.cache_max_bytes.set(gateway.cache_max_bytes)
-    warm_started = time.perf_counter()
-    warmed = gateway.warm(settings.cache_warm_entries, WARM_SECONDS)
-    warm = (warmed, round(time.perf_counter() - warm_started, 3)) if gateway.l2 is not None else None
-    if warmed:
-        logging.getLogger("app.cache").info("warmed L1 with %d answers from L2 in %.3f s", *warm)  # type: ignore[misc]
-    found = Parts(
+    credentials = auth.Credentials(settings)
+    jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, credentials, clients)
+    return Parts(
         settings=settings,
         started_at=time.time(),
         prompts=prompts,
         access=access.AccessLog(settings.llm_provider, settings.llm_model),
-        credentials=auth.Credentials(settings),
+        credentials=credentials,
         instruments=instruments,
         tracing=traces,
-        limit=limits.RateLimit(settings, redis_health) if limits.RateLimit.wanted(settings) else None,
-        warm=warm,
+        limit=limits.RateLimit(settings, health) if limits.RateLimit.wanted(settings) else None,
+        jobs=None if isinstance(jobs, JobsUnavailable) else jobs,
+        jobs_unavailable=jobs if isinstance(jobs, JobsUnavailable) else None,
+        warm=_warm(gateway, settings),
     )
-    jobs = _jobs(
-        settings, prompts, instruments.metrics if instruments is not None else None, found.credentials, clients
-    )
-    if isinstance(jobs, JobsUnavailable):
-        found.jobs_unavailable = jobs
-    else:
-        found.jobs = jobs
-    app.extensions[KEY] = found
-    api.init_app(app)
-    if instruments is not None:
-        metrics.init_endpoint_series(app, instruments.metrics)
-    app.wsgi_app = headers.wrap_proxy_fix(Pipeline(app, found, app.wsgi_app), settings)  # type: ignore[method-assign]
-    return app
+
+
+def _warm(gateway: Any, settings: Settings) -> tuple[int, float] | None:
+    """Warm L1 from L2 for at most WARM_SECONDS: (answers, seconds), None without L2."""
+    started = time.perf_counter()
+    warmed = gateway.warm(settings.cache_warm_entries, WARM_SECONDS)
+    if gateway.l2 is None:
+        return None
+    warm = (warmed, round(time.perf_counter() - started, 3))
+    if warmed:
+        logging.getLogger("app.cache").info("warmed L1 with %d answers from L2 in %.3f s", *warm)
+    return warm

@@ -83,71 +83,83 @@ def build_gateway(
     """Assemble the gateway the settings describe (call after gevent patching), on the
     process's Redis `clients` (made here when not given)."""
     observer = observer or NullObserver()
-    provider = provider or make_provider(settings)
-    breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
-    observer.breaker_state(breaker.name, 0)  # a closed breaker is a value, not "no data"
-    observer.breaker_failures(breaker.name, 0)
-    l1 = (
-        MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
-        if settings.cache_enabled
-        else None
+    if settings.redis_url and clients is None:
+        health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
+        clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout)
+    if clients is not None:
+        clients.health.on_failure = observer.redis_error
+    l2, shared_streams = _shared_tier(settings, clients, observer)
+    inflight = (
+        InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )
-    l2: RedisCache | DiskCache | None = None
-    shared_streams = None
-    client = None  # the service's one Redis client (one pool): cache, locks, streams, upstream budget
-    if settings.redis_url:
-        if clients is None:
-            health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
-            clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout)
-        health = clients.health
-        health.on_failure = observer.redis_error
-        client = clients.service
-        if settings.cache_enabled:
-            l2 = RedisCache(client, settings.redis_prefix, settings.stale_if_error_seconds, health)
-            if settings.coalescing_enabled:
-                shared_streams = SharedStreams(
-                    client,
-                    clients.reader,
-                    settings.redis_prefix,
-                    settings.redis_lease_seconds,
-                    health,
-                    on_wait=lambda delta: observer.waiting("cluster", delta),
-                )
-    elif settings.cache_enabled and settings.cache_dir and settings.cache_disk_max_bytes:
-        # One machine, one cache: every worker of the instance shares it, and it outlives them.
-        l2 = DiskCache(
+    return Gateway(
+        _upstream(settings, provider or make_provider(settings), clients, observer, tracer),
+        l1=(
+            MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
+            if settings.cache_enabled
+            else None
+        ),
+        l2=l2,
+        inflight=inflight,
+        shared_streams=shared_streams,
+        observer=observer,
+        tracer=tracer,
+    )
+
+
+def _shared_tier(
+    settings: Settings, clients: RedisClients | None, observer: Observer
+) -> tuple[RedisCache | DiskCache | None, SharedStreams | None]:
+    """L2 and coalescing across processes: Redis (a fleet), else the disk (one machine: every
+    worker of the instance shares it, and it outlives them), else none."""
+    if not settings.cache_enabled:
+        return None, None
+    if clients is not None:
+        l2 = RedisCache(clients.service, settings.redis_prefix, settings.stale_if_error_seconds, clients.health)
+        if not settings.coalescing_enabled:
+            return l2, None
+        shared = SharedStreams(
+            clients.service,
+            clients.reader,
+            settings.redis_prefix,
+            settings.redis_lease_seconds,
+            clients.health,
+            on_wait=lambda delta: observer.waiting("cluster", delta),
+        )
+        return l2, shared
+    if settings.cache_dir and settings.cache_disk_max_bytes:
+        disk = DiskCache(
             settings.cache_dir,
             settings.cache_disk_max_bytes,
             settings.stale_if_error_seconds,
             on_failure=observer.disk_error,
             on_size=observer.disk_size,
         )
-    # The fleet's slots, pause and key budgets with Redis; else the machine's, in CACHE_DIR; else
-    # this worker's. A store that cannot count refuses the calls it would have counted.
+        return disk, None
+    return None, None
+
+
+def _upstream(
+    settings: Settings, provider: Provider, clients: RedisClients | None, observer: Observer, tracer: Tracer | None
+) -> UpstreamCaller:
+    """The provider behind its breaker, retries, upstream budget and key budgets. The fleet's
+    slots, pause and budgets with Redis; else the machine's, in CACHE_DIR; else this worker's. A
+    store that cannot count refuses the calls it would have counted."""
+    breaker = Breaker(provider.name, settings.breaker_fail_max, settings.breaker_reset_timeout, observer.breaker_state)
+    observer.breaker_state(breaker.name, 0)  # a closed breaker is a value, not "no data"
+    observer.breaker_failures(breaker.name, 0)
+    client = clients.service if clients is not None else None
     local, broken = _machine_db(settings) if client is None else (None, None)
     budget = Budget.build(
         settings.upstream_max_concurrency, client, settings.redis_prefix, observer.upstream_budget, local, broken
     )
-    spend = _spend(settings, client, local, broken, observer)
-    upstream = UpstreamCaller(
+    return UpstreamCaller(
         provider,
         breaker,
         observer,
         settings.upstream_max_retries,
         tracer=tracer,
         budget=budget,
-        spend=spend,
+        spend=_spend(settings, client, local, broken, observer),
         prices=settings.llm_prices,
-    )
-    inflight = (
-        InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
-    )
-    return Gateway(
-        upstream,
-        l1=l1,
-        l2=l2,
-        inflight=inflight,
-        shared_streams=shared_streams,
-        observer=observer,
-        tracer=tracer,
     )
