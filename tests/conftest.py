@@ -8,8 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
-from tests.support import FakeUpstreamProcess, redis_server
+from tests.support import FakeUpstreamProcess, make_app, redis_server, stop_apps
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -25,9 +24,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.no_cover)
 
 
+@pytest.fixture(autouse=True)
+def _apps_stopped() -> Iterator[None]:
+    """Whatever an app built by make_app started is stopped when its test ends."""
+    yield
+    stop_apps()
+
+
 @pytest.fixture
 def app() -> Flask:
-    return create_app({"APP_ENV": "testing"})
+    return make_app()  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ __all__ = [
     "free_port",
     "held_burst",
     "job_worker",
+    "make_app",
     "metric_total",
     "need_binary",
     "provider_env",
@@ -34,6 +35,7 @@ __all__ = [
     "redis_server",
     "service_env",
     "start_server",
+    "stop_apps",
     "wait_http",
     "wait_until",
     "waiting_requests",
@@ -228,3 +230,29 @@ def job_worker(env: dict[str, str], log: Path) -> subprocess.Popen[Any]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+_BUILT: list[Any] = []
+
+
+def make_app(settings: Mapping[str, str] | None = None) -> Any:
+    """The tests' one app factory: the app as a worker builds it (create_app), with
+    APP_ENV=testing and exactly `settings` besides; what it starts (a job runner, span export)
+    is stopped when the test ends (`stop_apps`, run by an autouse fixture in tests/conftest.py)."""
+    from app import create_app
+
+    app = create_app({"APP_ENV": "testing", **(settings or {})})
+    _BUILT.append(app)
+    return app
+
+
+def stop_apps() -> None:
+    """Stop what the apps built by `make_app` started: their jobs, their span export."""
+    from app.parts import parts_of
+
+    while _BUILT:
+        parts = parts_of(_BUILT.pop())
+        if parts.jobs is not None:
+            parts.jobs.stop(grace=1.0)
+        if parts.tracing is not None:
+            parts.tracing.shutdown()

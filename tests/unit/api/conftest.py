@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from app import create_app
 from app.pipeline import pipeline_of
+from tests.support import make_app
 
 
 @pytest.fixture(params=["shortcut", "through-flask"])
 def app(request: pytest.FixtureRequest) -> Flask:
-    built = create_app({"APP_ENV": "testing"})
+    built = make_app()
     pipeline_of(built).shortcut = request.param == "shortcut"
     return built

@@ -4,6 +4,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.parts import parts_of
+from tests.support import make_app
 
 
 def test_health_shapes(client: FlaskClient) -> None:
@@ -24,9 +25,8 @@ def test_not_ready_while_draining(app: Flask, client: FlaskClient) -> None:
 
 
 def test_metrics_off_means_no_metrics_routes() -> None:
-    from app import create_app
 
-    client = create_app({"APP_ENV": "testing", "METRICS_ENABLED": "false"}).test_client()
+    client = make_app({"METRICS_ENABLED": "false"}).test_client()
     assert client.get("/stats").status_code == 404
     assert client.get("/metrics").status_code == 404
     assert client.post("/api/optimize", json={"prompt": "x", "mode": "code"}).status_code == 200

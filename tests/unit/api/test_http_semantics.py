@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.errors import APIError, _subclasses
+from tests.support import make_app
 
 
 def test_options_is_204_with_allow(client: FlaskClient) -> None:
@@ -20,7 +20,7 @@ def test_options_is_204_with_allow(client: FlaskClient) -> None:
 
 
 def test_options_is_a_cors_preflight_when_origins_are_set() -> None:
-    client = create_app({"APP_ENV": "testing", "CORS_ORIGINS": "https://ui.example"}).test_client()
+    client = make_app({"CORS_ORIGINS": "https://ui.example"}).test_client()
     response = client.open(
         "/api/optimize",
         method="OPTIONS",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,9 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
 from app.parts import parts_of
 from app.pipeline import pipeline_of
+from tests.support import make_app
 from tests.unit.api.test_validation import VALID
 
 # Values that differ between any two requests, whichever path answers them.
@@ -33,7 +32,7 @@ SETTINGS = {
 
 
 def _app(shortcut: bool, **settings: str) -> tuple[Flask, io.StringIO]:
-    app = create_app({**SETTINGS, **settings})
+    app = make_app({**SETTINGS, **settings})
     found = parts_of(app)
     pipeline_of(app).shortcut = shortcut
     log = found.access.stream = io.StringIO()
@@ -96,14 +95,9 @@ def test_errors_are_alike_on_both_paths(shortcut: bool) -> None:
     assert [line["status"] for line in _lines(log)] == [400, 415]
 
 
-_PROVIDERS: list[Any] = []
-
-
 @pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    yield InMemorySpanExporter()
-    while _PROVIDERS:  # while the test's stdout is still open: the console exporter writes there
-        _PROVIDERS.pop().shutdown()
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()  # the apps' tracing is shut down with them (tests/support.stop_apps)
 
 
 def _traced_app(shortcut: bool, exporter: InMemorySpanExporter) -> Flask:
@@ -117,7 +111,6 @@ def _traced_app(shortcut: bool, exporter: InMemorySpanExporter) -> Flask:
     tracing = parts_of(app).tracing
     assert tracing is not None
     tracing.provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _PROVIDERS.append(tracing)
     return app
 
 

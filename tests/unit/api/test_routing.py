@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from app import create_app
 from app.routing import Router
+from tests.support import make_app
 
 SPELLINGS = [
     "/api/optimize",
@@ -35,7 +35,7 @@ METHODS = ["GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT"]
 
 @pytest.fixture(scope="module")
 def app() -> Flask:
-    return create_app({"APP_ENV": "testing"})
+    return make_app()
 
 
 @pytest.mark.parametrize(("path", "method"), list(itertools.product(SPELLINGS, METHODS)))

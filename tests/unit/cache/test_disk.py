@@ -21,9 +21,9 @@ from flask import Flask
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
 from app.cache import CachedValue, DiskCache
 from app.parts import parts_of
+from tests.support import make_app
 
 BODY = {"prompt": "Explain the CAP theorem with one example", "mode": "reasoning"}
 
@@ -34,7 +34,7 @@ def _value(data: bytes = b'{"p":"x","v":"template","m":"t","u":[0,0]}', fresh_fo
 
 
 def _app(directory: Path | str, **settings: str) -> Flask:
-    return create_app({"APP_ENV": "testing", "CACHE_DIR": str(directory), **settings})
+    return make_app({"CACHE_DIR": str(directory), **settings})
 
 
 def _samples(app: Flask) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -272,11 +272,11 @@ def test_a_worker_warms_its_l1_from_redis_too(redis_url: str) -> None:
 
     redis_py.Redis.from_url(redis_url).flushdb()
     settings = {"REDIS_URL": redis_url, "COALESCING_ENABLED": "false", "REDIS_SOCKET_TIMEOUT": "5"}
-    before = create_app({"APP_ENV": "testing", **settings})
+    before = make_app({**settings})
     prompts = [f"warm from redis {i}" for i in range(12)]
     for prompt in prompts:
         before.test_client().post("/api/optimize", json={"prompt": prompt, "mode": "code"})
-    after = create_app({"APP_ENV": "testing", "CACHE_WARM_ENTRIES": "5", **settings})
+    after = make_app({"CACHE_WARM_ENTRIES": "5", **settings})
     assert parts_of(after).warm is not None and parts_of(after).warm[0] == 5  # type: ignore[index]
     client = after.test_client()
     for prompt in prompts[-5:]:  # the five most recent are in L1 already

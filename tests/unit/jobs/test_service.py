@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.jobs.service import Jobs
 from app.parts import parts_of
+from tests.support import make_app
 
 
 def _until(condition: Any, timeout: float = 20.0) -> Any:
@@ -28,12 +27,8 @@ def _until(condition: Any, timeout: float = 20.0) -> Any:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app({"APP_ENV": "testing", "CACHE_DIR": str(tmp_path / "cache"), "JOB_LEASE_SECONDS": "1"})
-    yield app
-    jobs = parts_of(app).jobs
-    assert jobs is not None
-    jobs.stop(grace=1.0)
+def app(tmp_path: Path) -> Flask:
+    return make_app({"CACHE_DIR": str(tmp_path / "cache"), "JOB_LEASE_SECONDS": "1"})  # type: ignore[no-any-return]
 
 
 def _jobs(app: Flask) -> Jobs:
@@ -117,7 +112,7 @@ def test_cancel_before_it_runs(app: Flask) -> None:
 
 
 def test_without_a_place_to_keep_them_jobs_answer_503() -> None:
-    client = create_app({"APP_ENV": "testing"}).test_client()  # no CACHE_DIR, no REDIS_URL
+    client = make_app().test_client()  # no CACHE_DIR, no REDIS_URL
     response = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "x", "mode": "code"}})
     assert response.status_code == 503 and response.get_json()["error"] == "Jobs unavailable"
     # Prefer: respond-async is a preference: without jobs the answer comes at once
@@ -161,7 +156,7 @@ def test_a_job_store_broken_at_start_refuses_jobs_and_respond_async(tmp_path: Pa
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "jobs.sqlite3").write_bytes(b"not a database, " * 512)
-    client = create_app({"APP_ENV": "testing", "CACHE_DIR": str(cache)}).test_client()
+    client = make_app({"CACHE_DIR": str(cache)}).test_client()
     submitted = client.post("/api/jobs", json={"task": "optimize", "input": {"prompt": "x", "mode": "code"}})
     assert submitted.status_code == 503 and "cannot be opened" in submitted.get_json()["details"]
     asked = client.post("/api/optimize", json={"prompt": "x", "mode": "code"}, headers={"Prefer": "respond-async"})
@@ -177,9 +172,8 @@ def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
     """The runner dies (its greenlet killed) right after the answer reached the cache and before
     the record says so: the job is queued again when its lease ends, and its second run is
     answered from the cache — the model is called once."""
-    app = create_app(
+    app = make_app(
         {
-            "APP_ENV": "testing",
             "CACHE_DIR": str(tmp_path / "cache"),
             "JOB_LEASE_SECONDS": "1",
             "ANTHROPIC_API_KEY": "sk-ant-test",

@@ -15,12 +15,12 @@ import pytest
 from flask import Flask
 from opentelemetry.sdk.trace import sampling
 
-from app import create_app
 from app.exchange import Exchange, enter, leave
 from app.observability.logs import JSONFormatter
 from app.observability.tracing import _decider, _edge_sampler, sampler
 from app.parts import parts_of
 from config.settings import load_settings
+from tests.support import make_app
 
 
 def _lines(app: Flask) -> io.StringIO:
@@ -35,7 +35,7 @@ def _parsed(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_one_access_line_per_request_without_the_prompt() -> None:
-    app = create_app({"APP_ENV": "testing", "LOG_LEVEL": "INFO"})
+    app = make_app({"LOG_LEVEL": "INFO"})
     buffer = _lines(app)
     secret = "a prompt that must not be logged 81c2"
     response = app.test_client().post(
@@ -61,7 +61,7 @@ def test_one_access_line_per_request_without_the_prompt() -> None:
 def test_an_access_line_has_the_envelope_of_every_other_log_line() -> None:
     """The access log writes its lines itself (not through `logging`): same keys, same order,
     same time format as a line the JSON formatter writes."""
-    app = create_app({"APP_ENV": "testing", "LOG_LEVEL": "INFO"})
+    app = make_app({"LOG_LEVEL": "INFO"})
     buffer = _lines(app)
     app.test_client().get("/health", headers={"X-Request-ID": "r-2"})
     record = logging.makeLogRecord({"name": "app.access", "levelname": "INFO", "msg": "request", "status": 200})
@@ -76,7 +76,7 @@ def test_an_access_line_has_the_envelope_of_every_other_log_line() -> None:
 
 
 def test_no_access_line_above_info() -> None:
-    app = create_app({"APP_ENV": "testing", "LOG_LEVEL": "WARNING"})
+    app = make_app({"LOG_LEVEL": "WARNING"})
     buffer = _lines(app)
     app.test_client().get("/health")
     assert buffer.getvalue() == ""
@@ -84,7 +84,7 @@ def test_no_access_line_above_info() -> None:
 
 @pytest.mark.parametrize("incoming", ["", "has space", "x" * 129, "semi;colon", "ünï"])
 def test_unsafe_request_ids_are_replaced(incoming: str) -> None:
-    client = create_app({"APP_ENV": "testing"}).test_client()
+    client = make_app().test_client()
     echoed = client.get("/health", headers={"X-Request-ID": incoming}).headers["X-Request-ID"]
     assert echoed != incoming and re.fullmatch(r"[0-9a-f]{32}", echoed)
 
@@ -107,7 +107,7 @@ def test_sampler_from_settings(name: str, arg: str, kind: type, ratio: float | N
 
 
 def test_tracing_off_means_no_tracer_provider() -> None:
-    assert parts_of(create_app({"APP_ENV": "testing"})).tracing is None
+    assert parts_of(make_app()).tracing is None
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import json
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
 from app.parts import parts_of
+from tests.support import make_app
 
 
 def _samples(app: Flask) -> dict[str, float]:
@@ -28,7 +28,7 @@ def _optimize(app: Flask, prompt: str) -> str:
 
 
 def test_sets_count_what_the_cache_stored() -> None:
-    app = create_app({"APP_ENV": "testing"})
+    app = make_app()
     assert [_optimize(app, p) for p in ("one", "two", "three", "one")] == ["MISS", "MISS", "MISS", "HIT"]
     samples = _samples(app)
     l1 = parts_of(app).prompts.gateway.l1
@@ -37,7 +37,7 @@ def test_sets_count_what_the_cache_stored() -> None:
 
 
 def test_an_answer_too_big_for_the_cache_is_not_counted_as_stored() -> None:
-    app = create_app({"APP_ENV": "testing", "CACHE_MAX_BYTES": "100"})  # smaller than any answer
+    app = make_app({"CACHE_MAX_BYTES": "100"})  # smaller than any answer
     assert [_optimize(app, p) for p in ("one", "one")] == ["MISS", "MISS"]
     samples = _samples(app)
     assert samples["cache_sets_total"] == 0 == len(parts_of(app).prompts.gateway.l1)
@@ -70,7 +70,7 @@ DOCUMENTED = [
 
 
 def test_a_fresh_server_exports_every_documented_series_at_zero() -> None:
-    text = create_app({"APP_ENV": "testing"}).test_client().get("/metrics").get_data(as_text=True)
+    text = make_app().test_client().get("/metrics").get_data(as_text=True)
     series: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -87,9 +87,8 @@ def test_a_fresh_server_exports_every_documented_series_at_zero() -> None:
 
 def test_request_facts_do_not_need_metrics(fake_upstream) -> None:  # type: ignore[no-untyped-def]
     """Tokens and upstream time reach Server-Timing (and the log) with METRICS_ENABLED=false."""
-    app = create_app(
+    app = make_app(
         {
-            "APP_ENV": "testing",
             "LOG_LEVEL": "INFO",
             "METRICS_ENABLED": "false",
             "ANTHROPIC_API_KEY": "sk-ant-test",

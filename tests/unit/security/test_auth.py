@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from app import create_app
 from app.security.auth import _digest, _matches, presented_key
+from tests.support import make_app
 
 OPTIMIZE = {"prompt": "x", "mode": "code"}
 
 
 @pytest.fixture(scope="module")
 def locked() -> Flask:
-    return create_app({"APP_ENV": "testing", "API_KEYS": "alpha, beta", "METRICS_TOKEN": "scrape"})
+    return make_app({"API_KEYS": "alpha, beta", "METRICS_TOKEN": "scrape"})
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,6 @@ def test_operator_routes_need_the_token_and_health_does_not(locked: Flask) -> No
 
 
 def test_open_when_no_keys_are_configured() -> None:
-    client = create_app({"APP_ENV": "testing"}).test_client()
+    client = make_app().test_client()
     assert client.post("/api/optimize", json=OPTIMIZE).status_code == 200
     assert client.get("/metrics").status_code == 200

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
+from tests.support import make_app
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/optimize", "/nowhere"])
 def test_security_headers_everywhere(path: str) -> None:
-    response = create_app({"APP_ENV": "testing"}).test_client().get(path)
+    response = make_app().test_client().get(path)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
 def test_cors_for_listed_origins_only() -> None:
-    client = create_app({"APP_ENV": "testing", "CORS_ORIGINS": "https://a.example"}).test_client()
+    client = make_app({"CORS_ORIGINS": "https://a.example"}).test_client()
     allowed = client.get("/health", headers={"Origin": "https://a.example"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://a.example"
     assert "Origin" in allowed.headers.get_all("Vary")
@@ -26,7 +26,7 @@ def test_cors_for_listed_origins_only() -> None:
 
 
 def test_cors_wildcard() -> None:
-    client = create_app({"APP_ENV": "testing", "CORS_ORIGINS": "*"}).test_client()
+    client = make_app({"CORS_ORIGINS": "*"}).test_client()
     assert (
         client.get("/health", headers={"Origin": "https://any.example"}).headers["Access-Control-Allow-Origin"] == "*"
     )
@@ -34,7 +34,7 @@ def test_cors_wildcard() -> None:
 
 @pytest.mark.parametrize(("hops", "seen"), [("0", "10.0.0.9"), ("1", "203.0.113.7")])
 def test_forwarded_for_is_believed_only_for_trusted_hops(hops: str, seen: str) -> None:
-    app = create_app({"APP_ENV": "testing", "TRUSTED_PROXIES": hops})
+    app = make_app({"TRUSTED_PROXIES": hops})
 
     @app.get("/_ip")
     def _ip() -> str:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
 from config.keys import KeySpec, digest
 from config.settings import ConfigError, load_settings
+from tests.support import make_app
 
 OPTIMIZE = {"prompt": "x", "mode": "code"}
 
@@ -68,7 +68,7 @@ def test_a_name_in_both_places_is_refused(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def locked() -> object:
-    return create_app({"APP_ENV": "testing", "API_KEYS": "alice:alpha-secret,bob:beta-secret", "LOG_LEVEL": "INFO"})
+    return make_app({"API_KEYS": "alice:alpha-secret,bob:beta-secret", "LOG_LEVEL": "INFO"})
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from app import create_app
+from tests.support import make_app
 
 BODY = {"prompt": "x", "mode": "code"}
 
 
 def test_limit_headers_and_429() -> None:
-    client = create_app({"APP_ENV": "testing", "RATE_LIMIT": "3/minute", "WEB_CONCURRENCY": "1"}).test_client()
+    client = make_app({"RATE_LIMIT": "3/minute", "WEB_CONCURRENCY": "1"}).test_client()
     responses = [client.post("/api/optimize", json=BODY) for _ in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert [r.headers["RateLimit-Remaining"] for r in responses] == ["2", "1", "0", "0"]
@@ -23,14 +23,14 @@ def test_limit_headers_and_429() -> None:
 
 
 def test_health_metrics_and_preflights_are_never_limited() -> None:
-    client = create_app({"APP_ENV": "testing", "RATE_LIMIT": "1/minute"}).test_client()
+    client = make_app({"RATE_LIMIT": "1/minute"}).test_client()
     assert {client.get("/health").status_code for _ in range(5)} == {200}
     assert {client.open("/api/optimize", method="OPTIONS").status_code for _ in range(5)} == {204}
     assert client.post("/api/optimize", json=BODY).status_code == 200
 
 
 def test_counted_per_client() -> None:
-    client = create_app({"APP_ENV": "testing", "RATE_LIMIT": "1/minute"}).test_client()
+    client = make_app({"RATE_LIMIT": "1/minute"}).test_client()
     first = client.post("/api/optimize", json=BODY, environ_base={"REMOTE_ADDR": "10.0.0.1"})
     other = client.post("/api/optimize", json=BODY, environ_base={"REMOTE_ADDR": "10.0.0.2"})
     again = client.post("/api/optimize", json=BODY, environ_base={"REMOTE_ADDR": "10.0.0.1"})
@@ -38,7 +38,7 @@ def test_counted_per_client() -> None:
 
 
 def test_no_limit_no_headers() -> None:
-    response = create_app({"APP_ENV": "testing"}).test_client().post("/api/optimize", json=BODY)
+    response = make_app().test_client().post("/api/optimize", json=BODY)
     assert "RateLimit-Limit" not in response.headers
 
 

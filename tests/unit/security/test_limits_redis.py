@@ -7,8 +7,7 @@ import contextlib
 
 import redis
 
-from app import create_app
-from tests.support import wait_until
+from tests.support import make_app, wait_until
 
 BODY = {"prompt": "x", "mode": "code"}
 # In one process without gevent's patching, nothing may block on a Redis read: no coalescing.
@@ -22,14 +21,14 @@ def _stop(url: str) -> None:
 
 def test_two_apps_share_one_count(own_redis_url: str) -> None:
     settings = {**BASE, "RATE_LIMIT": "3/minute", "REDIS_URL": own_redis_url}
-    one, two = create_app(settings).test_client(), create_app(settings).test_client()
+    one, two = make_app(settings).test_client(), make_app(settings).test_client()
     statuses = [c.post("/api/optimize", json=BODY).status_code for c in (one, two, one, two)]
     assert statuses == [200, 200, 200, 429]
     assert one.post("/api/optimize", json=BODY).headers["RateLimit-Policy"].endswith('"shared by all workers"')
 
 
 def test_open_by_default_counts_in_memory_without_redis(own_redis_url: str) -> None:
-    app = create_app({**BASE, "RATE_LIMIT": "2/minute", "REDIS_URL": own_redis_url})
+    app = make_app({**BASE, "RATE_LIMIT": "2/minute", "REDIS_URL": own_redis_url})
     client = app.test_client()
     assert client.post("/api/optimize", json=BODY).status_code == 200
     _stop(own_redis_url)
@@ -41,7 +40,7 @@ def test_open_by_default_counts_in_memory_without_redis(own_redis_url: str) -> N
 
 def test_closed_answers_503_while_redis_is_away(own_redis_url: str) -> None:
     settings = {**BASE, "RATE_LIMIT": "2/minute", "REDIS_URL": own_redis_url}
-    client = create_app({**settings, "RATE_LIMIT_ON_REDIS_ERROR": "closed"}).test_client()
+    client = make_app({**settings, "RATE_LIMIT_ON_REDIS_ERROR": "closed"}).test_client()
     assert client.post("/api/optimize", json=BODY).status_code == 200
     _stop(own_redis_url)
     refused = wait_until(
