@@ -94,10 +94,10 @@ def bench_in_process() -> None:
     import gevent  # noqa: F401  (the coalescer and gateway use gevent primitives)
 
     from app.cache import CachedValue, MemoryCache
-    from app.gateway.streams import InFlight
     from app.gateway import Gateway
     from app.gateway.breaker import Breaker
     from app.gateway.observer import NullObserver
+    from app.gateway.streams import InFlight
     from app.gateway.upstream import UpstreamCaller
     from app.providers.base import LLMRequest
     from app.providers.template import TemplateProvider
