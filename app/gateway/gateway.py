@@ -58,10 +58,10 @@ class Gateway(StreamingGateway):
         waiting = time.perf_counter()
         try:
             if run is not None:  # the same answer is being made (a stream, or a JSON call): wait for it
-                self._observer.coalesced(request.task, "worker")
-                with self._tracer.span("coalescing.wait") as span:
+                with self._tracer.span("coalescing.wait") as span:  # counted as waiting meanwhile
                     span.set_attribute("coalescing.role", "follower")
                     value, status = self.calls.wait(run, request.timeout), "COALESCED"
+                self._observer.coalesced(request.task, "worker")
             elif write and self.coalesce:
                 led = ["MISS"]  # MISS, or COALESCED when the lead found another process's answer
 
