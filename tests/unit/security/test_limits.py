@@ -73,3 +73,25 @@ def test_the_memory_storage_sweeps_at_most_once_a_second_and_still_counts(monkey
     assert storage.get("short") == 1
     time.sleep(0.06)
     assert storage.get("short") == 0  # expired by its own read, not by a sweep
+
+
+def test_the_memory_storage_calls_its_methods_unwrapped_and_still_counts_a_sliding_window() -> None:
+    """`limits` wraps the storage methods of every subclass again (16 nested wrapper calls per
+    request for ours): ours are the plain functions, and a sliding window still refuses the
+    request over its limit and counts the last window's requests by their overlap."""
+    import inspect
+
+    from limits import parse as parse_limit
+    from limits.storage import MemoryStorage, storage_from_string
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    from app.security._memory_storage import SWEPT_MEMORY_URI, SweptMemoryStorage
+
+    for name in ("get", "incr", "acquire_sliding_window_entry", "get_sliding_window", "clear"):
+        assert not hasattr(getattr(SweptMemoryStorage, name), "__wrapped__"), name
+        assert getattr(SweptMemoryStorage, name) is inspect.unwrap(getattr(MemoryStorage, name)), name
+    limiter = SlidingWindowCounterRateLimiter(storage_from_string(SWEPT_MEMORY_URI))
+    item = parse_limit("3/minute")
+    assert [limiter.hit(item, "a") for _ in range(4)] == [True, True, True, False]
+    assert limiter.hit(item, "b")  # another client counts on its own
+    assert limiter.get_window_stats(item, "a").remaining == 0
