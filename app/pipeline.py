@@ -6,7 +6,7 @@
              names the endpoint for metrics, logs and spans, picks the guard and the handler,
              and is handed to Flask so that Flask never routes the path a second time; a path
              that routes nowhere is answered here (JSON 404, 405, 308)
-    span     a sampled request runs inside the OpenTelemetry WSGI instrumentation's server span
+    span     a sampled request runs inside its server span (app.observability.tracing)
     guard    by the matched rule, never the spelling of the path: API key (401/403) or the
              metrics token, then the rate limit (429; 503 when it cannot be counted)
     handler  a JSON endpoint's `handle` (app.api) — the shortcut past Flask's routing and
@@ -31,7 +31,7 @@ from flask import Flask
 
 from app.api import JSON_ENDPOINTS
 from app.errors import APIError, api_error_parts, http_error_parts, unexpected_error_parts
-from app.exchange import Exchange, current, enter, leave, request_id
+from app.exchange import Exchange, enter, leave, request_id
 from app.iterators import observed
 from app.observability.access import server_timing
 from app.parts import Parts
@@ -79,7 +79,7 @@ class Pipeline:
         self._access = parts.access
         tracing = parts.tracing
         self._decide = tracing.decide if tracing is not None else None
-        self._traced = tracing.wrap(self._traced_core) if tracing is not None else None
+        self._tracing = tracing
         self._router = Router(flask_app.url_map)
         # The JSON endpoints' handlers, by the name of the rule that routes to each.
         by_path = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
@@ -128,7 +128,6 @@ class Pipeline:
         try:
             status, headers, body = self._respond(exchange)
         except Exception:
-            self._reset_trace_context(exchange)
             exchange.cache_status = None  # a 500 answers, not the cached answer
             status, headers, body = unexpected_error_parts()
         self._finish(exchange, status, headers)
@@ -146,14 +145,6 @@ class Pipeline:
                     log.exception("recording a request failed", extra={"request_id": exchange.request_id})
         return status, headers, body
 
-    def _reset_trace_context(self, exchange: Exchange) -> None:
-        """A fault inside the server span may leave its context attached to this greenlet (which
-        serves the connection's next request too): make the empty context current again."""
-        if exchange.traced:
-            from opentelemetry import context
-
-            context.attach(context.Context())
-
     # --- route, span, guard, handler -------------------------------------------------------------------
 
     def _respond(self, exchange: Exchange) -> Result:
@@ -161,17 +152,9 @@ class Pipeline:
         route = exchange.routed = environ[ENVIRON_KEY] = self._router.route(environ)
         if route.rule is not None:
             exchange.route, exchange.endpoint = route.rule.rule, route.rule.endpoint
-        if exchange.traced and self._traced is not None:
-            return self._through(self._traced, environ)
+        if exchange.traced and self._tracing is not None:
+            return self._tracing.serve(exchange, self._core)
         return self._core(exchange)
-
-    def _traced_core(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The core as a WSGI app, for the tracing instrumentation to wrap."""
-        exchange = current()
-        assert exchange is not None
-        status, headers, body = self._core(exchange)
-        start_response(status, headers)
-        return [body] if isinstance(body, bytes) else body
 
     def _core(self, exchange: Exchange) -> Result:
         """Guard, then handler, both from the one route found in `_respond`."""

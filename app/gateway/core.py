@@ -114,28 +114,32 @@ class GatewayCore:
         return request_key(request.task, shape)
 
     def _read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
-        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh)."""
+        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh).
+        The outcome is told to the span of the work in hand (cache.status, cache.tier); only a
+        read that leaves the process (L2) has a span of its own: an L1 read takes microseconds,
+        a span of its own cost far more than the read."""
         if not read:
             self._observer.cache_lookup(request.task, "BYPASS")
             return None, False
         started = time.perf_counter()
-        with self._tracer.span("cache.lookup", {"cache.namespace": request.task}) as span:
-            cached, tier = self._lookup(key)
-            fresh = cached is not None and cached.is_fresh(time.time())
-            status = "MISS" if cached is None else "HIT" if fresh else "STALE"
-            span.set_attribute("cache.status", status.lower())
-            if cached is not None:
-                span.set_attribute("cache.tier", tier)
+        cached, tier = self._lookup(key, request.task)
+        fresh = cached is not None and cached.is_fresh(time.time())
+        span = self._tracer.current()
+        span.set_attribute("cache.status", "miss" if cached is None else "hit" if fresh else "stale")
+        if cached is not None:
+            span.set_attribute("cache.tier", tier)
         self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started, tier)
         return cached, fresh
 
-    def _lookup(self, key: str) -> tuple[CachedValue | None, str]:
+    def _lookup(self, key: str, task: str) -> tuple[CachedValue | None, str]:
         """The entry and the tier it came from (L1, else L2, copied into L1)."""
         cached = self.l1.get(key) if self.l1 is not None else None
         if cached is not None:
             return cached, "l1"
         if self.l2 is not None:
-            cached = self.l2.get(key)
+            with self._tracer.span("cache.lookup", {"cache.namespace": task, "cache.tier": self.l2.tier}) as span:
+                cached = self.l2.get(key)
+                span.set_attribute("cache.status", "miss" if cached is None else "hit")
             if cached is not None:
                 self._store_l1(key, cached)
                 return cached, self.l2.tier

@@ -22,6 +22,10 @@ class Span(Protocol):
 class Tracer(Protocol):
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Span]: ...
 
+    def current(self) -> Span:
+        """The span of the work in hand (a request's, a stream's), or one that records nothing."""
+        ...
+
     def carry(self, fn: F) -> F:
         """`fn`, to run in another greenlet under the current request's trace and sampling
         decision (a greenlet starts with none of them)."""
@@ -56,6 +60,9 @@ class NullTracer:
     """Tracing off: nothing is recorded and nothing is allocated per span."""
 
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> _NullSpan:
+        return _NULL_SPAN
+
+    def current(self) -> _NullSpan:
         return _NULL_SPAN
 
     def carry(self, fn: F) -> F:

@@ -6,12 +6,18 @@ or in development (console exporter); off when OTEL_SDK_DISABLED=true or nothing
 spans. Off means no instrumentation at all.
 
 Sampling is decided once, at the pipeline's edge (`Tracing.decide`), before any handler runs: a
-sampled request runs inside the OpenTelemetry WSGI instrumentation's server span (`Tracing.wrap`),
-whichever handler answers it — a JSON endpoint's or Flask; any other gets no span of its own,
+sampled request runs inside its server span (`Tracing.serve`), whichever handler answers it — a
+JSON endpoint's or Flask; any other gets no span of its own,
 none in the gateway (nor in a stream's producer greenlet, which carries the request's decision
 and trace: `OTelTracer.carry`), and for an outgoing HTTP call only a dropped, non-recording one
 (so the model API is still told "not sampled" in its traceparent). The instrumentation's
 per-request work otherwise ran for every request, sampled or not (docs/performance.md).
+
+The server span is made here, with the attributes the WSGI instrumentation gives one (its 1.12
+names), not by that instrumentation: its per-request work (attribute collection through
+semantic-convention helpers, a start_response wrapper, a body wrapper, duration instruments this
+service does not read) cost as much as the span itself, and a sampled request cost three
+unsampled ones (docs/performance.md, "Tracing").
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from app.exchange import Exchange, current
+from app.iterators import observed
 from config.settings import Settings
 
 __all__ = ["OTelTracer", "Tracing", "init_app", "sampler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+Result = tuple[str, list[tuple[str, str]], Any]  # status, headers, body (bytes or a stream)
 _instrumented_requests = False
 # The edge's decision in a greenlet a request started (OTelTracer.carry). None: no request's.
 _edge_decision: ContextVar[bool | None] = ContextVar("prompt_builder_edge_decision", default=None)
@@ -116,12 +124,15 @@ class OTelTracer:
         from opentelemetry import trace
 
         self._tracer = tracer
-        self._invalid = trace.INVALID_SPAN
+        self._invalid, self._current = trace.INVALID_SPAN, trace.get_current_span
 
     def span(self, name: str, attributes: dict[str, Any] | None = None) -> AbstractContextManager[Any]:
         if not _traced():
             return nullcontext(self._invalid)  # an unsampled request: no span work at all
         return self._tracer.start_as_current_span(name, attributes=attributes)  # type: ignore[no-any-return]
+
+    def current(self) -> Any:
+        return self._current() if _traced() else self._invalid
 
     def carry(self, fn: F) -> F:
         """`fn` under this request's trace (its spans children of the current span) and sampling
@@ -146,13 +157,22 @@ class OTelTracer:
 
 
 class Tracing:
-    """The pipeline's tracing: the edge's decision, and the WSGI instrumentation's server span
-    around a sampled request (named by its route once the pipeline knows it)."""
+    """The pipeline's tracing: the edge's decision, and the server span around a sampled
+    request (named by its route)."""
 
     def __init__(self, settings: Settings, provider: Any) -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.instrumentation.wsgi import wsgi_getter
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
         self.decide = _decider(settings)
         self.provider = provider
-        self.tracer = OTelTracer(provider.get_tracer("prompt-builder-api"))
+        tracer = provider.get_tracer("prompt-builder-api")
+        self.tracer = OTelTracer(tracer)
+        self._server = tracer
+        self._kind, self._error = trace.SpanKind.SERVER, trace.Status(trace.StatusCode.ERROR)
+        self._extract, self._getter = TraceContextTextMapPropagator().extract, wsgi_getter
+        self._attach, self._detach, self._in_context = context.attach, context.detach, trace.set_span_in_context
 
     def shutdown(self) -> None:
         """Export what is queued and stop; the requests instrumentation goes with it (it reports
@@ -165,24 +185,68 @@ class Tracing:
             RequestsInstrumentor().uninstrument()
             _instrumented_requests = False
 
-    def wrap(self, wsgi: Any) -> Any:
-        """`wsgi` inside the OpenTelemetry WSGI instrumentation (for sampled requests only)."""
-        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+    def serve(self, exchange: Exchange, core: Callable[[Exchange], Result]) -> Result:
+        """`core(exchange)` inside the request's server span, current while it runs (so the
+        gateway's spans are its children); ended with the answer, or with a stream's last event."""
+        environ = exchange.environ
+        method = environ["REQUEST_METHOD"]
+        parent = self._extract(environ, getter=self._getter) if "HTTP_TRACEPARENT" in environ else None
+        span = self._server.start_span(
+            f"{method} {exchange.route}" if exchange.route else method,
+            context=parent,
+            kind=self._kind,
+            attributes=_server_attributes(environ, exchange),
+        )
+        exchange.trace_id = f"{span.get_span_context().trace_id:032x}"
+        token = self._attach(self._in_context(span))
+        try:
+            status, headers, body = core(exchange)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(self._error)
+            span.end()
+            raise
+        finally:
+            self._detach(token)
+        code = int(status[:3])
+        span.set_attribute("http.status_code", code)
+        if code >= 500:
+            span.set_status(self._error)
+        if isinstance(body, bytes):
+            span.end()
+            return status, headers, body
+        return status, headers, observed(body, on_close=span.end)
 
-        return OpenTelemetryMiddleware(wsgi, request_hook=_name_span, tracer_provider=self.provider)
 
-
-def _name_span(span: Any, environ: dict[str, Any]) -> None:
-    """The server span as Flask's instrumentation names it: `POST /api/optimize`, http.route,
-    and the request id; the exchange keeps its trace id for the access line."""
-    exchange: Exchange | None = current()
-    if exchange is None or not span.is_recording():
-        return
+def _server_attributes(environ: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+    """A server span's attributes, as the WSGI instrumentation names them (semantic conventions
+    1.12), and the request id."""
+    attributes: dict[str, Any] = {
+        "http.method": environ["REQUEST_METHOD"],
+        "http.server_name": environ.get("SERVER_NAME", ""),
+        "http.scheme": environ.get("wsgi.url_scheme", "http"),
+        "http.flavor": environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
+        "http.target": environ.get("RAW_URI") or environ.get("PATH_INFO", ""),
+        "http.request.header.x_request_id": exchange.request_id,
+    }
+    for name, key in _SERVER_OPTIONAL:
+        value = environ.get(key)
+        if value:
+            attributes[name] = value
+    if environ.get("SERVER_PORT", "").isdigit():
+        attributes["net.host.port"] = int(environ["SERVER_PORT"])
+    if environ.get("REMOTE_PORT", "").isdigit():
+        attributes["net.peer.port"] = int(environ["REMOTE_PORT"])
     if exchange.route is not None:
-        span.update_name(f"{environ['REQUEST_METHOD']} {exchange.route}")
-        span.set_attribute("http.route", exchange.route)
-    span.set_attribute("http.request.header.x_request_id", exchange.request_id)
-    exchange.trace_id = f"{span.get_span_context().trace_id:032x}"
+        attributes["http.route"] = exchange.route
+    return attributes
+
+
+_SERVER_OPTIONAL = (
+    ("http.host", "HTTP_HOST"),
+    ("net.peer.ip", "REMOTE_ADDR"),
+    ("http.user_agent", "HTTP_USER_AGENT"),
+)
 
 
 def init_app(settings: Settings) -> Tracing | None:

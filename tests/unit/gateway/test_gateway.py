@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import gevent
 import pytest
@@ -212,3 +213,44 @@ def test_a_request_that_succeeds_on_a_retry_counts_as_a_success() -> None:
     upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=2, sleep=lambda _: None)
     assert upstream.call(_request("a")).text == "fine"
     assert (provider.calls, breaker.failures, breaker.state) == (2, 0, "closed")
+
+
+@pytest.mark.parametrize(
+    ("tiers", "spans_of_the_hit", "tier"),
+    [
+        ("l1", [], "l1"),  # an L1 read: no span of its own
+        ("l2", ["cache.lookup"], "disk"),  # a read that leaves the process has one
+    ],
+)
+def test_a_lookup_tells_the_span_in_hand_and_only_an_l2_read_has_its_own(
+    tmp_path: Any, tiers: str, spans_of_the_hit: list[str], tier: str
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from app.cache.disk import DiskCache
+    from app.observability.tracing import OTelTracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    disk = DiskCache(str(tmp_path), 10**7, 60)
+    upstream = UpstreamCaller(EchoProvider(), Breaker("echo", 5, 30), NullObserver(), max_retries=0)
+
+    def gateway_on_disk() -> Gateway:
+        return Gateway(upstream, l1=MemoryCache(10**7, 100), l2=disk, inflight=InFlight(), tracer=OTelTracer(tracer))
+
+    gateway = gateway_on_disk()
+    gateway.complete(_request("a"), text_answer)
+    if tiers == "l2":
+        gateway = gateway_on_disk()  # another process's gateway: the answer is on disk only
+    exporter.clear()
+    with tracer.start_as_current_span("POST /api/optimize"):
+        assert gateway.complete(_request("a"), text_answer).cache_status == "HIT"
+    *children, request = exporter.get_finished_spans()
+    assert [span.name for span in children] == spans_of_the_hit
+    assert (request.attributes or {})["cache.status"] == "hit"
+    assert (request.attributes or {})["cache.tier"] == tier
+    disk.close()
