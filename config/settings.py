@@ -3,7 +3,7 @@
 The rule for every variable:
 - unset → its default (some defaults differ per APP_ENV: see ENVIRONMENT_DEFAULTS);
 - set to a value → parsed and checked; invalid → ConfigError naming the variable, in one line;
-- set to empty (or blanks) → the "none/off" meaning the README gives it (RATE_LIMIT= disables
+- set to empty (or blanks) → the "none/off" meaning docs/configuration.md gives it (RATE_LIMIT= disables
   limiting, REDIS_URL= means no Redis, REDIS_PREFIX= means no prefix, ...); where empty makes no
   sense (PORT=, CACHE_MAX_BYTES=, ...) → a ConfigError saying it must not be empty.
 - OTEL_* variables follow the OpenTelemetry specification instead: empty is the same as unset.
