@@ -106,8 +106,8 @@ def worker_exit(server, worker):
 
 
 def _parts_of(worker):
-    """The worker's app parts (app.parts.Parts), or None before the app was loaded."""
-    from app.parts import parts_of
+    """The worker's app parts (app.parts.Parts); None before the app was loaded, or when the app
+    is not the service (`make bench` serves its baselines with this configuration too)."""
+    from app.parts import KEY
 
-    app = getattr(worker, "wsgi", None)
-    return parts_of(app) if app is not None else None
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get(KEY)

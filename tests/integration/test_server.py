@@ -98,3 +98,22 @@ def test_bad_configuration_stops_start_up_with_one_line(variable: str, value: st
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
+
+
+@pytest.mark.parametrize("app", ["loadtest.bare_wsgi:app", "loadtest.floor_wsgi:app"])
+def test_the_server_configuration_serves_an_app_that_is_not_the_service(app: str) -> None:
+    """`make bench` serves its baselines with the service's gunicorn configuration: its worker
+    hooks (jobs, span export) leave an app without the service's parts alone, from boot to exit."""
+    import signal
+
+    from loadtest._procs import gunicorn, stop
+
+    # The floor app reads its model's address at start; it is never called here.
+    with gunicorn({"ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}, workers=1, app=app) as (url, proc, log):
+        if app.startswith("loadtest.bare"):
+            assert requests.post(url + "/api/optimize", json={"prompt": "p"}, timeout=10).status_code == 200
+        else:  # the floor app calls a model for its one route: its worker answers anything else itself
+            assert requests.get(url + "/missing", timeout=10).status_code == 404
+        stop(proc, signal.SIGTERM)
+        assert proc.returncode == 0, log.read_text(errors="replace")[-2000:]
+        assert "Traceback" not in log.read_text(errors="replace")
