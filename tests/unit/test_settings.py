@@ -1,5 +1,6 @@
 """Settings: every variable, declared once, has a default, a valid value, an invalid value (a
-one-line error, also through gunicorn) and a meaning when set empty; the README lists them all, docs/configuration.md explains each."""
+one-line error, also through gunicorn) and a meaning when set empty; the README lists them all,
+docs/configuration.md explains each."""
 
 from __future__ import annotations
 
