@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from limits import RateLimitItem, WindowStats
+from limits import RateLimitItem
 from limits import parse as parse_limit
 from limits.errors import StorageError
 from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStorage, storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
 
 from app.cache import RedisHealth
 from app.errors import RateLimitUnavailableError, TooManyRequestsError
@@ -109,8 +108,9 @@ class RateLimit:
         # RATE_LIMIT for every caller (None: none), and each key's own where API_KEYS_FILE sets one.
         self.item: RateLimitItem | None = parse_limit(settings.rate_limit) if settings.rate_limit else None
         self._items = {spec.name: parse_limit(spec.rate_limit) for spec in settings.keys if spec.rate_limit}
-        self._memory = SlidingWindowCounterRateLimiter(storage_from_string(SWEPT_MEMORY_URI))
-        self._shared: SlidingWindowCounterRateLimiter | None = None
+        self._memory: Any = storage_from_string(SWEPT_MEMORY_URI)
+        self._shared: Any = None
+        self._keys: dict[RateLimitItem, tuple[str, str]] = {}
         self._closed = settings.rate_limit_on_redis_error == "closed"
         # The application limit's key, as Flask-Limiter built it: counts survive the move.
         self._prefix = f"{settings.redis_prefix}rl"
@@ -120,8 +120,7 @@ class RateLimit:
                 "socket_connect_timeout": settings.redis_socket_timeout,
                 "health": health or RedisHealth.for_timeout(settings.redis_socket_timeout),
             }
-            storage = storage_from_string(_storage_uri(settings.redis_url), **options)
-            self._shared = SlidingWindowCounterRateLimiter(storage)
+            self._shared = storage_from_string(_storage_uri(settings.redis_url), **options)
             self.scope = "shared by all workers"
         else:
             # Each worker counts on its own: the policy header says so, since with N workers a
@@ -140,22 +139,27 @@ class RateLimit:
         item = self._items.get(key, self.item) if key is not None else self.item
         if item is None:
             return _UNLIMITED
-        args = (self._prefix, client, "global")
+        around = self._keys.get(item)
+        if around is None:  # the item's key around the client, as limits builds it (key_for)
+            before, after = item.key_for(self._prefix, "\0", "global").split("\0")
+            around = self._keys[item] = (before, after)
+        window_key = around[0] + client + around[1]
         if self._shared is not None:
             try:
-                allowed = self._shared.hit(item, *args)
+                return self._count(self._shared, item, window_key)
             except (redis.RedisError, StorageError):
                 if self._closed:
                     raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
-            else:
-                return self._verdict(self._shared, item, allowed, args)
-        return self._verdict(self._memory, item, self._memory.hit(item, *args), args)
+        return self._count(self._memory, item, window_key)
 
-    def _verdict(
-        self, strategy: SlidingWindowCounterRateLimiter, item: RateLimitItem, allowed: bool, args: tuple[str, ...]
-    ) -> Verdict:
+    def _count(self, storage: Any, item: RateLimitItem, key: str) -> Verdict:
+        """The sliding window counter's hit and the window after it, on `storage` directly:
+        limits' strategy builds the key and casts on each of its two calls, a third of the
+        limiter's cost in a worker (docs/performance.md)."""
+        expiry = item.get_expiry()
+        allowed = bool(storage.acquire_sliding_window_entry(key, item.amount, expiry))
         try:  # the window's state is one more storage read: Redis may fail it even after the hit
-            window: WindowStats | None = strategy.get_window_stats(item, *args)
+            window: tuple[int, float, int, float] | None = storage.get_sliding_window(key, expiry)
         except (redis.RedisError, StorageError):
             window = None
         return Verdict(allowed, _headers(item, window, allowed, self.scope), str(item))
@@ -166,10 +170,14 @@ class RateLimit:
         return TooManyRequestsError(details=f"rate limit {verdict.limit}")
 
 
-def _headers(item: RateLimitItem, window: WindowStats | None, allowed: bool, scope: str) -> list[tuple[str, str]]:
-    """RateLimit-Limit, -Policy, -Remaining and -Reset for `item` whose window is now `window`
-    (None when unknown: the answer goes out without -Remaining and -Reset), and Retry-After when
-    the request was refused."""
+def _headers(
+    item: RateLimitItem, window: tuple[int, float, int, float] | None, allowed: bool, scope: str
+) -> list[tuple[str, str]]:
+    """RateLimit-Limit, -Policy, -Remaining and -Reset for `item` whose sliding window is now
+    `window` — (previous count, its seconds left, current count, its seconds left), as the
+    storage reads it; None when unknown: the answer goes out without -Remaining and -Reset —
+    and Retry-After when the request was refused. Remaining and reset as limits' strategy
+    reckons them (SlidingWindowCounterRateLimiter.get_window_stats)."""
     expiry = item.get_expiry()
     headers = [
         ("RateLimit-Limit", str(item.amount)),
@@ -177,9 +185,17 @@ def _headers(item: RateLimitItem, window: WindowStats | None, allowed: bool, sco
     ]
     reset_in = expiry
     if window is not None:
-        reset_at = int(window.reset_time + 1)
-        reset_in = max(0, math.ceil(reset_at - time.time()))
-        headers += [("RateLimit-Remaining", str(window.remaining)), ("RateLimit-Reset", str(reset_in))]
+        previous, previous_left, current, current_left = window
+        remaining = max(0, item.amount - math.floor(previous * previous_left / expiry + current))
+        reset_after = 0.0
+        if previous or current:
+            reset_after = min(
+                previous_left % (expiry / previous) if previous else math.inf,
+                current_left % expiry if current else math.inf,
+            )
+        now = time.time()
+        reset_in = max(0, math.ceil(int(now + reset_after + 1) - now))
+        headers += [("RateLimit-Remaining", str(remaining)), ("RateLimit-Reset", str(reset_in))]
     if not allowed:
         headers.append(("Retry-After", str(max(1, reset_in))))
     return headers

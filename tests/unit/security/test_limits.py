@@ -95,3 +95,38 @@ def test_the_memory_storage_calls_its_methods_unwrapped_and_still_counts_a_slidi
     assert [limiter.hit(item, "a") for _ in range(4)] == [True, True, True, False]
     assert limiter.hit(item, "b")  # another client counts on its own
     assert limiter.get_window_stats(item, "a").remaining == 0
+
+
+@pytest.mark.parametrize(("limit", "pause"), [("3/minute", 0.0), ("2/hour", 0.0), ("4/second", 1.05)])
+def test_the_headers_are_limits_own_window_stats_request_by_request(limit: str, pause: float) -> None:
+    """The limiter counts on the storage directly, under the key limits' strategy uses: the
+    strategy, reading the same storage, sees every hit, and reckons the same remaining and
+    reset after each — through a full window, and (`pause`) into the next one, where the last
+    window's hits still count by their overlap."""
+    import math
+    import time
+
+    from limits.strategies import SlidingWindowCounterRateLimiter
+
+    from app.security.limits import RateLimit
+    from config.settings import load_settings
+
+    limiter = RateLimit(load_settings({"APP_ENV": "testing", "RATE_LIMIT": limit}))
+    assert limiter.item is not None
+    strategy = SlidingWindowCounterRateLimiter(limiter._memory)
+    amount = limiter.item.amount
+    for phase in ("first window", "next window"):
+        if phase == "next window":
+            if not pause:
+                break
+            time.sleep(pause)
+        for n in range(amount + 1):
+            verdict = limiter.hit("ip:192.0.2.1")
+            stats = strategy.get_window_stats(limiter.item, limiter._prefix, "ip:192.0.2.1", "global")
+            headers = dict(verdict.headers)
+            assert int(headers["RateLimit-Remaining"]) == stats.remaining, (phase, n)
+            expected_reset = max(0, math.ceil(int(stats.reset_time + 1) - time.time()))
+            assert abs(int(headers["RateLimit-Reset"]) - expected_reset) <= 1, (phase, n)
+            if phase == "first window":
+                assert verdict.allowed == (n < amount)
+                assert ("Retry-After" in headers) == (not verdict.allowed)
