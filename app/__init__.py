@@ -156,8 +156,8 @@ def _parts(settings: Settings, instruments: Any) -> Any:
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
     )
     if instruments is not None:
-        instruments.observer.known(gateway.provider_name, gateway.model, *prompts.label_values())
-        instruments.metrics.cache_max_bytes.set(gateway.cache_max_bytes)
+        instruments.observer.known(gateway.core.provider_name, gateway.core.model, *prompts.label_values())
+        instruments.metrics.cache_max_bytes.set(gateway.core.cache_max_bytes)
     credentials = auth.Credentials(settings)
     jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, credentials, clients)
     return Parts(
@@ -178,7 +178,7 @@ def _parts(settings: Settings, instruments: Any) -> Any:
 def _warm(gateway: Any, settings: Settings) -> tuple[int, float] | None:
     """Warm L1 from L2 for at most WARM_SECONDS: (answers, seconds), None without L2."""
     started = time.perf_counter()
-    warmed = gateway.warm(settings.cache_warm_entries, WARM_SECONDS)
+    warmed = gateway.core.warm(settings.cache_warm_entries, WARM_SECONDS)
     if gateway.l2 is None:
         return None
     warm = (warmed, round(time.perf_counter() - started, 3))

@@ -487,7 +487,7 @@ def bench_disk_tier(samples: int, answers: int = 10_000) -> dict[str, float]:
             l2=tier,
         )
         began = time.perf_counter()
-        warmed = warming.warm(2_000, 2.0)
+        warmed = warming.core.warm(2_000, 2.0)
         figures["warm_seconds"] = time.perf_counter() - began
         print(f"warming L1 with the {warmed} most recent of them at start: {figures['warm_seconds'] * 1000:.0f} ms")
         print(

@@ -11,6 +11,7 @@ import redis
 from pydantic import BaseModel
 
 from app.exchange import current
+from app.jobs import showing
 from app.jobs.records import Job
 from app.jobs.service import Jobs, JobsUnavailableError
 from app.render import Answer, json_parts
@@ -51,6 +52,6 @@ def submit_async(jobs: Jobs, task: str, body: BaseModel) -> Answer:
 
 def accepted(jobs: Jobs, job: Job, *extra: tuple[str, str]) -> Answer:
     """202 Accepted: the job's id, state and where to follow it (Location)."""
-    view = jobs.view(job)
+    view = showing.view(job)
     body = {key: view[key] for key in ("id", "status", "task", "priority", "createdAt", "links")}
     return json_parts(202, body, [("Location", view["links"]["self"]), *extra])

@@ -16,7 +16,8 @@ from flask import Blueprint, Response, request
 from app.api._accepted import STORE_FAILURES, accepted, owner
 from app.api._body import read_body
 from app.errors import APIError
-from app.jobs.service import Jobs, JobsUnavailableError, retry_after
+from app.jobs import showing
+from app.jobs.service import Jobs, JobsUnavailableError
 from app.parts import parts
 from app.render import Answer, json_parts
 from app.schemas import JobSubmission
@@ -71,8 +72,8 @@ def submit() -> Response:
 def status(job_id: str) -> Response:
     jobs = _jobs()
     job = jobs.get(job_id, owner())
-    wait = retry_after(job)
-    return _respond(json_parts(200, jobs.view(job), [("Retry-After", str(wait))] if wait else None))
+    wait = showing.retry_after(job)
+    return _respond(json_parts(200, showing.view(job), [("Retry-After", str(wait))] if wait else None))
 
 
 @bp.delete("/api/jobs/<job_id>")
@@ -80,7 +81,7 @@ def status(job_id: str) -> Response:
 def cancel(job_id: str) -> Response:
     jobs = _jobs()
     job = jobs.cancel(job_id, owner())
-    return _respond(json_parts(200, jobs.view(job)))
+    return _respond(json_parts(200, showing.view(job)))
 
 
 @bp.get("/api/jobs/<job_id>/events")
@@ -89,7 +90,7 @@ def events(job_id: str) -> Response:
     jobs = _jobs()
     caller = owner()
     job = jobs.get(job_id, caller)  # unknown: 404 JSON, before any stream
-    response = Response(_guarded(jobs.events(job, caller)), mimetype="text/event-stream")
+    response = Response(_guarded(showing.events(jobs, job, caller)), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response

@@ -221,6 +221,31 @@ def _job_paths(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _stream_path(error: dict[str, Any]) -> dict[str, Any]:
+    """POST /api/optimize-stream: the event stream, and the JSON errors of bad input."""
+    return {
+        "post": {
+            "operationId": "optimizeStream",
+            "summary": "Optimize a prompt, streamed as server-sent events while the model writes it",
+            "description": (
+                "Events (data is one JSON object each): refined_delta {delta}, then refined {refined, status, "
+                "metadata}, then done {status}; on failure error {error, details, status, requestId}. With "
+                "LLM_DRAFT_MODEL set, draft_delta and draft come first. Bad input gets the JSON errors below."
+            ),
+            "requestBody": {"required": True, "content": _json(_ref(schemas.OptimizeRequest))},
+            "responses": {
+                "200": {
+                    "description": "The event stream",
+                    # The schema of one event (as OpenAPI 3.2's itemSchema; fuzzers check each).
+                    "content": {"text/event-stream": {"schema": _STREAM_EVENT}},
+                    "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED"]}}},
+                },
+                **{code: {**error, "description": text} for code, text in _ERRORS.items()},
+            },
+        }
+    }
+
+
 @cache
 def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document (built once; the models do not change at run time)."""
@@ -249,27 +274,7 @@ def build_spec() -> dict[str, Any]:
                 "responses": responses,
             }
         }
-    paths["/api/optimize-stream"] = {
-        "post": {
-            "operationId": "optimizeStream",
-            "summary": "Optimize a prompt, streamed as server-sent events while the model writes it",
-            "description": (
-                "Events (data is one JSON object each): refined_delta {delta}, then refined {refined, status, "
-                "metadata}, then done {status}; on failure error {error, details, status, requestId}. With "
-                "LLM_DRAFT_MODEL set, draft_delta and draft come first. Bad input gets the JSON errors below."
-            ),
-            "requestBody": {"required": True, "content": _json(_ref(schemas.OptimizeRequest))},
-            "responses": {
-                "200": {
-                    "description": "The event stream",
-                    # The schema of one event (as OpenAPI 3.2's itemSchema; fuzzers check each).
-                    "content": {"text/event-stream": {"schema": _STREAM_EVENT}},
-                    "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED"]}}},
-                },
-                **{code: {**error, "description": text} for code, text in _ERRORS.items()},
-            },
-        }
-    }
+    paths["/api/optimize-stream"] = _stream_path(error)
     paths |= _job_paths(error)
     for path, _, _, _, _ in OPERATIONS:
         paths[path]["post"]["parameters"] = [_PREFER]

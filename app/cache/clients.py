@@ -19,7 +19,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from app.cache.redis import Guarded, PausingRedis, RedisHealth
+from app.cache.health import Guarded, PausingRedis, RedisHealth
 
 __all__ = ["BLOCK", "PausingRedisCluster", "RedisClients", "RedisTopology"]
 

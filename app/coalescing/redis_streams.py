@@ -29,8 +29,8 @@ import gevent
 import redis
 
 from app.cache.clients import BLOCK
+from app.cache.health import RedisHealth
 from app.cache.memory import CachedValue
-from app.cache.redis import RedisHealth
 from app.coordination.lease import Keeper, Lease, RedisLeases, new_token
 from app.errors import GatewayTimeoutError, error_from_wire, error_to_wire
 
@@ -261,19 +261,9 @@ class SharedStreams:
                         append(lost("The identical stream in another process ended without finishing"))
                         return False
                     continue
-                for entry_id, fields in batches[0][1]:
-                    last = entry_id
-                    if b"end" in fields:
-                        if on_end is not None:
-                            on_end(fields)
-                        ok = fields[b"end"] == END_OK
-                        if not ok and not relayed.startswith(b"event: error"):
-                            # The leader failed without publishing an error event (it was
-                            # cancelled, or Redis failed that event): never end on a cut text.
-                            append(lost("The identical stream in another process failed"))
-                        return ok
-                    relayed = fields[b"e"]
-                    append(relayed)
+                last, relayed, ended = _pass_on(batches[0][1], append, relayed, lost, on_end)
+                if ended is not None:
+                    return ended
         finally:
             self._count(counter, -1)
 
@@ -302,3 +292,28 @@ def _discard(event: bytes) -> None:
 
 def _no_event(reason: str) -> bytes:
     return b""
+
+
+def _pass_on(
+    entries: list[tuple[Any, dict[bytes, bytes]]],
+    append: Callable[[bytes], None],
+    relayed: bytes,
+    lost: Callable[[str], bytes],
+    on_end: Callable[[dict[bytes, bytes]], None] | None,
+) -> tuple[Any, bytes, bool | None]:
+    """Pass a batch of a stream's entries on to `append`: return the last entry's id, the last
+    event passed on, and whether the stream ended well (None: not ended in this batch)."""
+    last: Any = None
+    for last, fields in entries:
+        if b"end" in fields:
+            if on_end is not None:
+                on_end(fields)
+            ok = fields[b"end"] == END_OK
+            if not ok and not relayed.startswith(b"event: error"):
+                # The leader failed without publishing an error event (it was cancelled, or
+                # Redis failed that event): never end on a cut text.
+                append(lost("The identical stream in another process failed"))
+            return last, relayed, ok
+        relayed = fields[b"e"]
+        append(relayed)
+    return last, relayed, None

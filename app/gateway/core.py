@@ -1,5 +1,6 @@
-"""What every path through the gateway shares: its parts, the cache key, the cache read, and
-storing into L1."""
+"""The part of the gateway both its halves are built on (app.gateway.gateway's JSON calls,
+app.gateway.streaming's streams): the upstream, the cache tiers, the calls in flight, the cache
+key, the cache read, and storing into L1."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from app.gateway.tracer import NullTracer, Tracer
 from app.gateway.upstream import UpstreamCaller
 from app.providers.base import LLMRequest
 
-__all__ = ["GatewayCore"]
+__all__ = ["Core"]
 
 
-class GatewayCore:
-    """The gateway's parts. Every part but the upstream is optional (None = off)."""
+class Core:
+    """The gateway's shared parts. Every part but the upstream is optional (None = off)."""
 
     def __init__(
         self,
@@ -39,9 +40,8 @@ class GatewayCore:
         self.calls = inflight if inflight is not None else InFlight()
         self.coalesce = inflight is not None
         self.shared_streams = shared_streams
-        self._observer = observer or NullObserver()
-        self._tracer = tracer or NullTracer()
-        self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
+        self.observer = observer or NullObserver()
+        self.tracer = tracer or NullTracer()
 
     @property
     def provider_name(self) -> str:
@@ -100,7 +100,7 @@ class GatewayCore:
             if value.fresh_until > now:
                 warmed += bool(self.l1.set(key, value))
         if warmed:
-            self._observer.cache_size(len(self.l1), self.l1.bytes)
+            self.observer.cache_size(len(self.l1), self.l1.bytes)
         return warmed
 
     def key_for(self, request: LLMRequest) -> str:
@@ -113,22 +113,22 @@ class GatewayCore:
             shape["scope"] = scope
         return request_key(request.task, shape)
 
-    def _read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
+    def read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
         """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh).
         The outcome is told to the span of the work in hand (cache.status, cache.tier); only a
         read that leaves the process (L2) has a span of its own: an L1 read takes microseconds,
         a span of its own cost far more than the read."""
         if not read:
-            self._observer.cache_lookup(request.task, "BYPASS")
+            self.observer.cache_lookup(request.task, "BYPASS")
             return None, False
         started = time.perf_counter()
         cached, tier = self._lookup(key, request.task)
         fresh = cached is not None and cached.is_fresh(time.time())
-        span = self._tracer.current()
+        span = self.tracer.current()
         span.set_attribute("cache.status", "miss" if cached is None else "hit" if fresh else "stale")
         if cached is not None:
             span.set_attribute("cache.tier", tier)
-        self._observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started, tier)
+        self.observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started, tier)
         return cached, fresh
 
     def _lookup(self, key: str, task: str) -> tuple[CachedValue | None, str]:
@@ -137,15 +137,15 @@ class GatewayCore:
         if cached is not None:
             return cached, "l1"
         if self.l2 is not None:
-            with self._tracer.span("cache.lookup", {"cache.namespace": task, "cache.tier": self.l2.tier}) as span:
+            with self.tracer.span("cache.lookup", {"cache.namespace": task, "cache.tier": self.l2.tier}) as span:
                 cached = self.l2.get(key)
                 span.set_attribute("cache.status", "miss" if cached is None else "hit")
             if cached is not None:
-                self._store_l1(key, cached)
+                self.store_l1(key, cached)
                 return cached, self.l2.tier
         return None, "l1"
 
-    def _store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
+    def store_l1(self, key: str, value: CachedValue, new: bool = False) -> None:
         """Put `value` in L1; `new` marks an answer this process produced (counted as stored),
         as opposed to a copy from L2 or from another instance's call."""
         if self.l1 is None:
@@ -153,7 +153,7 @@ class GatewayCore:
         evicted = self.l1.evictions
         stored = self.l1.set(key, value)
         if self.l1.evictions != evicted:
-            self._observer.cache_evicted(self.l1.evictions - evicted)
+            self.observer.cache_evicted(self.l1.evictions - evicted)
         if stored and new:
-            self._observer.cache_stored()
-        self._observer.cache_size(len(self.l1), self.l1.bytes)
+            self.observer.cache_stored()
+        self.observer.cache_size(len(self.l1), self.l1.bytes)

@@ -1,6 +1,7 @@
-"""Gateway.stream: an answer as server-sent events — replayed from the cache, joined to an
-identical stream or JSON call in flight (in this worker, or in another process through Redis),
-or streamed from the upstream by one producer greenlet per key."""
+"""The gateway's stream half (`Streams`, a part of Gateway built on its Core): an answer as
+server-sent events — replayed from the cache, joined to an identical stream or JSON call in
+flight (in this worker, or in another process through Redis: app.gateway.following), or
+streamed from the upstream by one producer greenlet per key."""
 
 from __future__ import annotations
 
@@ -15,18 +16,18 @@ import redis
 
 from app.cache import CachedValue
 from app.coalescing import SharedStreams
-from app.coalescing.redis_streams import UNREACHABLE
 from app.coordination.lease import Lease
 from app.errors import APIError, GatewayTimeoutError, ServiceUnavailableError
-from app.gateway.core import GatewayCore
-from app.gateway.replay import DONE, error_event, refined, replay, rest
-from app.gateway.streams import StreamRun, sse_event
+from app.gateway.core import Core
+from app.gateway.following import Following
+from app.gateway.replay import DONE, error_event, refined, replay
+from app.gateway.streams import Stream, StreamJob, StreamRun, Tee, sse_event
 from app.gateway.tracer import spawn
 from app.gateway.values import answer_value
 from app.iterators import observed
 from app.providers.base import LLMRequest, ProviderResult
 
-__all__ = ["HEARTBEAT_SECONDS", "Stream", "StreamingGateway"]
+__all__ = ["HEARTBEAT_SECONDS", "Stream", "StreamJob", "Streams"]
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +35,6 @@ log = logging.getLogger(__name__)
 # out, and a caller who left is noticed within a beat or two, so an unfollowed stream stops soon.
 HEARTBEAT_SECONDS = 0.25
 ORPHAN_POLL = 0.25  # seconds between an orphaned stream's checks for followers elsewhere
-
-
-@dataclass(frozen=True)
-class _StreamJob:
-    """What a stream's producer needs besides its run: the request and how to answer it."""
-
-    request: LLMRequest
-    parse: Callable[[str], Any]
-    store: bool
-    draft_model: str | None
-    origin: str  # the request id that started the stream, for its error event
-
-
-@dataclass(frozen=True)
-class Stream:
-    """A stream as one caller gets it: where it came from, and its event bytes."""
-
-    cache_status: str  # HIT | MISS | COALESCED
-    events: Iterator[bytes]
 
 
 @dataclass
@@ -68,22 +50,16 @@ class _Production:
     span: Any = None
 
 
-class _Tee:
-    """A leader's events into the key's channel, for followers in other processes."""
+class Streams:
+    """The stream half of the gateway, on the Core it shares with the JSON half."""
 
-    def __init__(self, shared: SharedStreams, key: str, lock: Lease, run: StreamRun) -> None:
-        self._shared, self._key, self._lock, self._run = shared, key, lock, run
-
-    def __call__(self, event: bytes) -> None:
-        if not self._shared.publish(self._key, self._lock, event):
-            # Followers elsewhere may miss this event: publish nothing more. They finish from
-            # the answer in L2 (stored before the end marker), or end with an error event when
-            # it is not there — never with a text that has a hole.
-            self._run.tee = None
-
-
-class StreamingGateway(GatewayCore):
-    """The stream half of the gateway (Gateway adds the JSON half)."""
+    def __init__(self, core: Core) -> None:
+        self.upstream, self.calls, self.shared_streams = core.upstream, core.calls, core.shared_streams
+        self.l1, self.l2 = core.l1, core.l2
+        self._observer, self._tracer = core.observer, core.tracer
+        self.key_for, self._read, self._store_l1 = core.key_for, core.read, core.store_l1
+        self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
+        self._following = Following(core, self) if core.shared_streams is not None else None
 
     def stream(
         self,
@@ -115,7 +91,7 @@ class StreamingGateway(GatewayCore):
                 raise refused  # 503 JSON with Retry-After, as /api/optimize answers
             self._observer.cache_lookup(request.task, "STALE")
             return Stream("STALE", self._counted(iter([replay(cached, request.mode)])))
-        job = _StreamJob(request, parse, write, draft_model, origin)
+        job = StreamJob(request, parse, write, draft_model, origin)
         run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         if write:
             self.calls.add(run)
@@ -130,9 +106,9 @@ class StreamingGateway(GatewayCore):
                 if lock is None:  # another process streams this key: follow it through Redis
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
-                    run.producer = spawn(self._tracer, self._follow_stream, job, run)
+                    run.producer = spawn(self._tracer, self._follow, job, run)
                     return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
-        run.producer = spawn(self._tracer, self._produce_stream, job, run, lock)
+        run.producer = spawn(self._tracer, self.produce, job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
@@ -161,7 +137,7 @@ class StreamingGateway(GatewayCore):
         self._observer.stream_follower("cluster")
         run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         self.calls.add(run)
-        run.producer = spawn(self._tracer, self._follow_stream, _StreamJob(request, parse, True, None, origin), run)
+        run.producer = spawn(self._tracer, self._follow, StreamJob(request, parse, True, None, origin), run)
         return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
 
     def _buffer_changed(self, change: int) -> None:
@@ -201,7 +177,7 @@ class StreamingGateway(GatewayCore):
             run.orphaned = True  # the producer stops once those have gone too
             gevent.spawn(self._reap_orphan, run)  # ends when a caller here joins again
             return
-        self._forget(run)  # a newcomer starts afresh, never joins a dying stream
+        self.forget(run)  # a newcomer starts afresh, never joins a dying stream
         if run.producer is not None and not run.done:
             run.producer.kill(block=False)
 
@@ -213,15 +189,15 @@ class StreamingGateway(GatewayCore):
         while not run.done and run.orphaned and run.followers == 0:
             gevent.sleep(ORPHAN_POLL)
             if run.followers == 0 and not shared.followers(run.key):
-                self._forget(run)
+                self.forget(run)
                 if run.producer is not None and not run.done:
                     run.producer.kill(block=False)
                 return
 
-    def _forget(self, run: StreamRun) -> None:
+    def forget(self, run: StreamRun) -> None:
         self.calls.forget(run)
 
-    def _produce_stream(self, job: _StreamJob, run: StreamRun, lock: Lease | None = None) -> None:
+    def produce(self, job: StreamJob, run: StreamRun, lock: Lease | None = None) -> None:
         """Stream the answer from the upstream into `run` (and, holding `lock`, into the key's
         channel for followers in other processes); store it; end the run and the channel."""
         key, request, origin = run.key, job.request, job.origin
@@ -229,7 +205,7 @@ class StreamingGateway(GatewayCore):
         shared = self.shared_streams if lock is not None else None
         if shared is not None and lock is not None:
             run.shared = True
-            run.tee = _Tee(shared, key, lock, run)
+            run.tee = Tee(shared, key, lock, run)
             shared.keep(lock)  # until shared.end below
         production = _Production(run, request, time.perf_counter(), time.monotonic() + request.timeout, shared)
         outcome = "failed"
@@ -271,7 +247,7 @@ class StreamingGateway(GatewayCore):
         finally:
             run.tee = None
             run.finish()  # our own callers first: they need nothing more from Redis
-            self._forget(run)
+            self.forget(run)
             if shared_value is not None and self.l2 is not None:
                 # Before the end marker: a follower elsewhere reads the answer from L2 at the end.
                 self.l2.set(key, shared_value, even_paused=True)
@@ -311,96 +287,6 @@ class StreamingGateway(GatewayCore):
         assert result is not None  # providers end every stream with their result
         return result, "".join(pieces)
 
-    def _finish_alone(self, job: _StreamJob, run: StreamRun) -> bool:
-        """Redis went away mid-relay, our callers holding part of the text: make the answer here
-        (one upstream stream, kept in L1) and finish their stream with the rest when it continues what
-        they have, as a cached or deterministic answer does. False when it cannot: they then get
-        an error event, never a text with a hole."""
-        request, provider = job.request, self.upstream.provider
-        pieces: list[str] = []
-        result: ProviderResult | None = None
-        try:  # the same streamed request the leader made: a deterministic model answers alike
-            for item in self.upstream.stream(request, deadline=time.monotonic() + request.timeout):
-                if isinstance(item, ProviderResult):
-                    result = item
-                else:
-                    pieces.append(item)
-            payload = job.parse("".join(pieces))
-        except APIError:
-            return False
-        assert result is not None  # providers end every stream with their result
-        value = answer_value(payload, provider.name, result, request.ttl)
-        if job.store:
-            self._store_l1(run.key, value, new=True)
-        remainder = rest(run.events, value, request.mode)
-        if remainder is None:
-            return False
-        run.append(remainder)
-        run.result.set(value)
-        return True
-
-    def _follow_stream(self, job: _StreamJob, run: StreamRun) -> None:
-        """Relay another process's stream of the run's key into `run`; lead it ourselves when
-        that stream has just ended without an answer to show."""
-        assert self.shared_streams is not None
-        key, request, origin = run.key, job.request, job.origin
-        deadline = time.monotonic() + request.timeout
-        handed_over = False
-
-        def lost(reason: str) -> bytes:
-            return error_event(ServiceUnavailableError(reason), origin)
-
-        try:
-            for _ in range(3):
-                ended = self.shared_streams.relay(key, run.append, deadline, lost)
-                if ended == UNREACHABLE:
-                    if not run.events:  # our callers have nothing yet: stream it ourselves
-                        handed_over = True
-                        self._produce_stream(job, run)
-                        return
-                    if self._finish_alone(job, run):
-                        return
-                    run.append(lost("Lost the identical stream in another process (Redis unavailable)"))
-                    run.result.set_exception(ServiceUnavailableError("The identical stream was lost"))
-                    return
-                # Right after Redis answered the relay: read even while a failed read pauses it.
-                cached = self.l2.get(key, even_paused=True) if self.l2 is not None and ended is not False else None
-                if ended is None and cached is None:  # between two streams: try to lead the next
-                    try:
-                        lock = self.shared_streams.claim(key)
-                    except redis.RedisError:
-                        lock = None
-                    if lock is not None:
-                        handed_over = True
-                        self._produce_stream(job, run, lock)
-                        return
-                    continue
-                if ended is None and cached is not None:
-                    run.append(replay(cached, request.mode))
-                elif ended is True and not (run.events and run.events[-1].endswith(DONE)):
-                    # The leader finished, but stopped publishing on the way (Redis failed it).
-                    remainder = rest(run.events, cached, request.mode) if cached is not None else None
-                    if remainder is None and not run.events:  # our callers have nothing yet: stream it ourselves
-                        handed_over = True
-                        self._produce_stream(job, run)
-                        return
-                    if remainder is None:
-                        run.append(lost("Lost part of the identical stream in another process"))
-                        cached = None
-                    else:
-                        run.append(remainder)
-                if cached is not None:
-                    self._store_l1(key, cached)
-                    run.result.set(cached)
-                else:
-                    run.result.set_exception(ServiceUnavailableError("The identical stream failed"))
-                return
-            run.append(lost("Could not follow the identical stream in another process"))
-            run.result.set_exception(ServiceUnavailableError("The identical stream could not be followed"))
-        except gevent.GreenletExit:
-            run.result.set_exception(ServiceUnavailableError("The identical stream was cancelled"))
-            raise
-        finally:
-            if not handed_over:
-                run.finish()
-                self._forget(run)
+    def _follow(self, job: StreamJob, run: StreamRun) -> None:
+        assert self._following is not None  # followers elsewhere are found through shared streams only
+        self._following.follow(job, run)

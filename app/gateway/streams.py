@@ -1,21 +1,26 @@
 """Calls in flight in one worker, one entry per key for JSON callers and streams alike
 (`InFlight`): each a `StreamRun` — a stream's events kept in one buffer (a caller who joins late
 gets everything so far at once, then the live rest), and the call's outcome, which JSON callers
-wait for. A JSON call's run has no events: a stream joining it waits for its outcome."""
+wait for. A JSON call's run has no events: a stream joining it waits for its outcome. And what
+a stream is made of besides its run: its job, a caller's view of it, its tee into Redis."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gevent
 from gevent import Timeout
 from gevent.event import AsyncResult, Event
 
+from app.coalescing import SharedStreams
+from app.coordination.lease import Lease
 from app.errors import GatewayTimeoutError, ServiceUnavailableError
+from app.providers.base import LLMRequest
 
-__all__ = ["HEARTBEAT", "InFlight", "StreamRun", "sse_event"]
+__all__ = ["HEARTBEAT", "InFlight", "Stream", "StreamJob", "StreamRun", "Tee", "sse_event"]
 
 # An SSE comment, sent to a caller when nothing else was sent for a while: it keeps proxies from
 # timing the connection out and tells us within a beat when the caller has gone.
@@ -181,3 +186,36 @@ class InFlight:
         finally:
             run.finish()
             self.forget(run)
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    """What a stream's producer needs besides its run: the request and how to answer it."""
+
+    request: LLMRequest
+    parse: Callable[[str], Any]
+    store: bool
+    draft_model: str | None
+    origin: str  # the request id that started the stream, for its error event
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream as one caller gets it: where it came from, and its event bytes."""
+
+    cache_status: str  # HIT | MISS | COALESCED
+    events: Iterator[bytes]
+
+
+class Tee:
+    """A leader's events into the key's channel, for followers in other processes."""
+
+    def __init__(self, shared: SharedStreams, key: str, lock: Lease, run: StreamRun) -> None:
+        self._shared, self._key, self._lock, self._run = shared, key, lock, run
+
+    def __call__(self, event: bytes) -> None:
+        if not self._shared.publish(self._key, self._lock, event):
+            # Followers elsewhere may miss this event: publish nothing more. They finish from
+            # the answer in L2 (stored before the end marker), or end with an error event when
+            # it is not there — never with a text that has a hole.
+            self._run.tee = None

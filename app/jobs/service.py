@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +26,9 @@ from pydantic import BaseModel
 
 from app.errors import APIError, ServiceUnavailableError
 from app.gateway import NotCached
-from app.gateway.replay import replay_text
-from app.gateway.streams import HEARTBEAT, sse_event
 from app.jobs.queue import JobQueue, JobRunner
-from app.jobs.records import FINISHED, Job, JobStore, QueueFull
+from app.jobs.records import Job, JobStore, QueueFull
+from app.jobs.showing import error_body
 from app.schemas import OptimizeRequest
 from app.services import CachePolicy, PromptService
 from app.tenancy import Caller
@@ -38,15 +37,13 @@ if TYPE_CHECKING:
     from app.observability.series import Series
     from app.services.operations import Operation
 
-__all__ = ["JobNotFoundError", "Jobs", "JobsUnavailable", "error_body"]
+__all__ = ["JobNotFoundError", "Jobs", "JobsUnavailable"]
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_QUEUED = 2  # seconds a caller polling a job that has not finished is told to wait
 QUEUE_FULL_RETRY = 5
 TRANSIENT = (502, 503, 504)  # a job that failed so is run again, up to ATTEMPTS times in all
 ATTEMPTS = 3
-EVENTS_POLL = 0.25  # seconds between a job's record reads while its events are followed
 STALE_BATCH = 100
 PURGE_EVERY = 60.0  # seconds between a runner's sweeps of expired records (SQLite)
 
@@ -79,17 +76,6 @@ class JobsUnavailable:
         return {"status": "warn", "error": self.why}
 
 
-def error_body(error: APIError) -> dict[str, Any]:
-    """An error as a job's record keeps it: the usual shape, with the status it would answer."""
-    return {"error": error.message, "details": error.details, "status": error.status_code}
-
-
-def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment % 1 * 1000):03d}Z"
-
-
 class Jobs:
     """The job service of one process: the store, the queue, and (where jobs run) the runner."""
 
@@ -110,7 +96,7 @@ class Jobs:
     ) -> None:
         self.store = store
         self.queue = queue
-        self._prompts = prompts
+        self.prompts = prompts
         self._endpoints = endpoints
         self._ttl = result_ttl
         self._max = queue_max
@@ -140,7 +126,7 @@ class Jobs:
         )
         endpoint = self._endpoints[task]
         try:
-            answer, _ = endpoint.answer(self._prompts, body, CachePolicy(upstream=False), self._caller(job))
+            answer, _ = endpoint.answer(self.prompts, body, CachePolicy(upstream=False), self.caller(job))
         except (NotCached, APIError):
             job.status = "queued"  # on the queue with its record, in one step
         else:
@@ -175,81 +161,7 @@ class Jobs:
             self._finished(cancelled)
         return cancelled or job
 
-    def view(self, job: Job) -> dict[str, Any]:
-        """The job as GET /api/jobs/{id} answers it."""
-        return {
-            "id": job.id,
-            "status": job.shown_status,
-            "task": job.task,
-            "priority": job.priority,
-            "createdAt": _iso(job.created_at),
-            "startedAt": _iso(job.started_at),
-            "finishedAt": _iso(job.finished_at),
-            "result": job.result,
-            "error": job.error,
-            "links": links(job.id),
-        }
-
-    def events(self, job: Job, owner: str) -> Iterator[bytes]:
-        """The job's server-sent events: `status` on each change; for `optimize`, the answer as
-        /api/optimize-stream sends it (refined_delta, refined, done) once it is there; ends
-        when the job ends."""
-        last = None
-        followed = False  # the answer's events sent live, from the job's own stream
-        while True:
-            if job.shown_status != last:
-                last = job.shown_status
-                yield sse_event("status", {"id": job.id, "status": job.shown_status})
-            if job.finished:
-                break
-            if job.status == "running" and job.task == "optimize" and not followed:
-                live = self._prompts.join_optimize_stream(
-                    OptimizeRequest.model_validate(job.input), job.id, self._caller(job)
-                )
-                if live is not None:
-                    followed = True
-                    job = yield from self._relay(live.events, job, owner)
-                    if job.status == "cancelled":
-                        followed = False  # the answer's events end here: the status says why
-                    continue
-            gevent.sleep(EVENTS_POLL)
-            yield HEARTBEAT
-            job = self.get(job.id, owner)
-        if followed:
-            return
-        if job.status == "succeeded" and job.task == "optimize" and job.result is not None:
-            result = job.result
-            usage = result.get("usage") or {}
-            yield replay_text(
-                str(result.get("optimizedPrompt", "")),
-                str(result.get("mode", "")),
-                str(result.get("provider", "")),
-                str(result.get("model", "")),
-                (int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))),
-            )
-        elif job.status == "failed" and job.error is not None:
-            yield sse_event("error", {**job.error, "status": "failed"})
-
-    def _relay(self, events: Iterator[bytes], job: Job, owner: str) -> Generator[bytes, None, Job]:
-        """Pass on the job's live events, reading its record every EVENTS_POLL seconds: when it
-        is cancelled (here or in another process), stop following at once — the follower leaves
-        the stream, so a call nobody else shares is closed — and return the record."""
-        checked = time.monotonic()
-        try:
-            for chunk in events:
-                yield chunk
-                if time.monotonic() - checked >= EVENTS_POLL:
-                    checked = time.monotonic()
-                    job = self.get(job.id, owner)
-                    if job.status == "cancelled":
-                        return job
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
-        return self.get(job.id, owner)
-
-    def _caller(self, job: Job, keys: list[str] | None = None) -> Caller:
+    def caller(self, job: Job, keys: list[str] | None = None) -> Caller:
         """Who asks for `job`'s answer: its owner's key and scope, at its priority and submission."""
         key = job.owner.removeprefix("key:") or None
         return Caller(key, self._scope_of(job.owner), job.priority, job.created_at, keys)
@@ -267,11 +179,11 @@ class Jobs:
         try:
             endpoint = self._endpoints[job.task]
             body = endpoint.model.model_validate(job.input)
-            caller = self._caller(job, keys)
+            caller = self.caller(job, keys)
             if isinstance(body, OptimizeRequest):  # as a stream: its events can be followed live
-                answer, _ = self._prompts.optimize_streamed(body, job.id, caller)
+                answer, _ = self.prompts.optimize_streamed(body, job.id, caller)
             else:
-                answer, _ = endpoint.answer(self._prompts, body, CachePolicy(), caller)
+                answer, _ = endpoint.answer(self.prompts, body, CachePolicy(), caller)
             job.status, job.result = "succeeded", answer
         except APIError as error:
             if error.status_code in TRANSIENT and job.attempts < ATTEMPTS:
@@ -298,7 +210,7 @@ class Jobs:
         if entry is None:
             return
         greenlet, keys = entry
-        gateway = self._prompts.gateway
+        gateway = self.prompts.gateway
         if any(gateway.shared(key) for key in keys):
             return  # the call goes on for the others; its answer lands in the cache
         greenlet.kill(block=False)
@@ -380,14 +292,5 @@ class Jobs:
             self._metrics.jobs_finished.labels(job.task, job.status).inc()
 
 
-def links(job_id: str) -> dict[str, str]:
-    return {"self": f"/api/jobs/{job_id}", "events": f"/api/jobs/{job_id}/events"}
-
-
 def _looks_like_id(job_id: str) -> bool:
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
-
-
-def retry_after(job: Job) -> int | None:
-    """Seconds a caller polling `job` is told to wait (None once it finished)."""
-    return None if job.status in FINISHED else RETRY_AFTER_QUEUED

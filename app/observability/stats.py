@@ -84,13 +84,7 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
     s = _Samples(registry)
     starts = [sample.value for sample in s.all("process_worker_start_time_seconds")]
     rss = {sample.labels.get("pid", "self"): int(sample.value) for sample in s.all("process_worker_rss_bytes")}
-    hits, misses = s.sum("cache_hits_total"), s.sum("cache_misses_total")
-    coalesced = s.sum("coalesced_requests_total")
-    max_bytes, used = s.sum("cache_max_bytes"), s.sum("cache_bytes")
-    calls = s.by("claude_api_calls_total", "status")
-    duration_count = s.sum("claude_api_duration_seconds_count")
-    p95 = s.quantile("claude_api_duration_seconds", 0.95)
-    tokens = s.by("claude_tokens_total", "type")
+    misses, coalesced = s.sum("cache_misses_total"), s.sum("coalesced_requests_total")
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "uptime": round(time.time() - min(starts), 3) if starts else 0.0,
@@ -100,25 +94,7 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
             "rateLimited": int(s.sum("rate_limited_requests_total")),
             "byStatus": {k: int(v) for k, v in s.by("http_requests_total", "status").items()},
         },
-        "cache": {
-            "hits": int(hits),
-            "misses": int(misses),
-            "stale": int(s.sum("stale_responses_total")),
-            "sets": int(s.sum("cache_sets_total")),
-            "evictions": int(s.sum("cache_evictions_total")),
-            "hitRate": _ratio(hits, hits + misses),
-            "entries": int(s.sum("cache_entries")),
-            "bytes": int(used),
-            "maxBytes": int(max_bytes),
-            "utilizationPercent": round(100 * used / max_bytes, 2) if max_bytes else 0.0,
-            # Which tier answered each hit, and what the on-machine tier holds (one per machine).
-            "hitsByTier": {tier: int(v) for tier, v in sorted(s.by("cache_hits_total", "tier").items())},
-            "disk": {
-                "entries": int(max((x.value for x in s.all("cache_disk_entries")), default=0)),
-                "bytes": int(max((x.value for x in s.all("cache_disk_bytes")), default=0)),
-                "errors": int(s.sum("cache_disk_errors_total")),
-            },
-        },
+        "cache": _cache(s),
         "coalescing": {
             "leaders": int(misses - coalesced),
             "coalesced": int(coalesced),
@@ -130,19 +106,51 @@ def server_stats(registry: CollectorRegistry, breaker_state: str) -> dict[str, A
             "worstState": int(max((x.value for x in s.all("circuit_breaker_state")), default=0)),
             "failures": int(s.sum("circuit_breaker_failures")),
         },
-        "upstream": {
-            "calls": {k: int(v) for k, v in calls.items()},
-            "retries": int(s.sum("upstream_retries_total")),
-            "avgLatencyMs": round(1000 * s.sum("claude_api_duration_seconds_sum") / duration_count, 1)
-            if duration_count
-            else 0.0,
-            # Estimated from histogram buckets, and labelled so: the bucket is the precision.
-            "p95LatencyMsEstimate": round(1000 * p95[0], 1) if p95 is not None else None,
-            "p95LatencyBucketMs": [_ms(p95[1]), _ms(p95[2])] if p95 is not None else None,
-            "tokens": {"input": int(tokens.get("input", 0)), "output": int(tokens.get("output", 0))},
-            "costUsd": round(s.sum("claude_cost_usd_total"), 6),
-        },
+        "upstream": _upstream(s),
         "keys": _keys(s),
         "redis": {"errors": int(s.sum("redis_errors_total"))},
         "memory": {"rssBytesPerWorker": rss, "rssBytesTotal": sum(rss.values())},
+    }
+
+
+def _cache(s: _Samples) -> dict[str, Any]:
+    hits, misses = s.sum("cache_hits_total"), s.sum("cache_misses_total")
+    max_bytes, used = s.sum("cache_max_bytes"), s.sum("cache_bytes")
+    return {
+        "hits": int(hits),
+        "misses": int(misses),
+        "stale": int(s.sum("stale_responses_total")),
+        "sets": int(s.sum("cache_sets_total")),
+        "evictions": int(s.sum("cache_evictions_total")),
+        "hitRate": _ratio(hits, hits + misses),
+        "entries": int(s.sum("cache_entries")),
+        "bytes": int(used),
+        "maxBytes": int(max_bytes),
+        "utilizationPercent": round(100 * used / max_bytes, 2) if max_bytes else 0.0,
+        # Which tier answered each hit, and what the on-machine tier holds (one per machine).
+        "hitsByTier": {tier: int(v) for tier, v in sorted(s.by("cache_hits_total", "tier").items())},
+        "disk": {
+            "entries": int(max((x.value for x in s.all("cache_disk_entries")), default=0)),
+            "bytes": int(max((x.value for x in s.all("cache_disk_bytes")), default=0)),
+            "errors": int(s.sum("cache_disk_errors_total")),
+        },
+    }
+
+
+def _upstream(s: _Samples) -> dict[str, Any]:
+    calls = s.by("claude_api_calls_total", "status")
+    duration_count = s.sum("claude_api_duration_seconds_count")
+    p95 = s.quantile("claude_api_duration_seconds", 0.95)
+    tokens = s.by("claude_tokens_total", "type")
+    return {
+        "calls": {k: int(v) for k, v in calls.items()},
+        "retries": int(s.sum("upstream_retries_total")),
+        "avgLatencyMs": round(1000 * s.sum("claude_api_duration_seconds_sum") / duration_count, 1)
+        if duration_count
+        else 0.0,
+        # Estimated from histogram buckets, and labelled so: the bucket is the precision.
+        "p95LatencyMsEstimate": round(1000 * p95[0], 1) if p95 is not None else None,
+        "p95LatencyBucketMs": [_ms(p95[1]), _ms(p95[2])] if p95 is not None else None,
+        "tokens": {"input": int(tokens.get("input", 0)), "output": int(tokens.get("output", 0))},
+        "costUsd": round(s.sum("claude_cost_usd_total"), 6),
     }

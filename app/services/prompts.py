@@ -52,11 +52,11 @@ class PromptService:
 
     def readiness(self) -> dict[str, dict[str, object]]:
         """The gateway's readiness checks (provider, breaker, Redis)."""
-        return self.gateway.readiness()
+        return self.gateway.core.readiness()
 
     @property
     def breaker_state(self) -> str:
-        return self.gateway.breaker_state
+        return self.gateway.core.breaker_state
 
     @staticmethod
     def label_values() -> tuple[tuple[str, ...], tuple[str, ...]]:

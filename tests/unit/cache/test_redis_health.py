@@ -68,7 +68,7 @@ def test_slow_replies_pause_redis_only_once_it_has_answered_nothing_for_a_while(
     """What pauses Redis is Redis's own behaviour: a refused connection at once; timeouts while
     Redis still answers other calls never (a busy machine's Redis stalls now and then, and every
     call in flight times out together); timeouts with no answer for STALL_TO_PAUSE, yes."""
-    from app.cache import redis as module
+    from app.cache import health as module
 
     health = RedisHealth.for_timeout(0.25)
     health.guard(lambda: "answer")  # Redis answered just now

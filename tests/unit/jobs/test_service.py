@@ -181,7 +181,7 @@ def test_a_job_whose_runner_died_after_storing_the_answer_is_not_paid_twice(
         }
     )
     jobs = _jobs(app)
-    disk = jobs._prompts.gateway.l2
+    disk = jobs.prompts.gateway.l2
     store = disk.set
     deaths = []
 
