@@ -1,6 +1,7 @@
-"""RATE_LIMIT on /api/*, per API key or client address, counted with `limits` (the engine
-Flask-Limiter is built on) by the request pipeline: in this worker's memory, or in Redis when
-REDIS_URL is set (shared by every worker and instance).
+"""RATE_LIMIT on /api/*, per API key or client address, counted by the request pipeline: in
+Redis with `limits` (the engine Flask-Limiter is built on) when REDIS_URL is set (shared by every
+worker and instance), else in this worker's memory (app.security.windows: limits' counters,
+without the thread bookkeeping a gevent worker does not need).
 
 The sliding window counter: two counters per client (this window and the last, the last
 weighted by how much of it still overlaps), O(1) per request in memory and in Redis. (The moving
@@ -27,7 +28,7 @@ from limits.storage import RedisClusterStorage, RedisSentinelStorage, RedisStora
 
 from app.cache import RedisHealth
 from app.errors import RateLimitUnavailableError, TooManyRequestsError
-from app.security._memory_storage import SWEPT_MEMORY_URI
+from app.security.windows import WorkerWindows
 from config.settings import Settings
 
 __all__ = ["RateLimit", "Verdict", "client_for"]
@@ -108,9 +109,9 @@ class RateLimit:
         # RATE_LIMIT for every caller (None: none), and each key's own where API_KEYS_FILE sets one.
         self.item: RateLimitItem | None = parse_limit(settings.rate_limit) if settings.rate_limit else None
         self._items = {spec.name: parse_limit(spec.rate_limit) for spec in settings.keys if spec.rate_limit}
-        self._memory: Any = storage_from_string(SWEPT_MEMORY_URI)
+        self._memory = WorkerWindows()
         self._shared: Any = None
-        self._keys: dict[RateLimitItem, tuple[str, str]] = {}
+        self._keys: dict[RateLimitItem, tuple[str, str, str]] = {}
         self._closed = settings.rate_limit_on_redis_error == "closed"
         # The application limit's key, as Flask-Limiter built it: counts survive the move.
         self._prefix = f"{settings.redis_prefix}rl"
@@ -139,20 +140,20 @@ class RateLimit:
         item = self._items.get(key, self.item) if key is not None else self.item
         if item is None:
             return _UNLIMITED
-        around = self._keys.get(item)
-        if around is None:  # the item's key around the client, as limits builds it (key_for)
+        known = self._keys.get(item)
+        if known is None:  # the item's key around the client, as limits builds it (key_for); its text
             before, after = item.key_for(self._prefix, "\0", "global").split("\0")
-            around = self._keys[item] = (before, after)
-        window_key = around[0] + client + around[1]
+            known = self._keys[item] = (before, after, str(item))
+        window_key = known[0] + client + known[1]
         if self._shared is not None:
             try:
-                return self._count(self._shared, item, window_key)
+                return self._count(self._shared, item, window_key, known[2])
             except (redis.RedisError, StorageError):
                 if self._closed:
                     raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
-        return self._count(self._memory, item, window_key)
+        return self._count(self._memory, item, window_key, known[2])
 
-    def _count(self, storage: Any, item: RateLimitItem, key: str) -> Verdict:
+    def _count(self, storage: Any, item: RateLimitItem, key: str, text: str) -> Verdict:
         """The sliding window counter's hit and the window after it, on `storage` directly:
         limits' strategy builds the key and casts on each of its two calls, a third of the
         limiter's cost in a worker (docs/performance.md)."""
@@ -162,7 +163,7 @@ class RateLimit:
             window: tuple[int, float, int, float] | None = storage.get_sliding_window(key, expiry)
         except (redis.RedisError, StorageError):
             window = None
-        return Verdict(allowed, _headers(item, window, allowed, self.scope), str(item))
+        return Verdict(allowed, _headers(item, window, allowed, self.scope), text)
 
     @staticmethod
     def refused(verdict: Verdict) -> TooManyRequestsError:

@@ -42,91 +42,88 @@ def test_no_limit_no_headers() -> None:
     assert "RateLimit-Limit" not in response.headers
 
 
-def test_the_memory_storage_sweeps_at_most_once_a_second_and_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """limits' MemoryStorage starts a timer thread whenever its last one (10 ms) has fired; ours
-    sweeps at most once a second, and a counter still expires on time without the sweep."""
-    import threading
-    import time
+# (seconds to wait before, requests made) — hits, gaps within a window, into the next window
+# (the last one's count weighted by its overlap), past two windows (nothing counts), and back.
+TIMELINE = [(0.0, 4), (2.5, 3), (4.0, 2), (3.9, 6), (0.2, 1), (7.0, 5), (25.0, 2), (9.99, 7), (0.02, 3)]
+
+
+@pytest.mark.parametrize(("amount", "expiry"), [(5, 10), (1, 10), (3, 7), (100, 10)])
+@pytest.mark.parametrize("start", [1_700_000_000.0, 1_700_000_003.3, 1_700_000_009.999])
+def test_worker_windows_count_as_limits_memory_storage_does(
+    monkeypatch: pytest.MonkeyPatch, amount: int, expiry: int, start: float
+) -> None:
+    """The worker's own counters give, hit by hit, the answers and window readings limits'
+    MemoryStorage gives on the same clock: the same admissions, the same weighted remainder."""
+    import types
 
     from limits.storage import MemoryStorage
 
-    from app.security._memory_storage import PRIVATE_HOOK, SWEPT_MEMORY_URI, SweptMemoryStorage
+    from app.security.windows import WorkerWindows
 
-    # The adapter overrides a private hook of `limits`: an upgrade that renames it fails here.
-    assert callable(getattr(MemoryStorage, PRIVATE_HOOK, None))
-
-    started: list[threading.Timer] = []
-    real_start = threading.Timer.start
-
-    def counted_start(self: threading.Timer) -> None:
-        started.append(self)
-        real_start(self)
-
-    monkeypatch.setattr(threading.Timer, "start", counted_start)
-    storage = SweptMemoryStorage(SWEPT_MEMORY_URI)
-    began = time.monotonic()
-    while time.monotonic() - began < 0.3:  # 30 periods of the base class's 10 ms timer
-        storage.incr("k", expiry=0.05)
-        time.sleep(0.01)
-    assert 1 <= len(started) <= 3  # the constructor's, the first sweep's, and at most one more
-    storage.incr("short", expiry=0.05)
-    assert storage.get("short") == 1
-    time.sleep(0.06)
-    assert storage.get("short") == 0  # expired by its own read, not by a sweep
+    now = [start]
+    monkeypatch.setattr("limits.storage.memory.time", types.SimpleNamespace(time=lambda: now[0]))
+    theirs, ours = MemoryStorage(), WorkerWindows(clock=lambda: now[0])
+    for step, (wait, requests) in enumerate(TIMELINE):
+        now[0] += wait
+        for n in range(requests):
+            for key in ("a", "b" if n % 2 else "a"):
+                assert ours.acquire_sliding_window_entry(key, amount, expiry) == (
+                    theirs.acquire_sliding_window_entry(key, amount, expiry)
+                ), (step, n, key)
+                assert ours.get_sliding_window(key, expiry) == pytest.approx(theirs.get_sliding_window(key, expiry))
+    assert not ours.acquire_sliding_window_entry("c", 1, expiry, amount=2)  # more than the limit at once
 
 
-def test_the_memory_storage_calls_its_methods_unwrapped_and_still_counts_a_sliding_window() -> None:
-    """`limits` wraps the storage methods of every subclass again (16 nested wrapper calls per
-    request for ours): ours are the plain functions, and a sliding window still refuses the
-    request over its limit and counts the last window's requests by their overlap."""
-    import inspect
+def test_worker_windows_forget_clients_whose_windows_no_longer_count() -> None:
+    from app.security.windows import WorkerWindows
 
-    from limits import parse as parse_limit
-    from limits.storage import MemoryStorage, storage_from_string
-    from limits.strategies import SlidingWindowCounterRateLimiter
-
-    from app.security._memory_storage import SWEPT_MEMORY_URI, SweptMemoryStorage
-
-    for name in ("get", "incr", "acquire_sliding_window_entry", "get_sliding_window", "clear"):
-        assert not hasattr(getattr(SweptMemoryStorage, name), "__wrapped__"), name
-        assert getattr(SweptMemoryStorage, name) is inspect.unwrap(getattr(MemoryStorage, name)), name
-    limiter = SlidingWindowCounterRateLimiter(storage_from_string(SWEPT_MEMORY_URI))
-    item = parse_limit("3/minute")
-    assert [limiter.hit(item, "a") for _ in range(4)] == [True, True, True, False]
-    assert limiter.hit(item, "b")  # another client counts on its own
-    assert limiter.get_window_stats(item, "a").remaining == 0
+    now = [1_700_000_000.0]
+    windows = WorkerWindows(clock=lambda: now[0])
+    for client in range(1000):
+        assert windows.acquire_sliding_window_entry(f"ip:{client}", 10, 60)
+    now[0] += WorkerWindows.SWEEP_SECONDS + 1  # the next window: they still count, by their overlap
+    windows.acquire_sliding_window_entry("ip:late", 10, 60)
+    assert len(windows) == 1001
+    now[0] += 2 * 60 + WorkerWindows.SWEEP_SECONDS  # two windows on: nothing of theirs counts
+    windows.acquire_sliding_window_entry("ip:new", 10, 60)
+    assert len(windows) == 1
+    assert windows.get_sliding_window("ip:0", 60)[::2] == (0, 0)
 
 
-@pytest.mark.parametrize(("limit", "pause"), [("3/minute", 0.0), ("2/hour", 0.0), ("4/second", 1.05)])
-def test_the_headers_are_limits_own_window_stats_request_by_request(limit: str, pause: float) -> None:
-    """The limiter counts on the storage directly, under the key limits' strategy uses: the
-    strategy, reading the same storage, sees every hit, and reckons the same remaining and
-    reset after each — through a full window, and (`pause`) into the next one, where the last
-    window's hits still count by their overlap."""
+@pytest.mark.parametrize(("limit", "pause"), [("3/minute", 61.0), ("2/hour", 1800.0), ("4/second", 1.05)])
+def test_the_headers_are_limits_own_window_stats_request_by_request(
+    monkeypatch: pytest.MonkeyPatch, limit: str, pause: float
+) -> None:
+    """The RateLimit headers after each request are what limits' strategy reckons — its
+    admissions, remaining and reset — for the same requests at the same times: through a full
+    window, and (`pause`) into the next one, where the last window's hits count by overlap."""
     import math
-    import time
+    import types
 
+    from limits.storage import MemoryStorage
     from limits.strategies import SlidingWindowCounterRateLimiter
 
     from app.security.limits import RateLimit
+    from app.security.windows import WorkerWindows
     from config.settings import load_settings
 
+    now = [1_700_000_000.25]
+    clock = types.SimpleNamespace(time=lambda: now[0])
+    for module in ("limits.storage.memory", "limits.strategies", "app.security.limits"):
+        monkeypatch.setattr(f"{module}.time", clock)
     limiter = RateLimit(load_settings({"APP_ENV": "testing", "RATE_LIMIT": limit}))
-    assert limiter.item is not None
-    strategy = SlidingWindowCounterRateLimiter(limiter._memory)
-    amount = limiter.item.amount
+    limiter._memory = WorkerWindows(clock=clock.time)
+    item = limiter.item
+    assert item is not None
+    strategy = SlidingWindowCounterRateLimiter(MemoryStorage())
     for phase in ("first window", "next window"):
-        if phase == "next window":
-            if not pause:
-                break
-            time.sleep(pause)
-        for n in range(amount + 1):
+        now[0] += pause if phase == "next window" else 0.0
+        for n in range(item.amount + 1):
             verdict = limiter.hit("ip:192.0.2.1")
-            stats = strategy.get_window_stats(limiter.item, limiter._prefix, "ip:192.0.2.1", "global")
+            assert verdict.allowed == strategy.hit(item, limiter._prefix, "ip:192.0.2.1", "global"), (phase, n)
+            stats = strategy.get_window_stats(item, limiter._prefix, "ip:192.0.2.1", "global")
             headers = dict(verdict.headers)
             assert int(headers["RateLimit-Remaining"]) == stats.remaining, (phase, n)
-            expected_reset = max(0, math.ceil(int(stats.reset_time + 1) - time.time()))
-            assert abs(int(headers["RateLimit-Reset"]) - expected_reset) <= 1, (phase, n)
-            if phase == "first window":
-                assert verdict.allowed == (n < amount)
-                assert ("Retry-After" in headers) == (not verdict.allowed)
+            assert int(headers["RateLimit-Reset"]) == max(0, math.ceil(int(stats.reset_time + 1) - now[0])), (phase, n)
+            assert ("Retry-After" in headers) == (not verdict.allowed)
+            now[0] += 0.01
