@@ -5,8 +5,8 @@ finished here when Redis goes away mid-relay (or an error event, never a text wi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gevent
 import redis
@@ -19,9 +19,6 @@ from app.gateway.replay import DONE, error_event, replay, rest
 from app.gateway.streams import StreamJob, StreamRun
 from app.gateway.values import answer_value
 from app.providers.base import ProviderResult
-
-if TYPE_CHECKING:  # Streams makes its Following: the import goes the other way at run time
-    from app.gateway.streaming import Streams
 
 __all__ = ["Following"]
 
@@ -43,11 +40,18 @@ def _lost(reason: str, origin: str) -> bytes:
 
 
 class Following:
-    """The followers in this worker of streams led elsewhere (a part of Streams)."""
+    """The followers in this worker of streams led elsewhere (a part of Streams, which lends
+    it how to `produce` a stream here and `forget` a run)."""
 
-    def __init__(self, core: Core, streams: Streams) -> None:
+    def __init__(
+        self,
+        core: Core,
+        produce: Callable[[StreamJob, StreamRun, Lease | None], None],
+        forget: Callable[[StreamRun], None],
+    ) -> None:
         assert core.shared_streams is not None
-        self._core, self._streams, self._shared = core, streams, core.shared_streams
+        self._core, self._shared = core, core.shared_streams
+        self._produce, self._forget = produce, forget
 
     def follow(self, job: StreamJob, run: StreamRun) -> None:
         """Relay another process's stream of the run's key into `run`; lead it ourselves when
@@ -62,7 +66,7 @@ class Following:
                     continue
                 if isinstance(next_step, _Lead):
                     handed_over = True  # the producer finishes the run
-                    self._streams.produce(job, run, next_step.lease)
+                    self._produce(job, run, next_step.lease)
                 return
             run.append(_lost("Could not follow the identical stream in another process", job.origin))
             run.result.set_exception(ServiceUnavailableError("The identical stream could not be followed"))
@@ -72,7 +76,7 @@ class Following:
         finally:
             if not handed_over:
                 run.finish()
-                self._streams.forget(run)
+                self._forget(run)
 
     def _settle(self, job: StreamJob, run: StreamRun, ended: object) -> object:
         """After a relay `ended` (True: the leader finished; None: its stream ended without an

@@ -59,7 +59,7 @@ class Streams:
         self._observer, self._tracer = core.observer, core.tracer
         self.key_for, self._read, self._store_l1 = core.key_for, core.read, core.store_l1
         self._buffered = 0  # bytes held by the buffers of streams in flight, counted against L1
-        self._following = Following(core, self) if core.shared_streams is not None else None
+        self._following = Following(core, self.produce, self.forget) if core.shared_streams is not None else None
 
     def stream(
         self,

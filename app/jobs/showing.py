@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
@@ -17,7 +17,19 @@ from app.jobs.records import FINISHED, Job
 from app.schemas import OptimizeRequest
 
 if TYPE_CHECKING:
-    from app.jobs.service import Jobs
+    from app.services import PromptService
+    from app.tenancy import Caller
+
+
+class Jobs(Protocol):
+    """What the events of a job read of the job service (app.jobs.service.Jobs)."""
+
+    prompts: PromptService
+
+    def get(self, job_id: str, owner: str) -> Job: ...
+
+    def caller(self, job: Job) -> Caller: ...
+
 
 __all__ = ["error_body", "events", "links", "retry_after", "view"]
 
