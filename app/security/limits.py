@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from limits import RateLimitItem
@@ -90,9 +90,9 @@ def client_for(remote_addr: str | None) -> str:
     return f"ip:{remote_addr or 'unknown'}"
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One request counted: allowed or not, and the RateLimit headers its answer carries."""
+class Verdict(NamedTuple):
+    """One request counted: allowed or not, and the RateLimit headers its answer carries (a
+    tuple: made on every request, and a frozen dataclass costs three setattr calls more)."""
 
     allowed: bool
     headers: list[tuple[str, str]]
@@ -102,16 +102,37 @@ class Verdict:
 _UNLIMITED = Verdict(True, [])
 
 
+@dataclass(frozen=True)
+class _Limit:
+    """One configured limit, as each request it counts needs it: made once per limit."""
+
+    item: RateLimitItem
+    key_before: str  # the window's key around the client, as limits' strategy builds it
+    key_after: str
+    expiry: int  # seconds of one window
+    fixed: tuple[tuple[str, str], ...]  # RateLimit-Limit and -Policy: the same on every answer
+    text: str  # e.g. "60 per 1 minute"
+
+    @classmethod
+    def of(cls, item: RateLimitItem, prefix: str, scope: str) -> _Limit:
+        before, after = item.key_for(prefix, "\0", "global").split("\0")
+        expiry = item.get_expiry()
+        fixed = (
+            ("RateLimit-Limit", str(item.amount)),
+            ("RateLimit-Policy", f'{item.amount};w={expiry};comment="{scope}"'),
+        )
+        return cls(item, before, after, expiry, fixed, str(item))
+
+
 class RateLimit:
     """RATE_LIMIT for every client, counted in memory or in Redis (see the module's docstring)."""
 
     def __init__(self, settings: Settings, health: RedisHealth | None = None) -> None:
         # RATE_LIMIT for every caller (None: none), and each key's own where API_KEYS_FILE sets one.
         self.item: RateLimitItem | None = parse_limit(settings.rate_limit) if settings.rate_limit else None
-        self._items = {spec.name: parse_limit(spec.rate_limit) for spec in settings.keys if spec.rate_limit}
+        items = {spec.name: parse_limit(spec.rate_limit) for spec in settings.keys if spec.rate_limit}
         self._memory = WorkerWindows()
         self._shared: Any = None
-        self._keys: dict[RateLimitItem, tuple[str, str, str]] = {}
         self._closed = settings.rate_limit_on_redis_error == "closed"
         # The application limit's key, as Flask-Limiter built it: counts survive the move.
         self._prefix = f"{settings.redis_prefix}rl"
@@ -127,6 +148,8 @@ class RateLimit:
             # Each worker counts on its own: the policy header says so, since with N workers a
             # client may get up to N times RateLimit-Limit (README, "Rate limits").
             self.scope = f"counted per worker, {settings.web_concurrency} worker(s)"
+        self._limit = _Limit.of(self.item, self._prefix, self.scope) if self.item is not None else None
+        self._limits = {name: _Limit.of(item, self._prefix, self.scope) for name, item in items.items()}
 
     @classmethod
     def wanted(cls, settings: Settings) -> bool:
@@ -137,33 +160,17 @@ class RateLimit:
         """Count one request of `client` against its key's own limit, else RATE_LIMIT. Raises
         RateLimitUnavailableError when the shared count cannot be reached and
         RATE_LIMIT_ON_REDIS_ERROR is closed."""
-        item = self._items.get(key, self.item) if key is not None else self.item
-        if item is None:
+        limit = self._limits.get(key, self._limit) if key is not None else self._limit
+        if limit is None:
             return _UNLIMITED
-        known = self._keys.get(item)
-        if known is None:  # the item's key around the client, as limits builds it (key_for); its text
-            before, after = item.key_for(self._prefix, "\0", "global").split("\0")
-            known = self._keys[item] = (before, after, str(item))
-        window_key = known[0] + client + known[1]
+        window_key = limit.key_before + client + limit.key_after
         if self._shared is not None:
             try:
-                return self._count(self._shared, item, window_key, known[2])
+                return _count(self._shared, limit, window_key)
             except (redis.RedisError, StorageError):
                 if self._closed:
                     raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
-        return self._count(self._memory, item, window_key, known[2])
-
-    def _count(self, storage: Any, item: RateLimitItem, key: str, text: str) -> Verdict:
-        """The sliding window counter's hit and the window after it, on `storage` directly:
-        limits' strategy builds the key and casts on each of its two calls, a third of the
-        limiter's cost in a worker (docs/performance.md)."""
-        expiry = item.get_expiry()
-        allowed = bool(storage.acquire_sliding_window_entry(key, item.amount, expiry))
-        try:  # the window's state is one more storage read: Redis may fail it even after the hit
-            window: tuple[int, float, int, float] | None = storage.get_sliding_window(key, expiry)
-        except (redis.RedisError, StorageError):
-            window = None
-        return Verdict(allowed, _headers(item, window, allowed, self.scope), text)
+        return _count(self._memory, limit, window_key)
 
     @staticmethod
     def refused(verdict: Verdict) -> TooManyRequestsError:
@@ -171,23 +178,29 @@ class RateLimit:
         return TooManyRequestsError(details=f"rate limit {verdict.limit}")
 
 
-def _headers(
-    item: RateLimitItem, window: tuple[int, float, int, float] | None, allowed: bool, scope: str
-) -> list[tuple[str, str]]:
-    """RateLimit-Limit, -Policy, -Remaining and -Reset for `item` whose sliding window is now
+def _count(storage: Any, limit: _Limit, key: str) -> Verdict:
+    """The sliding window counter's hit and the window after it, on `storage` directly: limits'
+    strategy builds the key and casts on each of its two calls, a third of the limiter's cost in
+    a worker (docs/performance.md)."""
+    allowed = bool(storage.acquire_sliding_window_entry(key, limit.item.amount, limit.expiry))
+    try:  # the window's state is one more storage read: Redis may fail it even after the hit
+        window: tuple[int, float, int, float] | None = storage.get_sliding_window(key, limit.expiry)
+    except (redis.RedisError, StorageError):
+        window = None
+    return Verdict(allowed, _headers(limit, window, allowed), limit.text)
+
+
+def _headers(limit: _Limit, window: tuple[int, float, int, float] | None, allowed: bool) -> list[tuple[str, str]]:
+    """RateLimit-Limit, -Policy, -Remaining and -Reset for `limit` whose sliding window is now
     `window` — (previous count, its seconds left, current count, its seconds left), as the
     storage reads it; None when unknown: the answer goes out without -Remaining and -Reset —
     and Retry-After when the request was refused. Remaining and reset as limits' strategy
     reckons them (SlidingWindowCounterRateLimiter.get_window_stats)."""
-    expiry = item.get_expiry()
-    headers = [
-        ("RateLimit-Limit", str(item.amount)),
-        ("RateLimit-Policy", f'{item.amount};w={expiry};comment="{scope}"'),
-    ]
-    reset_in = expiry
+    headers = list(limit.fixed)
+    expiry = reset_in = limit.expiry
     if window is not None:
         previous, previous_left, current, current_left = window
-        remaining = max(0, item.amount - math.floor(previous * previous_left / expiry + current))
+        remaining = max(0, limit.item.amount - math.floor(previous * previous_left / expiry + current))
         reset_after = 0.0
         if previous or current:
             reset_after = min(
