@@ -10,50 +10,11 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.services.operations import OPERATIONS
 
 __all__ = ["bp", "build_spec"]
 
 bp = Blueprint("openapi", __name__)
-
-# (path, operationId, summary, request model, response model)
-OPERATIONS: tuple[tuple[str, str, str, type[BaseModel], type[BaseModel]], ...] = (
-    ("/api/optimize", "optimize", "Optimize a prompt for a mode", schemas.OptimizeRequest, schemas.OptimizeResponse),
-    (
-        "/api/generate-questions",
-        "generateQuestions",
-        "Ask clarifying questions",
-        schemas.QuestionsRequest,
-        schemas.QuestionsResponse,
-    ),
-    (
-        "/api/get-enhancement-suggestions",
-        "getEnhancementSuggestions",
-        "Improve highlighted text",
-        schemas.EnhancementRequest,
-        schemas.EnhancementResponse,
-    ),
-    (
-        "/api/get-custom-suggestions",
-        "getCustomSuggestions",
-        "Rewrite highlighted text as asked",
-        schemas.CustomSuggestionsRequest,
-        schemas.CustomSuggestionsResponse,
-    ),
-    (
-        "/api/detect-scene-change",
-        "detectSceneChange",
-        "Judge whether an edit changes the scene",
-        schemas.SceneChangeRequest,
-        schemas.SceneChangeResponse,
-    ),
-    (
-        "/api/get-creative-suggestions",
-        "getCreativeSuggestions",
-        "Suggest creative options",
-        schemas.CreativeRequest,
-        schemas.CreativeResponse,
-    ),
-)
 
 _ERRORS = {
     "400": "Malformed JSON or invalid field",
@@ -249,34 +210,35 @@ def _stream_path(error: dict[str, Any]) -> dict[str, Any]:
 @cache
 def build_spec() -> dict[str, Any]:
     """Return the OpenAPI document (built once; the models do not change at run time)."""
-    models: list[tuple[type[BaseModel], Any]] = [(op[3], "validation") for op in OPERATIONS]
-    models += [(op[4], "serialization") for op in OPERATIONS]
+    operations = OPERATIONS.values()
+    models: list[tuple[type[BaseModel], Any]] = [(op.model, "validation") for op in operations]
+    models += [(op.reply, "serialization") for op in operations]
     models.append((schemas.ErrorResponse, "serialization"))
     models += [(schemas.JobSubmission, "validation"), (schemas.JobResponse, "serialization")]
     models.append((schemas.JobAccepted, "serialization"))
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     error = {"description": "", "content": _json(_ref(schemas.ErrorResponse))}
     paths: dict[str, Any] = {}
-    for path, operation_id, summary, request_model, response_model in OPERATIONS:
+    for op in operations:
         responses = {
             "200": {
                 "description": "The answer",
-                "content": _json(_ref(response_model)),
+                "content": _json(_ref(op.reply)),
                 "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}},
             }
         }
         responses |= {code: {**error, "description": text} for code, text in _ERRORS.items()}
-        paths[path] = {
+        paths[op.path] = {
             "post": {
-                "operationId": operation_id,
-                "summary": summary,
-                "requestBody": {"required": True, "content": _json(_ref(request_model))},
+                "operationId": op.operation_id,
+                "summary": op.summary,
+                "requestBody": {"required": True, "content": _json(_ref(op.model))},
                 "responses": responses,
             }
         }
     paths["/api/optimize-stream"] = _stream_path(error)
     paths |= _job_paths(error)
-    for path, _, _, _, _ in OPERATIONS:
+    for path in (op.path for op in operations):
         paths[path]["post"]["parameters"] = [_PREFER]
         paths[path]["post"]["responses"]["202"] = {
             "description": "Prefer: respond-async: accepted as a job (Preference-Applied: respond-async)",
