@@ -137,7 +137,6 @@ def _parts(settings: Settings, instruments: Any) -> Any:
     from app.cache import RedisHealth
     from app.cache.clients import RedisClients
     from app.gateway import build_gateway
-    from app.gateway.observer import Observers
     from app.jobs.service import JobsUnavailable
     from app.observability import access, tracing
     from app.parts import Parts
@@ -149,8 +148,7 @@ def _parts(settings: Settings, instruments: Any) -> Any:
     # three leave it alone for a moment, so a request never waits on it twice.
     health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
     clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout) if health is not None else None
-    facts = access.RequestFacts()
-    observer = Observers(facts, instruments.observer) if instruments is not None else facts
+    observer = instruments.observer if instruments is not None else None
     gateway = build_gateway(settings, observer, traces.tracer if traces is not None else None, clients=clients)
     prompts = PromptService(
         gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model

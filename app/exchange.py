@@ -1,9 +1,9 @@
 """One request's facts, from the moment it arrives to its access line: its id, start time,
 tracing decision, endpoint, caller and what the gateway did for it (cache, upstream, tokens).
 
-The pipeline (app.pipeline) creates it and makes it current for the request's greenlet; the
-gateway's observer (app.observability.access.RequestFacts), the error handlers and the tracer
-read and write it there. Outside a request `current()` is None.
+The pipeline (app.pipeline) creates it and makes it current for the request's greenlet; a JSON
+handler's answer comes back with the gateway's Completion, whose facts the pipeline hands it
+(`told`); the error handlers and the tracer read it there. Outside a request `current()` is None.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.tenancy import ANONYMOUS, Caller
 
@@ -33,6 +33,22 @@ def request_id(environ: dict[str, Any]) -> str:
     """Return the caller's X-Request-ID when it is safe to echo and log, else a new id."""
     incoming = environ.get("HTTP_X_REQUEST_ID")
     return incoming if incoming and _SAFE_ID.fullmatch(incoming) else new_request_id()
+
+
+class Facts(Protocol):
+    """What the gateway tells of an answer (app.gateway.values.Completion)."""
+
+    @property
+    def cache_status(self) -> str: ...
+
+    @property
+    def cache_seconds(self) -> float | None: ...
+
+    @property
+    def upstream_seconds(self) -> float: ...
+
+    @property
+    def spent(self) -> tuple[int, int]: ...
 
 
 @dataclass(slots=True)
@@ -57,6 +73,13 @@ class Exchange:
     tokens: tuple[int, int] = (0, 0)
     limit_headers: list[tuple[str, str]] = field(default_factory=list)
     rate_limited: bool = False  # refused by the rate limit (a 429 for a spent budget is not)
+
+    def told(self, completion: Facts) -> None:
+        """The facts of the answer its handler returned: for the access line and Server-Timing."""
+        self.cache_status = completion.cache_status
+        self.cache_seconds = completion.cache_seconds
+        self.upstream_seconds = completion.upstream_seconds
+        self.tokens = completion.spent
 
     @property
     def caller(self) -> Caller:

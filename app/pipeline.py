@@ -181,7 +181,10 @@ class Pipeline:
             if method == "POST" and self.shortcut:
                 handler = self._handlers.get(route.endpoint)
                 if handler is not None:
-                    return handler.handle(environ, self._prompts, self._max_body, self._jobs)
+                    answer, completion = handler.handle(environ, self._prompts, self._max_body, self._jobs)
+                    if completion is not None:
+                        exchange.told(completion)
+                    return answer
         except APIError as error:
             return api_error_parts(error)
         return self._through(self._flask, environ)

@@ -203,29 +203,33 @@ class JsonEndpoint(Generic[M]):
 
     def handle(
         self, environ: dict[str, Any], prompts: PromptService, limit: int, jobs: Jobs | JobsUnavailable | None = None
-    ) -> Answer:
+    ) -> tuple[Answer, Completion | None]:
         """Answer the request in `environ`: 200 with X-Cache (and Age for a cached answer), or
         raise the APIError that says what went wrong. With `Prefer: respond-async` (and jobs
-        available): 202, the request accepted as a job."""
+        available): 202, the request accepted as a job. Returned with the answer: the gateway's
+        Completion — its facts (cache status and time, upstream time, tokens) for the pipeline
+        — or None for a job's 202."""
         body = read_body(environ, self.model, limit)
         if jobs is not None and "HTTP_PREFER" in environ and wants_async(environ):
             if isinstance(jobs, JobsUnavailable):
                 raise jobs.error()  # asked for a job: never answered synchronously instead
-            return submit_async(jobs, self.name, body)
+            return submit_async(jobs, self.name, body), None
         answer, completion = self.answer(prompts, body, cache_policy(environ), caller(environ))
         data = render(answer)
         status = completion.cache_status
-        exchange = current()
-        if exchange is not None:
-            exchange.cache_status = status  # for the access line: told, not read back from the header
         headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))
-        return status_line(200), headers, data
+        return (status_line(200), headers, data), completion
 
     def view(self) -> Response:
         """The endpoint as a Flask view (the pipeline's shortcut off: Flask routes to it)."""
         found = parts()
         jobs = found.jobs or found.jobs_unavailable
-        status, headers, data = self.handle(request.environ, found.prompts, found.settings.max_body_bytes, jobs)
+        (status, headers, data), completion = self.handle(
+            request.environ, found.prompts, found.settings.max_body_bytes, jobs
+        )
+        exchange = current()
+        if exchange is not None and completion is not None:  # Flask's path: no pipeline hand to give it to
+            exchange.told(completion)
         return Response(data, status, headers)

@@ -33,5 +33,5 @@ def optimize_stream() -> Response:
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     response.headers["X-Cache"] = stream.cache_status
     if exchange is not None:
-        exchange.cache_status = stream.cache_status
+        exchange.cache_status, exchange.cache_seconds = stream.cache_status, stream.cache_seconds
     return response

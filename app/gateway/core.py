@@ -113,14 +113,15 @@ class Core:
             shape["scope"] = scope
         return request_key(request.task, shape)
 
-    def read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool]:
-        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh).
+    def read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool, float]:
+        """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh,
+        seconds the lookup took).
         The outcome is told to the span of the work in hand (cache.status, cache.tier); only a
         read that leaves the process (L2) has a span of its own: an L1 read takes microseconds,
         a span of its own cost far more than the read."""
         if not read:
             self.observer.cache_lookup(request.task, "BYPASS")
-            return None, False
+            return None, False, 0.0
         started = time.perf_counter()
         cached, tier = self._lookup(key, request.task)
         fresh = cached is not None and cached.is_fresh(time.time())
@@ -128,8 +129,9 @@ class Core:
         span.set_attribute("cache.status", "miss" if cached is None else "hit" if fresh else "stale")
         if cached is not None:
             span.set_attribute("cache.tier", tier)
-        self.observer.cache_lookup(request.task, "HIT" if fresh else "MISS", time.perf_counter() - started, tier)
-        return cached, fresh
+        seconds = time.perf_counter() - started
+        self.observer.cache_lookup(request.task, "HIT" if fresh else "MISS", seconds, tier)
+        return cached, fresh, seconds
 
     def _lookup(self, key: str, task: str) -> tuple[CachedValue | None, str]:
         """The entry and the tier it came from (L1, else L2, copied into L1)."""

@@ -74,9 +74,9 @@ class Gateway:
         used = request.caller.keys_used
         if used is not None:
             used.append(key)
-        stale, fresh = self._read(key, request, read and write)
+        stale, fresh, looked = self._read(key, request, read and write)
         if stale is not None and fresh:
-            return completion_of(stale, "HIT", time.time())
+            return completion_of(stale, "HIT", time.time(), looked)
         if cached_only:
             raise NotCached()
 
@@ -85,7 +85,7 @@ class Gateway:
         def produce() -> CachedValue:
             return self._produce(key, request, parse, write)
 
-        waiting = time.perf_counter()
+        waiting = time.perf_counter()  # the upstream time: its own call, retries, or a follower's wait
         try:
             if run is not None:  # the same answer is being made (a stream, or a JSON call): wait for it
                 with self._tracer.span("coalescing.wait") as span:  # counted as waiting meanwhile
@@ -111,10 +111,8 @@ class Gateway:
             if stale is None:
                 raise
             self._observer.cache_lookup(request.task, "STALE")
-            return completion_of(stale, "STALE", time.time())
-        finally:
-            self._observer.upstream_wait(time.perf_counter() - waiting)
-        return completion_of(value, status, time.time())
+            return completion_of(stale, "STALE", time.time(), looked, time.perf_counter() - waiting)
+        return completion_of(value, status, time.time(), looked, time.perf_counter() - waiting)
 
     def complete_streamed(
         self, request: LLMRequest, parse: Callable[[str], Any], *, draft_model: str | None = None, origin: str = ""

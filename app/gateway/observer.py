@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NullObserver", "Observer", "Observers"]
+__all__ = ["NullObserver", "Observer"]
 
 
 class Observer:
@@ -31,9 +31,6 @@ class Observer:
 
     def breaker_state(self, name: str, code: int) -> None:
         """The breaker changed state: 0 closed, 1 open, 2 half-open."""
-
-    def upstream_wait(self, seconds: float) -> None:
-        """A request spent `seconds` on the upstream: its own call, retries, or waiting as a follower."""
 
     def cache_evicted(self, count: int) -> None:
         """Entries were evicted from L1 for space."""
@@ -86,32 +83,3 @@ class Observer:
 
 class NullObserver(Observer):
     """Observes nothing (tests, benchmarks, metrics off)."""
-
-
-class Observers(Observer):
-    """Tells every one of several observers (request facts, metrics) each event, in order.
-    Each event calls only the members that override it (bound once, here)."""
-
-    def __init__(self, *observers: Observer) -> None:
-        self.members = observers
-        self._calls = {
-            name: tuple(getattr(o, name) for o in observers if getattr(type(o), name) is not getattr(Observer, name))
-            for name in _EVENTS
-        }
-
-
-_EVENTS = [name for name, value in vars(Observer).items() if callable(value) and not name.startswith("_")]
-
-
-def _fan_out(name: str) -> Any:
-    def method(self: Observers, *args: Any, **kwargs: Any) -> None:
-        for call in self._calls[name]:
-            call(*args, **kwargs)
-
-    method.__name__ = name
-    method.__doc__ = getattr(Observer, name).__doc__
-    return method
-
-
-for _name in _EVENTS:
-    setattr(Observers, _name, _fan_out(_name))

@@ -76,21 +76,21 @@ class Streams:
         upstream stream per key in this worker). `origin` names the request that starts a new
         stream (in its error event)."""
         key = self.key_for(request)
-        cached, fresh = self._read(key, request, read and write)
+        cached, fresh, looked = self._read(key, request, read and write)
         if cached is not None and fresh:
-            return Stream("HIT", self._counted(iter([replay(cached, request.mode)])))
+            return Stream("HIT", self._counted(iter([replay(cached, request.mode)])), looked)
         found = self.calls.get(key) if write else None
         if found is not None:  # the same answer is in flight: a stream's events, or a JSON call's outcome
             self._observer.coalesced(request.task, "worker")
             self._observer.stream_follower("worker")
             events = self._after(found, request, origin) if found.json else found.follow(HEARTBEAT_SECONDS)
-            return Stream("COALESCED", self._counted(events))
+            return Stream("COALESCED", self._counted(events), looked)
         refused = self.upstream.breaker.refusal()
         if refused is not None:  # known before any header is sent: no stream to start
             if cached is None:
                 raise refused  # 503 JSON with Retry-After, as /api/optimize answers
             self._observer.cache_lookup(request.task, "STALE")
-            return Stream("STALE", self._counted(iter([replay(cached, request.mode)])))
+            return Stream("STALE", self._counted(iter([replay(cached, request.mode)])), looked)
         job = StreamJob(request, parse, write, draft_model, origin)
         run = StreamRun(key, on_idle=self._cancel, on_size=self._buffer_changed)
         if write:
@@ -107,12 +107,12 @@ class Streams:
                     self._observer.coalesced(request.task, "cluster")
                     self._observer.stream_follower("cluster")
                     run.producer = spawn(self._tracer, self._follow, job, run)
-                    return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)))
+                    return Stream("COALESCED", self._counted(run.follow(HEARTBEAT_SECONDS)), looked)
         run.producer = spawn(self._tracer, self.produce, job, run, lock)
         # Let the producer send its upstream request now, while this request's response hooks
         # run: the upstream's wait then overlaps our own work (docs/performance.md).
         gevent.sleep(0)
-        return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)))
+        return Stream("MISS", self._counted(run.follow(HEARTBEAT_SECONDS)), looked)
 
     def join(self, request: LLMRequest, parse: Callable[[str], Any], *, origin: str = "") -> Stream | None:
         """The stream of `request` in flight — in this worker, or (with Redis) led by another

@@ -205,6 +205,7 @@ class Stream:
 
     cache_status: str  # HIT | MISS | COALESCED
     events: Iterator[bytes]
+    cache_seconds: float | None = None  # how long its cache lookup took (None: it made none)
 
 
 class Tee:

@@ -25,6 +25,14 @@ class Completion:
     output_tokens: int
     cache_status: str  # HIT | MISS | COALESCED | STALE
     age: int  # seconds since the upstream produced it
+    cache_seconds: float | None = None  # how long the cache lookup took (None: no lookup)
+    upstream_seconds: float = 0.0  # how long the caller waited for the upstream (or a call in flight)
+
+    @property
+    def spent(self) -> tuple[int, int]:
+        """Tokens this caller's own call spent (input, output): a hit, a coalesced or a stale
+        answer spent none."""
+        return (self.input_tokens, self.output_tokens) if self.cache_status == "MISS" else (0, 0)
 
 
 def answer_value(payload: Any, provider: str, result: ProviderResult, ttl: float) -> CachedValue:
@@ -50,7 +58,9 @@ def _decoded(data: bytes) -> tuple[Any, str, str, int, int]:
     return fields["p"], fields["v"], fields["m"], fields["u"][0], fields["u"][1]
 
 
-def completion_of(value: CachedValue, status: str, now: float) -> Completion:
+def completion_of(
+    value: CachedValue, status: str, now: float, cache_seconds: float | None = None, upstream_seconds: float = 0.0
+) -> Completion:
     payload, provider, model, input_tokens, output_tokens = _decoded(value.data)
     return Completion(
         payload=payload,
@@ -60,4 +70,6 @@ def completion_of(value: CachedValue, status: str, now: float) -> Completion:
         output_tokens=output_tokens,
         cache_status=status,
         age=max(0, int(now - value.stored_at)),
+        cache_seconds=cache_seconds,
+        upstream_seconds=upstream_seconds,
     )

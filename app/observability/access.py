@@ -1,6 +1,6 @@
-"""Per request: the facts of the request (tokens, cache and upstream time), one JSON access-log
-line on stdout and a Server-Timing header (written by the request pipeline, app.pipeline). The
-facts are recorded by RequestFacts whatever the metrics setting: they belong to the request."""
+"""Per request: one JSON access-log line on stdout and a Server-Timing header, from the facts
+of the request (tokens, cache and upstream time) its handler returned to the pipeline
+(app.pipeline, Exchange.told)."""
 
 from __future__ import annotations
 
@@ -10,35 +10,11 @@ import sys
 import time
 from typing import IO, Any
 
-from app.exchange import current
-from app.gateway.observer import Observer
-
-__all__ = ["AccessLog", "RequestFacts", "server_timing"]
+__all__ = ["AccessLog", "server_timing"]
 
 log = logging.getLogger("app.access")
 
 _encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
-
-
-class RequestFacts(Observer):
-    """Keeps what the gateway did for the current request on its Exchange, for the access line
-    and Server-Timing (nothing outside a request, e.g. in a stream's producer greenlet)."""
-
-    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0, tier: str = "l1") -> None:
-        exchange = current()
-        if exchange is not None:
-            exchange.cache_seconds = seconds
-
-    def upstream_call(self, provider: str, model: str, request: Any, outcome: Any, seconds: float) -> None:
-        exchange = current()
-        if exchange is not None and hasattr(outcome, "input_tokens"):  # a ProviderResult: tokens spent
-            spent = exchange.tokens
-            exchange.tokens = (spent[0] + outcome.input_tokens, spent[1] + outcome.output_tokens)
-
-    def upstream_wait(self, seconds: float) -> None:
-        exchange = current()
-        if exchange is not None:
-            exchange.upstream_seconds += seconds
 
 
 def server_timing(total: float, cache: float | None, upstream: float) -> str:

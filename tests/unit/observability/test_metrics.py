@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,8 +86,13 @@ def test_a_fresh_server_exports_every_documented_series_at_zero() -> None:
     assert {lab["endpoint"] for lab, _ in series["rate_limited_requests_total"]} >= {"optimize.optimize"}
 
 
-def test_request_facts_do_not_need_metrics(fake_upstream) -> None:  # type: ignore[no-untyped-def]
-    """Tokens and upstream time reach Server-Timing (and the log) with METRICS_ENABLED=false."""
+@pytest.mark.parametrize("shortcut", [True, False], ids=["pipeline", "flask"])
+def test_request_facts_come_with_the_answer_and_do_not_need_metrics(fake_upstream, shortcut: bool) -> None:  # type: ignore[no-untyped-def]
+    """Tokens and upstream time reach Server-Timing and the log with METRICS_ENABLED=false, from
+    the answer its handler returned (the pipeline's shortcut, or Flask's view): a miss spent the
+    model's tokens and waited on it; the same request's hit spent none and waited on nothing."""
+    from app.pipeline import pipeline_of
+
     app = make_app(
         {
             "LOG_LEVEL": "INFO",
@@ -95,13 +101,17 @@ def test_request_facts_do_not_need_metrics(fake_upstream) -> None:  # type: igno
             "ANTHROPIC_BASE_URL": fake_upstream.url,
         }
     )
+    pipeline_of(app).shortcut = shortcut
     log = parts_of(app).access.stream = io.StringIO()
-    response = app.test_client().post("/api/optimize", json={"prompt": "facts", "mode": "code"})
-    assert response.status_code == 200
+    body = {"prompt": f"facts {shortcut}", "mode": "code"}
+    miss, hit = (app.test_client().post("/api/optimize", json=body) for _ in range(2))
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
     assert app.test_client().get("/metrics").status_code == 404  # metrics really are off
     upstream = fake_upstream.stats()["tokens"]
-    line = json.loads(log.getvalue().splitlines()[0])
-    assert (line["input_tokens"], line["output_tokens"]) == (upstream["input"], upstream["output"])
-    assert line["input_tokens"] > 0 and line["upstream_ms"] > 0
-    timing = response.headers["Server-Timing"]
-    assert "upstream;dur=" in timing and "cache;dur=" in timing
+    missed, hitting = (json.loads(line) for line in log.getvalue().splitlines()[:2])
+    assert (missed["input_tokens"], missed["output_tokens"]) == (upstream["input"], upstream["output"])
+    assert missed["input_tokens"] > 0 and missed["upstream_ms"] > 0 and missed["cache"] == "MISS"
+    assert (hitting["input_tokens"], hitting["output_tokens"], hitting["upstream_ms"]) == (0, 0, 0)
+    assert hitting["cache"] == "HIT"
+    assert "upstream;dur=" in miss.headers["Server-Timing"] and "cache;dur=" in miss.headers["Server-Timing"]
+    assert "upstream;dur=" not in hit.headers["Server-Timing"] and "cache;dur=" in hit.headers["Server-Timing"]
