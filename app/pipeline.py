@@ -12,7 +12,8 @@
     handler  a JSON endpoint's `handle` (app.api) — the shortcut past Flask's routing and
              request objects — or Flask for everything else (streams, health, stats, errors)
     finish   RateLimit, security, Cache-Control, CORS, Server-Timing and X-Request-ID headers;
-             the request metrics and the access line (a stream's when it ends)
+             the request metrics and the access line, a stream's when it ends
+             (app.observability.recording)
 
 What a caller and an operator see of an answer is made here for every handler, so a cached
 answer and any other are alike by construction. A fault in the pipeline's own steps (the access
@@ -32,8 +33,8 @@ from flask import Flask
 from app.api import JSON_ENDPOINTS
 from app.errors import APIError, api_error_parts, http_error_parts, unexpected_error_parts
 from app.exchange import Exchange, enter, leave, request_id
-from app.iterators import observed
 from app.observability.access import server_timing
+from app.observability.recording import Recording
 from app.parts import Parts
 from app.routing import ENVIRON_KEY, Router
 from app.security.headers import SECURITY, cors_headers
@@ -75,8 +76,7 @@ class Pipeline:
         self._origins = frozenset(settings.cors_origins)
         self._credentials = parts.credentials if parts.credentials else None
         self._limit = parts.limit
-        self._recorder = parts.instruments.recorder if parts.instruments is not None else None
-        self._access = parts.access
+        self._recording = Recording(parts.access, parts.instruments.recorder if parts.instruments is not None else None)
         tracing = parts.tracing
         self._decide = tracing.decide if tracing is not None else None
         self._tracing = tracing
@@ -97,31 +97,19 @@ class Pipeline:
         if self._decide is not None:
             exchange.traced = self._decide(environ)
         token = enter(exchange)
-        recorder, counted = self._recorder, False
+        recording, counted = self._recording, False
         body: Body = b""
         try:
-            if recorder is not None:
-                try:
-                    recorder.started()
-                    counted = True
-                except Exception:
-                    log.exception("counting a request failed", extra={"request_id": exchange.request_id})
+            counted = recording.started(exchange)
             status, headers, body = self._answer(exchange)
             if not isinstance(body, bytes):  # a stream: recorded, and ended, when it ends
-                body, counted = self._streamed(exchange, status, headers, body), False
+                body, counted = recording.streamed(exchange, status, headers, body), False
         finally:
             leave(token)
-            if counted and recorder is not None:
-                self._ended(recorder, exchange)
+            if counted:
+                recording.ended(exchange)
         start_response(status, headers)
         return [body] if isinstance(body, bytes) else body
-
-    @staticmethod
-    def _ended(recorder: Any, exchange: Exchange) -> None:
-        try:
-            recorder.ended()
-        except Exception:  # the answer is made: a failing gauge must not turn it into an HTML 500
-            log.exception("counting a request's end failed", extra={"request_id": exchange.request_id})
 
     def _answer(self, exchange: Exchange) -> Result:
         """The answer and its headers, recorded; a fault in any step: JSON 500, recorded once."""
@@ -134,13 +122,13 @@ class Pipeline:
         if isinstance(body, bytes):
             attempted: set[str] = set()
             try:
-                self._record(exchange, status, headers, attempted)
+                self._recording.record(exchange, status, headers, attempted)
             except Exception:  # the answer is not sent: the caller gets the 500 instead
                 exchange.cache_status = None
                 status, headers, body = unexpected_error_parts()
                 self._finish(exchange, status, headers)
                 try:  # in the sinks not yet tried; each is tried once a request
-                    self._record(exchange, status, headers, attempted)
+                    self._recording.record(exchange, status, headers, attempted)
                 except Exception:
                     log.exception("recording a request failed", extra={"request_id": exchange.request_id})
         return status, headers, body
@@ -227,75 +215,6 @@ class Pipeline:
         total = time.perf_counter() - exchange.started
         headers.append(("Server-Timing", server_timing(total, exchange.cache_seconds, exchange.upstream_seconds)))
         headers.append(("X-Request-ID", exchange.request_id))
-
-    def _record(
-        self, exchange: Exchange, status: str, headers: list[tuple[str, str]], attempted: set[str]
-    ) -> dict[str, Any] | None:
-        """Write the answer's access line, then count it, skipping a sink already `attempted`
-        for this request (a stream's line is returned instead, unwritten: it is written when
-        the stream ends)."""
-        environ = exchange.environ
-        code = int(status[:3])
-        total = time.perf_counter() - exchange.started
-        method = environ["REQUEST_METHOD"]
-        stream = (_header(headers, "Content-Type") or "").startswith(_STREAM_TYPE)
-        fields = None
-        access = self._access
-        if "access" not in attempted and access.enabled():
-            attempted.add("access")
-            fields = access.fields(
-                method,
-                exchange.endpoint,
-                code,
-                total,
-                exchange.request_id,
-                exchange.trace_id,
-                exchange.cache_status,
-                exchange.upstream_seconds,
-                exchange.tokens,
-                exchange.key,
-            )
-            if not stream:
-                access.write(fields)
-        if "metrics" not in attempted and self._recorder is not None and environ.get("PATH_INFO") != "/metrics":
-            attempted.add("metrics")
-            self._recorder.answered(
-                method, exchange.endpoint, code, total, exchange.upstream_seconds, exchange.rate_limited
-            )
-        return fields if stream else None
-
-    def _streamed(
-        self, exchange: Exchange, status: str, headers: list[tuple[str, str]], events: Iterable[bytes]
-    ) -> Iterable[bytes]:
-        """A stream's events, passed on; counted when its headers go, logged (time to first
-        event, bytes, total) and ended when it ends or the caller leaves."""
-        try:
-            fields = self._record(exchange, status, headers, set())
-        except Exception:  # nothing sent yet, but the stream's producer may run: end it
-            log.exception("recording a stream failed", extra={"request_id": exchange.request_id})
-            fields = None
-        started = exchange.started
-        sent = [0]
-        first: list[float] = []
-        recorder, access = self._recorder, self._access
-
-        def on_event(chunk: bytes) -> None:
-            if not first:
-                first.append(time.perf_counter())
-            sent[0] += len(chunk)
-
-        def on_close() -> None:
-            try:
-                if fields is not None:
-                    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
-                    fields["ttft_ms"] = round((first[0] - started) * 1000, 2) if first else None
-                    fields["bytes"] = sent[0]
-                    access.write(fields)
-            finally:
-                if recorder is not None:
-                    self._ended(recorder, exchange)
-
-        return observed(events, on_event, on_close)
 
 
 def pipeline_of(app: Flask) -> Pipeline:
