@@ -158,11 +158,6 @@ class JobRunner:
         self._pool: Pool | None = None
         self._greenlets: list[gevent.Greenlet] = []
 
-    @property
-    def active(self) -> bool:
-        """Is this process running jobs now?"""
-        return self._pool is not None
-
     def start(self) -> None:
         """Run jobs from now on (with a lock: once this process holds it; it keeps trying)."""
         self._greenlets.append(gevent.spawn(self._main))

@@ -108,10 +108,6 @@ class Jobs:
         queue.bind(self.run)
         self.runner = JobRunner(queue, self.keep, concurrency, min(lease_seconds / 3, 1.0), runner_lock)
 
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return tuple(self._endpoints)
-
     # --- the API's side --------------------------------------------------------------------------
 
     def submit(self, task: str, body: BaseModel, priority: str, owner: str) -> Job:

@@ -41,10 +41,6 @@ def _malformed(key: str) -> str | None:
     return None
 
 
-def _matches(key: str, allowed: tuple[bytes, ...]) -> bool:
-    return _match(key, allowed) is not None
-
-
 def _match(key: str, allowed: tuple[bytes, ...]) -> int | None:
     """The index of `key`'s digest among `allowed`, or None. Every digest is compared (equal
     lengths, no early exit): the time taken reveals nothing about which keys exist."""

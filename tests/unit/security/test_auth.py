@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from app.security.auth import _digest, _matches, presented_key
+from app.security.auth import _digest, _match, presented_key
 from tests.support import make_app
 
 OPTIMIZE = {"prompt": "x", "mode": "code"}
@@ -53,8 +53,8 @@ def test_two_different_credentials_are_malformed(locked: Flask, headers: dict[st
 
 def test_matching_compares_digests_of_every_allowed_key() -> None:
     allowed = (_digest("alpha"), _digest("beta"))
-    assert _matches("beta", allowed) and not _matches("gamma", allowed) and not _matches("", allowed)
-    assert _matches("\udcff", (_digest("\udcff"),))  # undecodable bytes never crash the check
+    assert _match("beta", allowed) == 1 and _match("gamma", allowed) is None and _match("", allowed) is None
+    assert _match("\udcff", (_digest("\udcff"),)) == 0  # undecodable bytes never crash the check
 
 
 @pytest.mark.parametrize(
