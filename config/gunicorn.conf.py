@@ -94,13 +94,17 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Stop this worker's jobs (unfinished ones are queued again at once), then export the spans
-    still queued in this worker before it goes."""
+    """Stop this worker's jobs (unfinished ones are queued again at once), write the budget uses
+    the store could not take yet (one last try), then export the spans still queued in this
+    worker before it goes."""
     parts = _parts_of(worker)
     if parts is None:
         return
     if parts.jobs is not None:
         parts.jobs.stop(grace=5.0)
+    spend = parts.prompts.gateway.upstream.spend
+    if spend is not None:
+        spend.flush()
     if parts.tracing is not None:
         parts.tracing.shutdown()
 

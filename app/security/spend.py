@@ -191,6 +191,19 @@ class Spend:
             except StoreUnavailable:
                 continue
 
+    def flush(self) -> bool:
+        """One last try at the settlements kept (the worker's exit): whether none is left. What
+        stays unwritten is lost with the worker; its reservations still expire, so nothing is
+        admitted beyond a budget."""
+        if not self._pending or self._store is None:
+            return not self._pending
+        try:
+            self._flush()
+        except StoreUnavailable as exc:
+            log.error("%d budget use(s) not written as the worker exits (%s)", len(self._pending), exc)
+            return False
+        return True
+
     def _flush(self) -> None:
         """Write the settlements waiting for the store (raise StoreUnavailable). Each is taken
         off the list while it is written (another greenlet may flush meanwhile) and put back

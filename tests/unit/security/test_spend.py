@@ -109,6 +109,23 @@ def test_a_settlement_the_store_could_not_take_is_written_later_once(own_redis_u
     assert _usage(spend) == pytest.approx(200)
 
 
+def test_a_kept_settlement_is_written_by_the_last_flush_of_an_exiting_worker(own_redis_url: str) -> None:
+    """A worker exits while a use it could not write is kept (its retry is 2 s away): the exit's
+    flush writes it when the store answers, and says so when it cannot."""
+    client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
+    spend = Spend(KEYS, RedisReservations(client), "t:")
+    ticket = spend.admit("alice", 500, 0.0, _in(30))
+    assert ticket is not None
+    admin = redis.Redis.from_url(own_redis_url)
+    admin.client_pause(10_000, all=False)  # writes wait; the UNPAUSE below does not
+    ticket.settle(300, 0.0)
+    assert spend.unwritten == 1
+    assert spend.flush() is False and spend.unwritten == 1  # still stalled: kept, and said
+    admin.execute_command("CLIENT", "UNPAUSE")
+    assert spend.flush() is True and spend.unwritten == 0  # at once, not after the retry's 2 s
+    assert _usage(spend) == pytest.approx(300)
+
+
 def test_the_input_bound_counts_bytes() -> None:
     assert input_token_bound(["abc"]) == 1 + 4
     assert input_token_bound(["x" * 10_000, "y"]) == 3334 + 4 + 1 + 4
