@@ -12,9 +12,9 @@ import redis
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisClients
 from app.coalescing import SharedStreams
+from app.coordination.redis_reservations import RedisReservations
 from app.coordination.reservation import (
     MemoryReservations,
-    RedisReservations,
     Reservations,
     SqliteReservations,
     StoreUnavailable,

@@ -14,10 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.coordination.redis_reservations import RedisReservations
 from app.coordination.reservation import (
     Claim,
     MemoryReservations,
-    RedisReservations,
     Reservations,
     SqliteReservations,
     StoreUnavailable,

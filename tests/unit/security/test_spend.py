@@ -14,7 +14,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.coordination.reservation import MemoryReservations, RedisReservations, SqliteReservations
+from app.coordination.redis_reservations import RedisReservations
+from app.coordination.reservation import MemoryReservations, SqliteReservations
 from app.gateway.slots import LOCAL_SCHEMA
 from app.localdb import LocalDB
 from app.security import spend as spend_module
