@@ -94,7 +94,7 @@ def bench_in_process() -> None:
     import gevent  # noqa: F401  (the coalescer and gateway use gevent primitives)
 
     from app.cache import CachedValue, MemoryCache
-    from app.gateway import Gateway
+    from app.gateway import Core, Gateway
     from app.gateway.breaker import Breaker
     from app.gateway.observer import NullObserver
     from app.gateway.streams import InFlight
@@ -119,9 +119,11 @@ def bench_in_process() -> None:
     mode = MODE_REGISTRY["reasoning"]
     provider = TemplateProvider()
     gateway = Gateway(
-        UpstreamCaller(provider, Breaker("t", 5, 30), NullObserver(), 0),
-        l1=MemoryCache(2**26, 1000),
-        inflight=InFlight(),
+        Core(
+            UpstreamCaller(provider, Breaker("t", 5, 30), NullObserver(), 0),
+            l1=MemoryCache(2**26, 1000),
+            inflight=InFlight(),
+        )
     )
     request = LLMRequest(
         "optimize",
@@ -430,7 +432,7 @@ def bench_disk_tier(samples: int, answers: int = 10_000) -> dict[str, float]:
     import gevent  # noqa: F401  (the disk tier runs its operations in gevent's thread pool)
 
     from app.cache import DiskCache, MemoryCache
-    from app.gateway import Gateway
+    from app.gateway import Core, Gateway
     from app.gateway.breaker import Breaker
     from app.gateway.observer import NullObserver
     from app.gateway.upstream import UpstreamCaller
@@ -446,9 +448,11 @@ def bench_disk_tier(samples: int, answers: int = 10_000) -> dict[str, float]:
         def gateway(l1: bool, disk: bool) -> Gateway:
             upstream = UpstreamCaller(TemplateProvider(), Breaker("t", 5, 30), NullObserver(), 0)
             return Gateway(
-                upstream,
-                l1=MemoryCache(2**26, 10_000) if l1 else None,
-                l2=DiskCache(os.path.join(directory, "tier"), 2**30, 86400) if disk else None,
+                Core(
+                    upstream,
+                    l1=MemoryCache(2**26, 10_000) if l1 else None,
+                    l2=DiskCache(os.path.join(directory, "tier"), 2**30, 86400) if disk else None,
+                )
             )
 
         mode = MODE_REGISTRY["code"]
@@ -482,9 +486,11 @@ def bench_disk_tier(samples: int, answers: int = 10_000) -> dict[str, float]:
         grew = psutil.Process().memory_info().rss - rss_before
         figures.update(disk_bytes_per_answer=size / max(1, entries), rss_growth_mib=grew / 2**20)
         warming = Gateway(
-            UpstreamCaller(TemplateProvider(), Breaker("t", 5, 30), NullObserver(), 0),
-            l1=MemoryCache(2**30, 10_000),
-            l2=tier,
+            Core(
+                UpstreamCaller(TemplateProvider(), Breaker("t", 5, 30), NullObserver(), 0),
+                l1=MemoryCache(2**30, 10_000),
+                l2=tier,
+            )
         )
         began = time.perf_counter()
         warmed = warming.core.warm(2_000, 2.0)

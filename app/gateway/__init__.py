@@ -21,6 +21,7 @@ from app.coordination.reservation import (
 )
 from app.gateway.breaker import Breaker
 from app.gateway.budget import Budget
+from app.gateway.core import Core
 from app.gateway.gateway import Completion, Gateway, NotCached, Stream
 from app.gateway.observer import NullObserver, Observer
 from app.gateway.slots import LOCAL_SCHEMA
@@ -35,7 +36,7 @@ from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Completion", "Gateway", "LLMRequest", "NotCached", "Stream", "build_gateway"]
+__all__ = ["Completion", "Core", "Gateway", "LLMRequest", "NotCached", "Stream", "build_gateway"]
 
 
 def _machine_db(settings: Settings) -> tuple[LocalDB | None, str | None]:
@@ -92,7 +93,7 @@ def build_gateway(
     inflight = (
         InFlight(on_wait=lambda delta: observer.waiting("worker", delta)) if settings.coalescing_enabled else None
     )
-    return Gateway(
+    core = Core(
         _upstream(settings, provider or make_provider(settings), clients, observer, tracer),
         l1=(
             MemoryCache(settings.cache_max_bytes, settings.cache_max_entries, settings.stale_if_error_seconds)
@@ -105,6 +106,7 @@ def build_gateway(
         observer=observer,
         tracer=tracer,
     )
+    return Gateway(core)
 
 
 def _shared_tier(

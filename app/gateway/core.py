@@ -116,6 +116,7 @@ class Core:
     def read(self, key: str, request: LLMRequest, read: bool) -> tuple[CachedValue | None, bool, float]:
         """Look `key` up in L1 then L2 when `read` (else count a bypass); return (value, fresh,
         seconds the lookup took).
+
         The outcome is told to the span of the work in hand (cache.status, cache.tier); only a
         read that leaves the process (L2) has a span of its own: an L1 read takes microseconds,
         a span of its own cost far more than the read."""

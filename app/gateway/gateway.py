@@ -8,15 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from app.cache import CachedValue, DiskCache, MemoryCache, RedisCache
-from app.coalescing import SharedStreams
+from app.cache import CachedValue
 from app.errors import GatewayTimeoutError, ServiceUnavailableError, UpstreamError
 from app.gateway.core import Core
-from app.gateway.observer import Observer
 from app.gateway.streaming import Stream, Streams
-from app.gateway.streams import InFlight
-from app.gateway.tracer import Tracer
-from app.gateway.upstream import UpstreamCaller
 from app.gateway.values import Completion, answer_value, completion_of
 from app.providers.base import LLMRequest
 
@@ -33,25 +28,13 @@ _STALE_OK = (UpstreamError, ServiceUnavailableError, GatewayTimeoutError)
 
 class Gateway:
     """The one way to a model answer: as JSON (`complete`) or as a stream (`stream`, `join`:
-    its Streams part). Every part but the upstream is optional (None = off)."""
+    its Streams part), on its Core (`Gateway(Core(upstream, l1=..., ...))`)."""
 
-    def __init__(
-        self,
-        upstream: UpstreamCaller,
-        *,
-        l1: MemoryCache | None = None,
-        l2: RedisCache | DiskCache | None = None,
-        inflight: InFlight | None = None,
-        shared_streams: SharedStreams | None = None,
-        observer: Observer | None = None,
-        tracer: Tracer | None = None,
-    ) -> None:
-        self.core = core = Core(
-            upstream, l1=l1, l2=l2, inflight=inflight, shared_streams=shared_streams, observer=observer, tracer=tracer
-        )
+    def __init__(self, core: Core) -> None:
+        self.core = core
         self.streams = Streams(core)
         self.stream, self.join = self.streams.stream, self.streams.join
-        self.upstream, self.shared_streams = upstream, shared_streams
+        self.upstream, self.shared_streams = core.upstream, core.shared_streams
         self.calls, self.coalesce = core.calls, core.coalesce
         self.l1, self.l2 = core.l1, core.l2
         self._observer, self._tracer = core.observer, core.tracer

@@ -11,7 +11,7 @@ from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache
 from app.errors import CircuitOpenError, UpstreamError
-from app.gateway import Gateway
+from app.gateway import Core, Gateway
 from app.gateway.breaker import Breaker
 from app.gateway.observer import NullObserver
 from app.gateway.streams import InFlight
@@ -61,7 +61,7 @@ def _gateway(
 ) -> Gateway:
     breaker = Breaker("echo", fail_max, 30)
     upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=0)
-    return Gateway(upstream, l1=MemoryCache(10**7, 100, stale_seconds), inflight=InFlight(on_wait=waiting))
+    return Gateway(Core(upstream, l1=MemoryCache(10**7, 100, stale_seconds), inflight=InFlight(on_wait=waiting)))
 
 
 def _burst(gateway: Gateway, provider: EchoProvider, waiting: Waiting, n: int) -> list[gevent.Greenlet]:
@@ -184,7 +184,7 @@ def test_the_breaker_counts_one_failure_per_request_not_per_attempt() -> None:
     provider.fail_with = UpstreamFailure("status", "overloaded", status=529)
     breaker = Breaker("echo", 3, 30)
     upstream = UpstreamCaller(provider, breaker, NullObserver(), max_retries=2, sleep=lambda _: None)
-    gateway = Gateway(upstream, l1=MemoryCache(10**7, 100, 0))
+    gateway = Gateway(Core(upstream, l1=MemoryCache(10**7, 100, 0)))
     for n, prompt in enumerate(("a", "b"), start=1):
         with pytest.raises(UpstreamError):
             gateway.complete(_request(prompt), text_answer)
@@ -240,7 +240,9 @@ def test_a_lookup_tells_the_span_in_hand_and_only_an_l2_read_has_its_own(
     upstream = UpstreamCaller(EchoProvider(), Breaker("echo", 5, 30), NullObserver(), max_retries=0)
 
     def gateway_on_disk() -> Gateway:
-        return Gateway(upstream, l1=MemoryCache(10**7, 100), l2=disk, inflight=InFlight(), tracer=OTelTracer(tracer))
+        return Gateway(
+            Core(upstream, l1=MemoryCache(10**7, 100), l2=disk, inflight=InFlight(), tracer=OTelTracer(tracer))
+        )
 
     gateway = gateway_on_disk()
     gateway.complete(_request("a"), text_answer)

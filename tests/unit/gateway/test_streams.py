@@ -14,7 +14,7 @@ from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache, RedisHealth
 from app.errors import CircuitOpenError
-from app.gateway import Gateway
+from app.gateway import Core, Gateway
 from app.gateway.breaker import Breaker
 from app.gateway.observer import NullObserver
 from app.gateway.replay import DONE
@@ -72,7 +72,7 @@ class StreamingProvider:
 
 def _gateway(provider: StreamingProvider, **shared: object) -> Gateway:
     upstream = UpstreamCaller(provider, Breaker("echo", 100, 30), NullObserver(), max_retries=0)
-    return Gateway(upstream, l1=MemoryCache(10**7, 100, 0), inflight=InFlight(), **shared)  # type: ignore[arg-type]
+    return Gateway(Core(upstream, l1=MemoryCache(10**7, 100, 0), inflight=InFlight(), **shared))  # type: ignore[arg-type]
 
 
 def _request(prompt: str = "hello", timeout: float = 5) -> LLMRequest:
@@ -234,7 +234,7 @@ def test_buffers_in_flight_count_against_the_cache_bound_until_the_stream_ends()
 
     upstream = UpstreamCaller(provider, Breaker("echo", 100, 30), NullObserver(), max_retries=0)
     l1 = MemoryCache(10**7, 100, 0)
-    gateway = Gateway(upstream, l1=l1, inflight=InFlight(), observer=Buffers())
+    gateway = Gateway(Core(upstream, l1=l1, inflight=InFlight(), observer=Buffers()))
     streams = [gateway.stream(_request(), text_answer) for _ in range(3)]
     readers = [gevent.spawn(_read, s.events) for s in streams]
     gevent.sleep(0.01)
@@ -331,7 +331,7 @@ def test_an_open_breaker_refuses_a_new_stream_before_it_starts_and_serves_a_stal
     provider = StreamingProvider()
     provider.fail_after = 0
     upstream = UpstreamCaller(provider, Breaker("echo", 1, 30), NullObserver(), max_retries=0)
-    gateway = Gateway(upstream, l1=MemoryCache(10**7, 100, 600), inflight=InFlight())
+    gateway = Gateway(Core(upstream, l1=MemoryCache(10**7, 100, 600), inflight=InFlight()))
     _, events = _read(gateway.stream(_request("fails"), text_answer).events)
     assert events[-1][0] == "error" and gateway.upstream.breaker.state == "open"
     with pytest.raises(CircuitOpenError) as refused:
