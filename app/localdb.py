@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from gevent.monkey import get_original
 from gevent.threadpool import ThreadPool
 
 __all__ = ["LocalDB", "Rows"]
 
 T = TypeVar("T")
+_sleep = get_original("time", "sleep")  # the database thread's own wait, never the hub's
 
 
 class Rows:
@@ -69,7 +72,7 @@ class LocalDB:
             # Used from the pool's one thread only, whichever thread that is (one at a time).
             conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("pragma journal_mode=wal")
+            _write_ahead(conn, self._busy_timeout)
             conn.execute("pragma synchronous=normal")
             found = os.stat(self.path)
             if self._identity is None:
@@ -114,6 +117,22 @@ class LocalDB:
             raise
         conn.execute("commit")
         return found
+
+
+def _write_ahead(conn: sqlite3.Connection, patience: float) -> None:
+    """Put the file in WAL mode, waiting up to `patience` seconds for the lock it takes: SQLite
+    answers `database is locked` at once, without its busy handler, while another process
+    switches a new file (two workers starting together on a fresh CACHE_DIR), which left one of
+    them without its job store until it restarted. Runs on the database thread, which may block."""
+    ends = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("pragma journal_mode=wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= ends:
+                raise
+            _sleep(0.005)
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Rows:

@@ -69,3 +69,39 @@ def test_a_greenlet_waiting_for_the_write_lock_leaves_the_worker_running(tmp_pat
         other.execute("rollback")
         other.close()
     waiting.get(timeout=30)  # and it goes on once the lock is free
+
+
+def _open_at_once(path: str, barrier: Any, results: Any, opener: Callable[[str], Any]) -> None:
+    barrier.wait()
+    try:
+        opener(path)
+        results.put("ok")
+    except Exception as exc:  # what a worker's start-up would have met
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize(
+    "opener",
+    [lambda path: LocalDB(path, LOCAL_SCHEMA), lambda path: SqliteJobStore(path)],
+    ids=["machine database", "job store"],
+)
+def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path, opener: Callable[[str], Any]) -> None:
+    """Workers start at once on a fresh CACHE_DIR: each opens the file as it is created and put
+    in WAL mode by another — none fails (SQLite answered one of them `database is locked` at
+    once, and that worker served without its job store until restarted)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    processes, rounds = 3, 12
+    for round_ in range(rounds):
+        path = str(tmp_path / f"round-{round_}.sqlite3")
+        barrier, results = context.Barrier(processes), context.Queue()
+        started = [
+            context.Process(target=_open_at_once, args=(path, barrier, results, opener)) for _ in range(processes)
+        ]
+        for process in started:
+            process.start()
+        outcomes = [results.get(timeout=60) for _ in started]
+        for process in started:
+            process.join(30)
+        assert outcomes == ["ok"] * processes, (round_, outcomes)
