@@ -1,21 +1,15 @@
 """One upstream call per key across workers and instances: one lease and one channel per key,
-shared by JSON callers and stream callers alike. The leader of a key appends its events to the
-channel.
+shared by JSON callers and stream callers alike.
 
 The lease is the coordination lease (app.coordination.lease, in Redis), renewed by the
 process's keeper while its holder works; the channel is a Redis Stream named after the lease's
-token, so one call's events never mix with another's.
-A follower in another process reads that stream from its first entry and then
-blocks for the rest (XREAD from the last id it saw), so it gets the whole stream and can never
-miss an event published between its replay and its wait. An end marker closes the stream, which
-is kept a short while for late joiners and then expires. Followers are counted in Redis, so a
-leader whose own callers have all left goes on while followers elsewhere still read.
-
-A JSON leader appends no events, only the end marker (with its error, when it failed); a stream
-leader appends every event. Either way the answer is in L2 before the end marker, so a follower
-— a JSON caller waiting for the end, or a stream relaying the events — finishes from it.
-
-Every key of one stream shares a hash tag, so they live in one slot of a Redis Cluster.
+token, so one call's events never mix with another's. A stream leader appends every event, a
+JSON leader none; either way the answer is in L2 before the end marker, which closes the stream
+(kept a short while for late joiners). A follower in another process reads the stream from its
+first entry, then blocks for the rest (XREAD from the last id seen): it gets the whole stream
+and cannot miss an event. Followers are counted in Redis, so a leader whose own callers have
+all left goes on while followers elsewhere still read. Every key of one stream shares a hash
+tag (one slot of a Redis Cluster).
 """
 
 from __future__ import annotations
@@ -39,15 +33,8 @@ __all__ = ["RELAY_BLOCK", "UNREACHABLE", "SharedStreams"]
 END_OK, END_FAILED = b"ok", b"failed"
 UNREACHABLE = "unreachable"  # relay(): Redis failed before the stream's end (nothing appended for it)
 
-# A follower's XREAD waits at most this long for new events before it checks that the leader is
-# still there; its connection's read timeout is this plus REDIS_SOCKET_TIMEOUT, so a stalled
-# Redis ends the relay within about a second instead of at the caller's deadline.
-RELAY_BLOCK = BLOCK
-# A follower that has relayed events reads on after a failed read (a blip of a busy Redis) up to
-# this many times in a row; its callers cannot be given another stream's text instead.
-READ_ATTEMPTS = 3
-
-
+RELAY_BLOCK = BLOCK  # a follower's XREAD wait before it checks that the leader is still there
+READ_ATTEMPTS = 3  # failed reads in a row a follower that has relayed events reads on after
 CLAIM_TRIES = 3  # a lock claim's tries when Redis is slow to answer
 
 
@@ -63,8 +50,7 @@ class SharedStreams:
         on_wait: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
-        # Leases are renewed and released even while Redis is paused after a failure.
-        self._locks: redis.Redis = getattr(client, "plain", client)
+        self._locks: redis.Redis = getattr(client, "plain", client)  # used even while Redis is paused
         self._leases = RedisLeases(self._locks)
         self._keeper = Keeper(self._leases, on_error=lambda exc: health.failed("stream lease", exc))
         self._reader = reader  # read timeout RELAY_BLOCK + REDIS_SOCKET_TIMEOUT: XREAD BLOCK waits on it
@@ -85,10 +71,9 @@ class SharedStreams:
     def claim(self, key: str, deadline: float | None = None) -> Lease | None:
         """Return the key's lease when this process now leads its stream, None when another
         does; raise RedisError when Redis cannot tell (the caller then streams on its own). A
-        timeout is tried again, up to CLAIM_TRIES in all within `deadline` (while this worker is
-        starved, as often as the deadline allows), with the same token:
-        a reply that came late on a busy machine may have given this process the lease (then it
-        leads), and a second model call is what coordinating exists to avoid."""
+        timeout is tried again with the same token, up to CLAIM_TRIES in all within `deadline`
+        (as often as it allows while this worker is starved): a late reply on a busy machine
+        may have given this process the lease, and a second model call is what we avoid."""
         token, attempt = new_token(), 0
         while True:
             attempt += 1
@@ -100,8 +85,7 @@ class SharedStreams:
                     raise
                 self.health.failed("coalescing lock", exc)
 
-    def keep(self, lease: Lease) -> None:
-        """Renew the lease while the leader works (the process's keeper), until `end`."""
+    def keep(self, lease: Lease) -> None:  # renewed while the leader works, until `end`
         self._keeper.keep(lease)
 
     def release(self, lease: Lease) -> None:
@@ -125,10 +109,9 @@ class SharedStreams:
     def end(
         self, key: str, lock: Lease, ok: bool, error: BaseException | None = None, value: CachedValue | None = None
     ) -> None:
-        """Close the stream for its followers, keep it a while for late joiners, let go the lead;
-        a failed call's `error` goes with the end marker (JSON followers raise the same one).
-        Tried even while Redis is paused after a failure: no caller waits for it, and without
-        the end marker followers elsewhere would wait out the lease and fail."""
+        """Close the stream for its followers (with a failed call's `error`: JSON followers raise
+        it), keep it a while for late joiners, let go the lead. Tried even while Redis is paused
+        after a failure: without the end marker followers would wait out the lease and fail."""
         self._keeper.drop(lock)
         events = self._events(key, lock.token)
         fields: dict[str, bytes] = {"end": END_OK if ok else END_FAILED}
@@ -206,8 +189,7 @@ class SharedStreams:
             error = exc
             raise
         finally:
-            # Off the caller's time: on a slow Redis, ending would add up to two socket
-            # timeouts to an answer that is already made.
+            # Off the caller's time: on a slow Redis, ending adds two socket timeouts to a made answer.
             gevent.spawn(self.end, key, lock, error is None, error, value)
 
     # --- follower --------------------------------------------------------------------------------
@@ -268,8 +250,7 @@ class SharedStreams:
             self._count(counter, -1)
 
     def _still_leads(self, lock_key: str, token: Any) -> bool:
-        """Whether the leader still holds the key's lock (True when Redis cannot tell: the
-        caller's deadline still bounds the wait)."""
+        """Whether the leader still holds the key's lock (True when Redis cannot tell)."""
         try:
             return bool(self._leases.holder(lock_key) == token)
         except redis.RedisError as exc:
@@ -286,8 +267,8 @@ class SharedStreams:
             self.health.failed("stream follower count", exc)
 
 
-def _discard(event: bytes) -> None:
-    """A JSON follower reads the channel for its end marker only."""
+def _discard(event: bytes) -> None:  # a JSON follower reads the channel for its end marker only
+    pass
 
 
 def _no_event(reason: str) -> bytes:

@@ -68,6 +68,22 @@ end
 return 0
 """
 )
+# KEYS: the counters; ARGV: now, holder, expires. Returns how many of them it still held.
+_RENEW = (
+    _PURGE
+    + """
+local renewed = 0
+for i = 1, #KEYS do
+  local held = KEYS[i] .. ':held'
+  purge(KEYS[i], tonumber(ARGV[1]))
+  if redis.call('zscore', held, ARGV[2]) then
+    redis.call('zadd', held, ARGV[3], ARGV[2])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+)
 # KEYS: the counters; ARGV: now, holder, keep, settled_for, then the amount used per counter.
 # Returns each counter's used after.
 _SETTLE = (
@@ -104,6 +120,7 @@ class RedisReservations:
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
+        self._renew = client.register_script(_RENEW)
 
     @_redis_errors
     def reserve(self, holder: str, claims: Sequence[Claim], expires_at: float, keep: float) -> int | None:
@@ -112,6 +129,10 @@ class RedisReservations:
             args += [claim.limit, claim.amount]
         refused = int(self._reserve([c.counter for c in claims], args))
         return refused - 1 if refused else None
+
+    @_redis_errors
+    def renew(self, holder: str, counters: Sequence[str], expires_at: float) -> bool:
+        return bool(self._renew(list(counters), [time.time(), holder, expires_at]))
 
     @_redis_errors
     def settle(self, holder: str, used: Sequence[tuple[str, float]], keep: float) -> list[float]:

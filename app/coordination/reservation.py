@@ -5,9 +5,11 @@ across processes.
 Each counter (one key's tokens for one day, say) keeps `used` and the live reservations, each
 with its holder's id, amount and expiry. `reserve` admits a holder only when, for every counter
 it names, `used + reserved + amount <= limit` — all or none, in one atomic step — and returns
-which counter had no room otherwise. A reservation ends when it is settled or released, or when
-it expires: a holder that died (its worker SIGKILLed) gives its amount back when its expiry
-passes, never at the end of the period. Settling twice counts once.
+which counter had no room otherwise. A reservation is its holder's lease on the amount: the
+holder renews it while it lives (`renew`, by the process's lease Keeper), and it ends when it is
+settled or released, or when it expires — a holder that died (its worker SIGKILLed) gives its
+amount back one hold after its last renewal, never at the end of the period. Settling twice
+counts once.
 
 Three stores, one contract (tests/unit/coordination/test_reservation.py runs it on each):
 `RedisReservations` (a fleet: one Lua script per step; app.coordination.redis_reservations),
@@ -56,6 +58,10 @@ class Reservations(Protocol):
         """Reserve every claim for `holder` until `expires_at` (epoch seconds), or none of them:
         None when reserved, else the index of the first claim with no room. Counters are kept
         `keep` seconds after their last change."""
+
+    def renew(self, holder: str, counters: Sequence[str], expires_at: float) -> bool:
+        """Extend `holder`'s live reservation on `counters` to `expires_at`: False when it has
+        none left (it expired or was settled) — it is never brought back."""
 
     def settle(self, holder: str, used: Sequence[tuple[str, float]], keep: float) -> list[float]:
         """End `holder`'s reservation on each counter and add what it used; return each
@@ -110,6 +116,18 @@ class SqliteReservations:
             )
             _keep(conn, claim.counter, now + keep)
         return None
+
+    def renew(self, holder: str, counters: Sequence[str], expires_at: float) -> bool:
+        return self._run(self._renew, holder, counters, expires_at)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _renew(conn: sqlite3.Connection, now: float, holder: str, counters: Sequence[str], expires: float) -> bool:
+        renewed = 0
+        for counter in counters:
+            renewed += conn.execute(
+                "update holds set expires = ? where counter = ? and holder = ?", (expires, counter, holder)
+            ).rowcount
+        return renewed > 0
 
     def settle(self, holder: str, used: Sequence[tuple[str, float]], keep: float) -> list[float]:
         return self._run(self._settle, holder, used, keep)  # type: ignore[no-any-return]
@@ -180,6 +198,16 @@ class MemoryReservations:
         for claim in claims:
             self._holds[claim.counter][holder] = (claim.amount, expires_at)
         return None
+
+    def renew(self, holder: str, counters: Sequence[str], expires_at: float) -> bool:
+        now, renewed = time.time(), False
+        for counter in counters:
+            self._reserved(counter, now)  # what expired is gone
+            held = self._holds.get(counter, {}).get(holder)
+            if held is not None:
+                self._holds[counter][holder] = (held[0], expires_at)
+                renewed = True
+        return renewed
 
     def settle(self, holder: str, used: Sequence[tuple[str, float]], keep: float) -> list[float]:
         now = time.time()

@@ -113,7 +113,7 @@ class UpstreamCaller:
         with self._tracer.span(f"chat {self.provider.model}", attributes) as span:
             span.set_attribute("circuit_breaker.state", self.breaker.state)
             with self.budget.slot(request.caller, request.timeout) as deadline:
-                ticket = self._admit(request, deadline)
+                ticket = self._admit(request)
                 try:
                     result = self._call(request, span, deadline)
                     self._charge(ticket, result)
@@ -147,7 +147,7 @@ class UpstreamCaller:
         stream: a stall past it is a timeout failure. Closing the generator closes the upstream
         connection."""
         with self.budget.slot(request.caller, request.timeout, deadline) as deadline:
-            ticket = self._admit(request, deadline, model)
+            ticket = self._admit(request, model)
             try:
                 for item in self._stream(request, model or self.provider.model, deadline):
                     if isinstance(item, ProviderResult):
@@ -157,15 +157,15 @@ class UpstreamCaller:
                 if ticket is not None:
                     ticket.release()
 
-    def _admit(self, request: LLMRequest, deadline: float, model: str | None = None) -> Ticket | None:
-        """Reserve a bound on the call's use against the calling key's budgets, until its
-        `deadline`: its input counted from its text plus its output cap (429 when a budget has
-        no room, 503 when they cannot be counted)."""
+    def _admit(self, request: LLMRequest, model: str | None = None) -> Ticket | None:
+        """Reserve a bound on the call's use against the calling key's budgets while it runs:
+        its input counted from its text plus its output cap (429 when a budget has no room,
+        503 when they cannot be counted)."""
         if self.spend is None:
             return None
         tokens_in = input_token_bound([request.system, *(content for _, content in request.messages)])
         cost = cost_usd(self._prices, model or self.provider.model, tokens_in, request.max_tokens)
-        return self.spend.admit(request.caller.key, tokens_in + request.max_tokens, cost, deadline)
+        return self.spend.admit(request.caller.key, tokens_in + request.max_tokens, cost)
 
     def _charge(self, ticket: Ticket | None, result: ProviderResult) -> None:
         if ticket is not None:

@@ -9,8 +9,9 @@ the model cannot exceed) — is reserved in one atomic step that checks `used + 
 <= budget` for every budget of the key; after the call the reservation is replaced by the
 actual use. Concurrent calls therefore cannot all pass on a budget that holds only some of them,
 and what was spent never exceeds a budget by more than the last admitted calls' input beyond
-that count. A reservation lives until its call's deadline (plus a grace): a call whose worker
-died gives its reservation back then, not at the end of the period.
+that count. A reservation is its call's lease on the amount: HOLD seconds, renewed by the
+process's lease Keeper while the call runs, so a call whose worker died (SIGKILL) gives its
+reservation back within one hold — not at its deadline, nor at the end of the period.
 
 A store that cannot answer refuses the call (503 + Retry-After): a budget that cannot be
 counted admits nothing. A settlement that cannot be written is kept and written with the next
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 import gevent
 
+from app.coordination.lease import Keeper, Lease
 from app.coordination.reservation import Claim, Reservations, StoreUnavailable
 from app.errors import APIError
 from config.keys import BUDGETS, KeySpec
@@ -39,7 +41,7 @@ __all__ = ["BudgetExceededError", "BudgetUnavailableError", "Spend", "Ticket", "
 
 log = logging.getLogger(__name__)
 
-GRACE = 30.0  # seconds a reservation outlives its call's deadline (a settlement on its way)
+HOLD = 15.0  # seconds a reservation lasts unless its holder renews it (a killed holder's comes back)
 RETRY_AFTER = 2.0  # seconds: what a caller refused for an unreachable store is told
 
 
@@ -90,6 +92,7 @@ class Ticket:
     holder: str
     counters: list[tuple[str, str]]  # (counter, budget field)
     keep: float
+    lease: Lease
     settled: bool = False
 
     def settle(self, tokens: int, cost: float) -> None:
@@ -99,9 +102,7 @@ class Ticket:
 
     def release(self) -> None:
         """The call used nothing (it failed before the model answered)."""
-        if not self.settled:
-            self.settled = True
-            self.spend._settle(self, 0.0, 0.0)
+        self.settle(0, 0.0)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Spend:
         on_used: Callable[[str, str, float], None] | None = None,
         scope: str = "worker",
         why: str = "the budget store could not be opened",
+        hold: float = HOLD,
     ) -> None:
         self._keys = {spec.name: spec for spec in keys if spec.budgets}
         self._store = store  # None: the store could not be opened (every budgeted call refused)
@@ -132,6 +134,9 @@ class Spend:
         self._why = why  # why there is no store, when there is none
         self._pending: list[_Pending] = []  # settlements the store could not take yet
         self._retrying: gevent.Greenlet | None = None  # writes them once the store is back
+        self._hold = hold
+        self._live: dict[str, Ticket] = {}  # holder → its admitted call's ticket, until settled
+        self._keeper = Keeper(self, on_error=lambda exc: log.warning("budget reservation not renewed: %s", exc))
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -140,10 +145,11 @@ class Spend:
         period, ends = _period(_PERIODS[budget], now)
         return f"{self._prefix}budget:{{{key}}}:{budget}:{period}", ends
 
-    def admit(self, key: str | None, tokens: float, cost: float, deadline: float) -> Ticket | None:
-        """Reserve `tokens` and `cost` (a bound on one call's use) of `key`'s budgets until the
-        call's `deadline` (monotonic) plus a grace; raise BudgetExceededError (429) when one has
-        no room, BudgetUnavailableError (503) when they cannot be counted."""
+    def admit(self, key: str | None, tokens: float, cost: float) -> Ticket | None:
+        """Reserve `tokens` and `cost` (a bound on one call's use) of `key`'s budgets for as
+        long as the call runs (renewed every third of a hold until it is settled); raise
+        BudgetExceededError (429) when one has no room, BudgetUnavailableError (503) when they
+        cannot be counted."""
         spec = self._keys.get(key) if key is not None else None
         if spec is None:
             return None
@@ -154,7 +160,7 @@ class Spend:
             plan.append((Claim(counter, amount, tokens if budget.startswith("tokens") else cost), budget, ends))
         keep = max(ends for *_, ends in plan) - now + 86400
         holder = f"{os.getpid()}:{os.urandom(8).hex()}"
-        expires = now + max(0.0, deadline - time.monotonic()) + GRACE
+        expires = now + self._hold
         try:
             if self._store is None:
                 raise StoreUnavailable("the budget store could not be opened")
@@ -170,9 +176,22 @@ class Spend:
                 details=f"key {spec.name!r}: its {budget} budget ({claim.limit:g}) is spent; it resets at {reset}",
                 retry_after=max(1.0, ends - now),
             )
-        return Ticket(self, spec.name, holder, [(claim.counter, budget) for claim, budget, _ in plan], keep)
+        lease = Lease(holder, holder.encode(), self._hold)
+        ticket = Ticket(self, spec.name, holder, [(claim.counter, budget) for claim, budget, _ in plan], keep, lease)
+        self._live[holder] = ticket
+        self._keeper.keep(lease)
+        return ticket
+
+    def renew(self, lease: Lease) -> bool:
+        """The Keeper's step: extend a live call's reservation by one hold."""
+        ticket = self._live.get(lease.name)
+        if ticket is None or self._store is None:
+            return False
+        return self._store.renew(ticket.holder, [counter for counter, _ in ticket.counters], time.time() + lease.ttl)
 
     def _settle(self, ticket: Ticket, tokens: float, cost: float) -> None:
+        self._keeper.drop(ticket.lease)
+        self._live.pop(ticket.holder, None)
         used = [(counter, tokens if budget.startswith("tokens") else cost) for counter, budget in ticket.counters]
         self._pending.append(_Pending(ticket, used))
         try:

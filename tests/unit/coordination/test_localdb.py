@@ -71,37 +71,53 @@ def test_a_greenlet_waiting_for_the_write_lock_leaves_the_worker_running(tmp_pat
     waiting.get(timeout=30)  # and it goes on once the lock is free
 
 
-def _open_at_once(path: str, barrier: Any, results: Any, opener: Callable[[str], Any]) -> None:
-    barrier.wait()
+_OPENER = """
+import sys
+from app.gateway.slots import LOCAL_SCHEMA
+from app.jobs.sqlite_store import SqliteJobStore
+from app.localdb import LocalDB
+print("ready", flush=True)
+for path in sys.stdin:  # each line: a new file, opened by every process at once
     try:
-        opener(path)
-        results.put("ok")
+        LocalDB(path.strip(), LOCAL_SCHEMA) if sys.argv[1] == "machine database" else SqliteJobStore(path.strip())
+        print("ok", flush=True)
     except Exception as exc:  # what a worker's start-up would have met
-        results.put(f"{type(exc).__name__}: {exc}")
+        print(f"{type(exc).__name__}: {exc}", flush=True)
+"""
 
 
-@pytest.mark.parametrize(
-    "opener",
-    [lambda path: LocalDB(path, LOCAL_SCHEMA), lambda path: SqliteJobStore(path)],
-    ids=["machine database", "job store"],
-)
-def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path, opener: Callable[[str], Any]) -> None:
+@pytest.mark.parametrize("opener", ["machine database", "job store"])
+def test_processes_starting_together_on_a_new_file_all_open_it(tmp_path: Path, opener: str) -> None:
     """Workers start at once on a fresh CACHE_DIR: each opens the file as it is created and put
     in WAL mode by another — none fails (SQLite answered one of them `database is locked` at
-    once, and that worker served without its job store until restarted)."""
-    import multiprocessing
+    once, and that worker served without its job store until restarted). Fresh interpreters,
+    as workers are: a fork of this process would inherit its threads' locks."""
+    import subprocess
+    import sys
 
-    context = multiprocessing.get_context("fork")
+    from loadtest._procs import ROOT
+
     processes, rounds = 3, 12
-    for round_ in range(rounds):
-        path = str(tmp_path / f"round-{round_}.sqlite3")
-        barrier, results = context.Barrier(processes), context.Queue()
-        started = [
-            context.Process(target=_open_at_once, args=(path, barrier, results, opener)) for _ in range(processes)
-        ]
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, opener], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(processes)
+    ]
+    try:
+        assert [process.stdout.readline().strip() for process in started if process.stdout] == ["ready"] * processes
+        for round_ in range(rounds):
+            path = str(tmp_path / f"round-{round_}.sqlite3")
+            for process in started:  # released together: each is blocked reading its next line
+                assert process.stdin is not None
+                process.stdin.write(path + "\n")
+                process.stdin.flush()
+            outcomes = [process.stdout.readline().strip() for process in started if process.stdout]
+            assert outcomes == ["ok"] * processes, (round_, outcomes)
+    finally:
         for process in started:
-            process.start()
-        outcomes = [results.get(timeout=60) for _ in started]
-        for process in started:
-            process.join(30)
-        assert outcomes == ["ok"] * processes, (round_, outcomes)
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()

@@ -84,6 +84,26 @@ def test_a_dead_holders_reservation_ends_at_its_expiry(stores: Callable[[], Rese
     assert store.usage("e{k}") == (3.0, 10.0)
 
 
+def test_a_renewed_reservation_outlives_its_first_expiry_and_an_ended_one_stays_ended(
+    stores: Callable[[], Reservations],
+) -> None:
+    """Renewal is the holder's lease on its amount: renewed, the reservation holds past its first
+    expiry; once it expired or was settled, renewing never brings it back."""
+    store = stores()
+    first_expiry = time.time() + 1.0
+    assert store.reserve("kept", [Claim("n{k}", 10, 6), Claim("o{k}", 10, 6)], first_expiry, KEEP) is None
+    assert store.reserve("lost", [Claim("n{k}", 10, 4)], first_expiry, KEEP) is None
+    assert store.renew("kept", ["n{k}", "o{k}"], _later())
+    time.sleep(max(0.0, first_expiry - time.time()) + 0.1)
+    assert not store.renew("lost", ["n{k}"], _later())  # expired: not brought back
+    assert store.reserve("late", [Claim("n{k}", 10, 4)], _later(), KEEP) is None  # its room is back
+    assert store.reserve("more", [Claim("o{k}", 10, 5)], _later(), KEEP) == 0  # the renewed one holds
+    store.settle("late", [("n{k}", 0)], KEEP)
+    store.settle("kept", [("n{k}", 1), ("o{k}", 1)], KEEP)
+    assert not store.renew("kept", ["n{k}", "o{k}"], _later())  # settled: ended
+    assert store.usage("n{k}") == (1.0, 0.0)
+
+
 def test_concurrent_holders_on_separate_connections_never_exceed_the_limit(
     stores: Callable[[], Reservations],
 ) -> None:
@@ -104,6 +124,7 @@ def test_a_store_that_cannot_answer_says_so(tmp_path: Path) -> None:
     for step in (
         lambda: dead.reserve("a", [Claim("x{k}", 1, 1)], _later(), KEEP),
         lambda: dead.settle("a", [("x{k}", 1)], KEEP),
+        lambda: dead.renew("a", ["x{k}"], _later()),
         lambda: dead.usage("x{k}"),
     ):
         with pytest.raises(StoreUnavailable):

@@ -1,7 +1,7 @@
 """Per-key budgets on each store (a worker's memory, a machine's SQLite file, a real Redis):
-a bound per call reserved, replaced by the use; refusal naming the budget and its reset; a dead
-call's reservation given back at its deadline; a store that cannot count refuses, and a
-settlement it could not take is written later, once."""
+a bound per call reserved, replaced by the use; refusal naming the budget and its reset; a
+call's reservation renewed while its process lives and given back soon after it is killed; a
+store that cannot count refuses, and a settlement it could not take is written later, once."""
 
 from __future__ import annotations
 
@@ -15,19 +15,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.coordination.redis_reservations import RedisReservations
-from app.coordination.reservation import MemoryReservations, SqliteReservations
+from app.coordination.reservation import MemoryReservations, Reservations, SqliteReservations
 from app.gateway.slots import LOCAL_SCHEMA
 from app.localdb import LocalDB
-from app.security import spend as spend_module
 from app.security.spend import BudgetExceededError, BudgetUnavailableError, Spend, cost_usd, input_token_bound
 from config.keys import KeySpec, digest
 
 ALICE = KeySpec("alice", digest("a"), budgets=(("tokens_per_day", 1000.0), ("cost_per_month_usd", 1.0)))
 KEYS = (ALICE, KeySpec("bob", digest("b")))
-
-
-def _in(seconds: float) -> float:
-    return time.monotonic() + seconds
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -51,37 +46,86 @@ def _usage(spend: Spend) -> float:
 
 
 def test_calls_are_admitted_while_the_budget_holds_their_bound(spend: Spend) -> None:
-    assert spend.admit("bob", 4096, 0.0, _in(30)) is None and spend.admit(None, 4096, 0.0, _in(30)) is None
-    tickets = [spend.admit("alice", 300, 0.01, _in(30)) for _ in range(3)]  # 900 of 1000 reserved
+    assert spend.admit("bob", 4096, 0.0) is None and spend.admit(None, 4096, 0.0) is None
+    tickets = [spend.admit("alice", 300, 0.01) for _ in range(3)]  # 900 of 1000 reserved
     with pytest.raises(BudgetExceededError) as refused:
-        spend.admit("alice", 300, 0.01, _in(30))
+        spend.admit("alice", 300, 0.01)
     assert "key 'alice': its tokens_per_day budget (1000) is spent; it resets at " in refused.value.details
     assert refused.value.status_code == 429 and 1 <= refused.value.retry_after <= 86400  # type: ignore[operator]
     tickets[0].release()  # a call that failed uses nothing
     tickets[1].settle(120, 0.001)  # the use replaces the bound: 120 used, 300 reserved
     tickets[1].settle(120, 0.001)  # settled once, counted once
     assert ("alice", "tokens_per_day", 0.12) in spend.seen  # type: ignore[attr-defined]
-    assert spend.admit("alice", 580, 0.01, _in(30)) is not None  # 120 + 300 + 580 = 1000
+    assert spend.admit("alice", 580, 0.01) is not None  # 120 + 300 + 580 = 1000
     with pytest.raises(BudgetExceededError):
-        spend.admit("alice", 1, 0.0, _in(30))
+        spend.admit("alice", 1, 0.0)
     assert _usage(spend) == pytest.approx(120)
 
 
-def test_a_dead_calls_reservation_ends_at_its_deadline(spend: Spend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A call whose worker died never settles: its bound is given back when its deadline (plus
-    the grace) passes, not at the end of the day."""
-    monkeypatch.setattr(spend_module, "GRACE", 0.0)
-    assert spend.admit("alice", 1000, 0.0, _in(0.3)) is not None  # never settled
-    with pytest.raises(BudgetExceededError):
-        spend.admit("alice", 1000, 0.0, _in(30))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            spend.admit("alice", 1000, 0.0, _in(30))
-            break
-        except BudgetExceededError:
-            assert time.monotonic() < deadline, "the dead call's reservation never ended"
-            time.sleep(0.05)
+_CALLER = """
+import sys, gevent, redis
+from app.coordination.redis_reservations import RedisReservations
+from app.coordination.reservation import SqliteReservations
+from app.gateway.slots import LOCAL_SCHEMA
+from app.localdb import LocalDB
+from app.security.spend import Spend
+from tests.unit.security.test_spend import KEYS
+kind, where = sys.argv[1], sys.argv[2]
+store = (
+    RedisReservations(redis.Redis.from_url(where))
+    if kind == "redis"
+    else SqliteReservations(LocalDB(where, LOCAL_SCHEMA))
+)
+assert Spend(KEYS, store, "t:", hold=0.6).admit("alice", 1000, 0.0) is not None  # never settled
+print("admitted", flush=True)
+gevent.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_calls_reservation_lives_with_its_process_and_ends_soon_after_it_is_killed(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A reservation is its call's lease: renewed while the calling process lives (past many
+    holds), given back within about one hold once that process is SIGKILLed — not at the call's
+    deadline, nor at the end of the day."""
+    import subprocess
+    import sys
+
+    from loadtest._procs import ROOT
+
+    if kind == "redis":
+        where = request.getfixturevalue("own_redis_url")
+        store: Reservations = RedisReservations(redis.Redis.from_url(where))
+    else:
+        where = str(tmp_path / "upstream.sqlite3")
+        store = SqliteReservations(LocalDB(where, LOCAL_SCHEMA))
+    spend = Spend(KEYS, store, "t:")
+    caller = subprocess.Popen([sys.executable, "-c", _CALLER, kind, where], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None and caller.stdout.readline().strip() == "admitted"
+        held_until = time.monotonic() + 2.0  # over three holds
+        while time.monotonic() < held_until:
+            with pytest.raises(BudgetExceededError):
+                spend.admit("alice", 1, 0.0)
+            time.sleep(0.2)
+        caller.kill()
+        caller.wait()
+        killed = time.monotonic()
+        while True:
+            try:
+                ticket = spend.admit("alice", 1000, 0.0)
+                break
+            except BudgetExceededError:
+                assert time.monotonic() - killed < 15, "the killed call's reservation never ended"
+                time.sleep(0.05)
+        assert ticket is not None
+        ticket.release()
+    finally:
+        caller.kill()
+        caller.wait()
+        if caller.stdout is not None:
+            caller.stdout.close()
 
 
 def test_a_store_that_cannot_count_refuses() -> None:
@@ -89,9 +133,9 @@ def test_a_store_that_cannot_count_refuses() -> None:
     for store in (None, RedisReservations(dead)):
         spend = Spend(KEYS, store, "t:")
         with pytest.raises(BudgetUnavailableError) as refused:
-            spend.admit("alice", 10, 0.0, _in(30))
+            spend.admit("alice", 10, 0.0)
         assert refused.value.status_code == 503 and refused.value.retry_after
-        assert spend.admit("bob", 10, 0.0, _in(30)) is None  # a key without budgets is not counted
+        assert spend.admit("bob", 10, 0.0) is None  # a key without budgets is not counted
 
 
 def test_a_settlement_the_store_could_not_take_is_written_later_once(own_redis_url: str) -> None:
@@ -99,13 +143,13 @@ def test_a_settlement_the_store_could_not_take_is_written_later_once(own_redis_u
     next step, and counted once although the stalled attempt also landed."""
     client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
     spend = Spend(KEYS, RedisReservations(client), "t:")
-    ticket = spend.admit("alice", 500, 0.0, _in(30))
+    ticket = spend.admit("alice", 500, 0.0)
     assert ticket is not None
     redis.Redis.from_url(own_redis_url).client_pause(600)
     ticket.settle(200, 0.0)
     assert spend.unwritten == 1
     time.sleep(0.8)  # the pause ends (a bound on Redis's own timer, not a result)
-    spend.admit("alice", 100, 0.0, _in(30))  # the next step writes what was kept
+    spend.admit("alice", 100, 0.0)  # the next step writes what was kept
     assert spend.unwritten == 0
     assert _usage(spend) == pytest.approx(200)
 
@@ -115,7 +159,7 @@ def test_a_kept_settlement_is_written_by_the_last_flush_of_an_exiting_worker(own
     flush writes it when the store answers, and says so when it cannot."""
     client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
     spend = Spend(KEYS, RedisReservations(client), "t:")
-    ticket = spend.admit("alice", 500, 0.0, _in(30))
+    ticket = spend.admit("alice", 500, 0.0)
     assert ticket is not None
     admin = redis.Redis.from_url(own_redis_url)
     admin.client_pause(10_000, all=False)  # writes wait; the UNPAUSE below does not
@@ -154,7 +198,7 @@ def test_readiness_says_what_the_budgets_can_count(own_redis_url: str) -> None:
     client = redis.Redis.from_url(own_redis_url, socket_timeout=0.2)
     spend = Spend(KEYS, RedisReservations(client), "t:", scope="fleet")
     assert spend.readiness() == {"status": "ok", "scope": "fleet"}
-    ticket = spend.admit("alice", 100, 0.0, _in(30))
+    ticket = spend.admit("alice", 100, 0.0)
     assert ticket is not None
     redis.Redis.from_url(own_redis_url).client_pause(500)
     ticket.settle(50, 0.0)  # not written: Redis stalled
