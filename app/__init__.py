@@ -151,7 +151,11 @@ def _parts(settings: Settings, instruments: Any) -> Any:
     observer = instruments.observer if instruments is not None else None
     gateway = build_gateway(settings, observer, traces.tracer if traces is not None else None, clients=clients)
     prompts = PromptService(
-        gateway, settings.upstream_timeout, settings.cache_default_ttl, draft_model=settings.llm_draft_model
+        gateway,
+        settings.upstream_timeout,
+        settings.cache_default_ttl,
+        draft_model=settings.llm_draft_model,
+        stale_seconds=settings.stale_if_error_seconds,
     )
     if instruments is not None:
         instruments.observer.known(gateway.core.provider_name, gateway.core.model, *prompts.label_values())

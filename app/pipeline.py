@@ -208,6 +208,8 @@ class Pipeline:
         if exchange.authenticated:  # an answer for one key is no one else's: never stored
             headers[:] = [(k, v) for k, v in headers if k.lower() != "cache-control"]
             headers.append(("Cache-Control", "no-store"))
+        elif _header(headers, "Cache-Control") is None:  # shared only where a handler says so (app.api._edge)
+            headers.append(("Cache-Control", "no-store"))
         if self._origins:
             headers += cors_headers(
                 self._origins, exchange.environ.get("HTTP_ORIGIN"), exchange.environ["REQUEST_METHOD"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args
@@ -20,6 +21,7 @@ from pydantic.fields import FieldInfo
 from werkzeug.wrappers import Request
 
 from app.api._accepted import submit_async, wants_async
+from app.api._edge import caching_headers, etag_of, not_modified
 from app.errors import (
     MalformedJSONError,
     PayloadTooLargeError,
@@ -214,13 +216,15 @@ class JsonEndpoint(Generic[M]):
             if isinstance(jobs, JobsUnavailable):
                 raise jobs.error()  # asked for a job: never answered synchronously instead
             return submit_async(jobs, self.name, body), None
-        answer, completion = self.answer(prompts, body, cache_policy(environ), caller(environ))
+        policy = cache_policy(environ)
+        answer, completion = self.answer(prompts, body, policy, caller(environ))
         data = render(answer)
-        status = completion.cache_status
+        status, etag = completion.cache_status, etag_of(data)
         headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))
-        return (status_line(200), headers, data), completion
+        headers += caching_headers(etag, completion, policy, prompts.stale_seconds, time.time())
+        return not_modified(environ, etag, headers) or (status_line(200), headers, data), completion
 
     def view(self) -> Response:
         """The endpoint as a Flask view (the pipeline's shortcut off: Flask routes to it)."""

@@ -27,6 +27,7 @@ class Completion:
     age: int  # seconds since the upstream produced it
     cache_seconds: float | None = None  # how long the cache lookup took (None: no lookup)
     upstream_seconds: float = 0.0  # how long the caller waited for the upstream (or a call in flight)
+    fresh_until: float = 0.0  # epoch seconds the answer stays fresh (0: unknown)
 
     @property
     def spent(self) -> tuple[int, int]:
@@ -72,4 +73,5 @@ def completion_of(
         age=max(0, int(now - value.stored_at)),
         cache_seconds=cache_seconds,
         upstream_seconds=upstream_seconds,
+        fresh_until=value.fresh_until,
     )

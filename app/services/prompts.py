@@ -42,9 +42,15 @@ class PromptService:
     """One method per endpoint; each builds an LLMRequest and shapes the answer."""
 
     def __init__(
-        self, gateway: Gateway, timeout: float | None = None, default_ttl: int = 3600, draft_model: str = ""
+        self,
+        gateway: Gateway,
+        timeout: float | None = None,
+        default_ttl: int = 3600,
+        draft_model: str = "",
+        stale_seconds: int = 0,
     ) -> None:
         self.gateway = gateway
+        self.stale_seconds = stale_seconds  # how long past its freshness an answer may stand in for a failure
         self._draft_model = draft_model or None
         self._timeout = timeout  # when set, replaces every mode's own deadline
         self._default_ttl = default_ttl
