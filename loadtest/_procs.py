@@ -190,6 +190,7 @@ def render_nginx_conf(listen: str, servers: list[str], workdir: str, conf: str |
     text = text[: found[0].start()] + lines + _UPSTREAM_SERVER.sub("", text[found[0].end() :])
     text = text.replace("listen 8080;", f"listen {listen};")
     temp = f"http {{\n    client_body_temp_path {workdir}/body;\n    proxy_temp_path {workdir}/proxy;"
+    text = text.replace("proxy_cache_path /var/cache/nginx/prompt-builder ", f"proxy_cache_path {workdir}/edge ", 1)
     return text.replace("http {", temp, 1)
 
 

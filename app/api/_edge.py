@@ -2,11 +2,14 @@
 edge tier (config/nginx.conf), a CDN — can act correctly.
 
 An answer that may be shared says so with `Cache-Control: public, max-age=0, s-maxage=<its
-remaining freshness>, stale-if-error=<STALE_IF_ERROR_SECONDS>`: shared caches keep it as long as
-this service's own cache does, and may stand it in for a failure as long as this service would;
-a browser keeps nothing without asking again. Every other answer is `no-store`: a stale replay,
-an answer to a `no-store` request, an error (the pipeline's default), an authenticated caller's
-(the pipeline replaces it: a key's answer is never shared). A strong `ETag` names the body's
+remaining freshness>, stale-while-revalidate=<min(30, STALE_IF_ERROR_SECONDS)>,
+stale-if-error=<STALE_IF_ERROR_SECONDS>`: shared caches keep it as long as this service's own
+cache does, may serve it a few seconds past that while they ask again, and may stand it in for
+a failure as long as this service would — bounds a shared cache reads from each answer (nginx
+does) rather than its own unbounded settings; a browser keeps nothing without asking again.
+Every other answer is `no-store`: a stale replay, an answer to a `no-store` request, an error
+(the pipeline's default), an authenticated caller's (the pipeline replaces it: a key's answer
+is never shared). A strong `ETag` names the body's
 bytes; `If-None-Match` naming it gets `304` with no body — a hit costs no model call, and a
 shared cache revalidates an expired entry without the body crossing again.
 """
@@ -20,7 +23,9 @@ from app.gateway import Completion
 from app.render import Answer, status_line
 from app.services import CachePolicy
 
-__all__ = ["caching_headers", "etag_of", "not_modified"]
+__all__ = ["REVALIDATE_WITHIN", "caching_headers", "etag_of", "not_modified"]
+
+REVALIDATE_WITHIN = 30  # seconds past its freshness a shared cache may serve an answer while it asks again
 
 
 def etag_of(data: bytes) -> str:
@@ -35,7 +40,9 @@ def caching_headers(
     if policy.write and completion.cache_status != "STALE" and left > 0:
         control = f"public, max-age=0, s-maxage={left}"
         if stale_seconds > 0:
-            control += f", stale-if-error={stale_seconds}"
+            control += (
+                f", stale-while-revalidate={min(REVALIDATE_WITHIN, stale_seconds)}, stale-if-error={stale_seconds}"
+            )
     else:
         control = "no-store"
     return [("ETag", etag), ("Cache-Control", control)]

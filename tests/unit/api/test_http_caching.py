@@ -13,13 +13,15 @@ from flask.testing import FlaskClient
 from tests.support import make_app
 
 BODY = {"prompt": "an answer to share", "mode": "code"}
-SHAREABLE = re.compile(r"^public, max-age=0, s-maxage=(\d+), stale-if-error=86400$")
+SHAREABLE = re.compile(r"^public, max-age=0, s-maxage=(\d+), stale-while-revalidate=30, stale-if-error=86400$")
 
 
 def _calls(client: FlaskClient) -> float:
     """Model calls this app made (its provider is the offline builder), as /metrics counts them."""
     text = client.get("/metrics").get_data(as_text=True)
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("claude_api_calls_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("claude_api_calls_total{")
+    )
 
 
 def test_a_fresh_answer_is_shareable_for_its_remaining_freshness_with_a_strong_etag(client: FlaskClient) -> None:

@@ -1,0 +1,162 @@
+"""L3, the edge tier: the repository's nginx.conf caching what the service marks shareable, on a
+real nginx in front of a real gunicorn. Hits carry their own request's headers; distinct
+requests never share; a caller's no-cache/no-store, credentials and Prefer bypass it; errors
+are never kept; with API keys the edge answers nothing. The edge's drills (identical misses at
+once, the service down) are in tests/fleet/test_edge_fleet.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from loadtest._procs import nginx
+from tests.integration.test_metrics import scrape, total
+from tests.support import Server, need_binary, start_server
+
+pytestmark = pytest.mark.integration
+
+OPTIMIZE = "/api/optimize"
+
+
+def _post(url: str, body: Any, path: str = OPTIMIZE, **headers: str) -> requests.Response:
+    return requests.post(url + path, json=body, headers=headers, timeout=30)
+
+
+def _service_requests(server: Server) -> float:
+    return total(scrape(server), "http_requests_total", endpoint="optimize.optimize")
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[tuple[str, Server]]:
+    with (
+        start_server({"TRUSTED_PROXIES": "1"}, workers=2) as server,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx")) as url,
+    ):
+        yield url, server
+
+
+def test_a_shareable_answer_is_served_by_the_edge_with_this_requests_own_headers(edge: tuple[str, Server]) -> None:
+    url, server = edge
+    body = {"prompt": "served at the edge", "mode": "code"}
+    before = _service_requests(server)
+    first = _post(url, body, **{"X-Request-ID": "edge-first"})
+    assert first.status_code == 200 and first.headers["X-Cache-Edge"] == "MISS"
+    assert first.headers["X-Cache"] == "MISS" and first.headers["X-Request-ID"] == "edge-first"
+    for i in range(3):
+        hit = _post(url, body, **{"X-Request-ID": f"edge-hit-{i}"})
+        assert hit.headers["X-Cache-Edge"] == "HIT" and hit.json() == first.json()
+        assert hit.headers["X-Request-ID"] == f"edge-hit-{i}"  # this request's, not the stored one's
+        for made_by_the_service in ("X-Cache", "Age", "Server-Timing"):
+            assert made_by_the_service not in hit.headers  # the service did not answer this request
+        assert hit.headers["ETag"] == first.headers["ETag"]
+    assert _service_requests(server) == before + 1
+
+
+def test_every_spelling_of_a_path_is_one_entry_and_the_service_routes_what_the_edge_keyed(
+    edge: tuple[str, Server],
+) -> None:
+    """nginx normalises the path for its key; the service is sent that same path, so the edge
+    and the service never decide differently about one request."""
+    url, _ = edge
+    body = {"prompt": "one entry, many spellings", "mode": "research"}
+    spellings = ["//api/optimize", "/api//optimize", "/api/./optimize", "/api/x/../optimize", "/api/optimize"]
+    answers = [_post(url, body, path=path) for path in spellings]
+    assert [a.status_code for a in answers] == [200] * len(spellings)
+    assert [a.headers["X-Cache-Edge"] for a in answers] == ["MISS"] + ["HIT"] * (len(spellings) - 1)
+    assert answers[0].headers["X-Cache"] == "MISS"  # the service answered the odd spelling itself
+    assert all(a.json() == answers[0].json() for a in answers)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"prompt": "distinct requests B", "mode": "code"},
+        {"prompt": "distinct requests A", "mode": "research"},
+        {"prompt": "distinct requests A", "mode": "code", "context": {"intendedUse": "a talk"}},
+        {"prompt": "distinct requests A ", "mode": "code"},
+    ],
+    ids=["prompt", "mode", "extra-field", "whitespace"],
+)
+def test_distinct_requests_never_share_an_entry(edge: tuple[str, Server], other: dict[str, str]) -> None:
+    url, server = edge
+    first = _post(url, {"prompt": "distinct requests A", "mode": "code"})
+    answer = _post(url, other)
+    assert answer.headers["X-Cache-Edge"] == "MISS", "another request's entry answered this one"
+    direct = requests.post(server.url + OPTIMIZE, json=other, timeout=30)
+    assert answer.json() == direct.json()  # what the service says to this request
+    if other.get("prompt") != "distinct requests A " and "context" not in other:
+        assert answer.json() != first.json()
+
+
+@pytest.mark.parametrize(
+    ("headers", "stored"),
+    [
+        ({"Cache-Control": "no-cache"}, True),  # asks the service again, keeps the new answer
+        ({"Cache-Control": "max-age=0"}, True),
+        ({"Cache-Control": "no-store"}, False),
+        ({"Authorization": "Bearer whoever"}, False),  # a credential: never the edge's
+        ({"X-API-Key": "whoever"}, False),
+        ({"Prefer": "respond-async"}, False),
+    ],
+    ids=["no-cache", "max-age-0", "no-store", "authorization", "x-api-key", "prefer"],
+)
+def test_what_bypasses_the_edge(edge: tuple[str, Server], headers: dict[str, str], stored: bool) -> None:
+    url, _ = edge
+    body = {"prompt": f"bypass {sorted(headers.items())}", "mode": "code"}
+    assert _post(url, body).headers["X-Cache-Edge"] == "MISS"  # stored once
+    bypassing = _post(url, body, **headers)
+    assert bypassing.headers["X-Cache-Edge"] == "BYPASS"
+    fresh = {"prompt": f"bypass first {sorted(headers.items())}", "mode": "code"}
+    _post(url, fresh, **headers)
+    after = _post(url, fresh).headers["X-Cache-Edge"]
+    assert after == ("HIT" if stored else "MISS")
+
+
+@pytest.mark.parametrize(
+    "send",
+    [{"json": {"prompt": ""}}, {"data": "{", "headers": {"Content-Type": "application/json"}}, {"data": ""}],
+    ids=["invalid", "malformed", "empty"],
+)
+def test_errors_are_never_kept(edge: tuple[str, Server], send: dict[str, Any]) -> None:
+    url, _ = edge
+    statuses = [requests.post(url + OPTIMIZE, timeout=30, **send) for _ in range(2)]
+    assert all(r.status_code >= 400 for r in statuses)
+    assert [r.headers.get("X-Cache-Edge") for r in statuses] != ["MISS", "HIT"]
+    assert all(r.headers.get("X-Cache-Edge") != "HIT" for r in statuses)
+
+
+def test_with_api_keys_the_edge_answers_nothing_the_service_would_refuse(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys.alice]\nsecret = "alice-secret"\n[keys.bob]\nsecret = "bob-secret"\n')
+    body = {"prompt": "a key's own answer", "mode": "code"}
+    with (
+        start_server({"TRUSTED_PROXIES": "1", "API_KEYS_FILE": str(keys), "RATE_LIMIT": ""}, workers=1) as server,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx")) as url,
+    ):
+        for _ in range(2):
+            kept = _post(url, body, **{"X-API-Key": "alice-secret"})
+            assert kept.status_code == 200 and kept.headers["X-Cache-Edge"] == "BYPASS"
+            assert kept.headers["Cache-Control"] == "no-store"
+        refusals = {
+            "no key": _post(url, body),
+            "wrong key": _post(url, body, **{"X-API-Key": "not-a-key"}),
+            "wrong bearer": _post(url, body, Authorization="Bearer not-a-key"),
+        }
+        for name, refused in refusals.items():
+            assert refused.status_code in (401, 403), name  # the service's own refusal
+            assert refused.headers["X-Cache-Edge"] != "HIT", name
+        assert _post(url, body, **{"X-API-Key": "bob-secret"}).status_code == 200
+        keys.write_text('[keys.alice]\nsecret = "alice-secret"\n')  # bob revoked: workers reloaded
+        os.kill(server.proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while _post(url, body, **{"X-API-Key": "bob-secret"}).status_code not in (401, 403):
+            assert time.monotonic() < deadline, "the revoked key was still answered"
+            time.sleep(0.2)
+        assert _post(url, body).status_code == 401  # and still nothing without a key
