@@ -66,6 +66,9 @@ bench: $(BENCH) ## The hot path's figures against their floors, as ratios, and d
 loadtest: $(DEV) ## Locust against the service and a fake upstream (PROFILE=basic|stress, SCALE=1.0)
 	$(BIN)/python -m loadtest.run --profile $${PROFILE:-basic} --scale $${SCALE:-1.0}
 
+bench-edge: $(BENCH) ## The edge tier (L3): nginx's hit against Python's through the same nginx, and its size (needs wrk)
+	$(BIN)/python -m loadtest.bench_edge
+
 bench-seed: $(DEV) ## The seed document's before/after table, measured (optimizations off vs on)
 	$(BIN)/python -m loadtest.bench_seed
 
@@ -82,4 +85,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-seed loadtest soak cluster fake-upstream clean
+.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-edge bench-seed loadtest soak cluster fake-upstream clean

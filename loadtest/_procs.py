@@ -177,10 +177,13 @@ def redis(binary: str, port: int | None = None, persist: str | None = None) -> I
 _UPSTREAM_SERVER = re.compile(r"^(\s*)server 127\.0\.0\.1:\d+( [^;]*)?;\n", re.MULTILINE)
 
 
-def render_nginx_conf(listen: str, servers: list[str], workdir: str, conf: str | None = None) -> str:
+def render_nginx_conf(
+    listen: str, servers: list[str], workdir: str, conf: str | None = None, edge: str | None = None
+) -> str:
     """The repository's config/nginx.conf, listening on `listen` (host:port), balancing over
     `servers` (host:port each, with the file's own max_fails/fail_timeout), its temporary files
-    in `workdir`: the one file, whether a test or `make cluster` runs it."""
+    in `workdir` (the edge tier's cache too, unless `edge` names its directory): the one file,
+    whether a test or `make cluster` runs it."""
     text = conf if conf is not None else (ROOT / "config" / "nginx.conf").read_text()
     found = list(_UPSTREAM_SERVER.finditer(text))
     if not found:
@@ -190,7 +193,9 @@ def render_nginx_conf(listen: str, servers: list[str], workdir: str, conf: str |
     text = text[: found[0].start()] + lines + _UPSTREAM_SERVER.sub("", text[found[0].end() :])
     text = text.replace("listen 8080;", f"listen {listen};")
     temp = f"http {{\n    client_body_temp_path {workdir}/body;\n    proxy_temp_path {workdir}/proxy;"
-    text = text.replace("proxy_cache_path /var/cache/nginx/prompt-builder ", f"proxy_cache_path {workdir}/edge ", 1)
+    text = text.replace(
+        "proxy_cache_path /var/cache/nginx/prompt-builder ", f"proxy_cache_path {edge or workdir + '/edge'} ", 1
+    )
     return text.replace("http {", temp, 1)
 
 
@@ -203,13 +208,13 @@ def find_binary(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def nginx(servers: list[str], binary: str, port: int | None = None) -> Iterator[str]:
-    """Run the repository's nginx.conf in front of `servers` on a free port (or `port`);
-    yield its URL."""
+def nginx(servers: list[str], binary: str, port: int | None = None, edge: str | None = None) -> Iterator[str]:
+    """Run the repository's nginx.conf in front of `servers` on a free port (or `port`), its
+    edge cache in `edge` (default: its own temporary directory); yield its URL."""
     port = port or free_port()
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir) / "nginx.conf"
-        path.write_text(render_nginx_conf(f"127.0.0.1:{port}", servers, workdir))
+        path.write_text(render_nginx_conf(f"127.0.0.1:{port}", servers, workdir, edge=edge))
         proc = subprocess.Popen(
             [
                 binary,

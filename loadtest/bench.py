@@ -153,9 +153,11 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def _wrk(url: str, body: str, seconds: float, connections: int) -> float:
+def _wrk(url: str, body: str, seconds: float, connections: int, headers: dict[str, str] | None = None) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.format(body=json.dumps(body)))
+        for name, value in (headers or {}).items():
+            script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
     try:
         run = subprocess.run(
             ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "-s", script.name, url],
