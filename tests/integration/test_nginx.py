@@ -61,7 +61,7 @@ def test_spoofed_forwarded_for_does_not_escape_the_rate_limit(proxied: tuple[str
     statuses = [
         requests.post(
             url + "/api/optimize",
-            json={"prompt": "via nginx", "mode": "code"},
+            json={"prompt": f"via nginx {i}", "mode": "code"},  # distinct: each reaches the service
             headers={"X-Forwarded-For": f"203.0.113.{i}"},
             timeout=10,
         ).status_code
