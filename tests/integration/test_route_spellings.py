@@ -65,6 +65,9 @@ SPELLINGS = [
 
 # nginx answers a few spellings itself, before any upstream: a path above the root is its 400
 NGINX_OWN = {"/api/optimize%00": 400, "/%2e%2e/metrics": 400}
+# nginx normalises these onto an operation's path and sends the service that path (the edge
+# tier's location: the path it keys on is the one the service routes): the key check answers.
+NGINX_OWN |= {path: 401 for path in ("/api//optimize", "/api/./optimize", "/api/../api/optimize", "/x/../api/optimize")}
 
 
 def _send(base: str, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
