@@ -50,10 +50,13 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "reqps",
         [
             ("sum by (tier) (rate(cache_hits_total[1m]))", "hits: {{tier}}"),
+            ('sum(rate(edge_requests_total{cache="HIT"}[1m]))', "hits: edge (nginx)"),
             ("sum(rate(cache_misses_total[1m]))", "misses"),
         ],
         [],
-        "Cache lookups per second; a hit names the tier that answered it (l1, disk or redis).",
+        "Cache lookups per second; a hit names the tier that answered it: l1, disk or redis in the"
+        " service, edge for nginx's own (L3, counted by mtail from nginx's edge log; never seen by"
+        " the service).",
     ),
     (
         "Cache hit rate",

@@ -20,11 +20,13 @@ import requests
 
 __all__ = [
     "BIN",
+    "EDGE_LOG",
     "ROOT",
     "fake_upstream",
     "find_binary",
     "free_port",
     "gunicorn",
+    "mtail",
     "nginx",
     "redis",
     "render_nginx_conf",
@@ -34,6 +36,7 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+EDGE_LOG = "edge.log"  # nginx's edge log, in its work directory (config/nginx.conf: log_format edge)
 
 
 def free_port() -> int:
@@ -196,6 +199,7 @@ def render_nginx_conf(
     text = text.replace(
         "proxy_cache_path /var/cache/nginx/prompt-builder ", f"proxy_cache_path {edge or workdir + '/edge'} ", 1
     )
+    text = text.replace("/var/log/nginx/prompt-builder-edge.log", f"{workdir}/{EDGE_LOG}")
     return text.replace("http {", temp, 1)
 
 
@@ -208,11 +212,16 @@ def find_binary(name: str) -> str | None:
 
 
 @contextlib.contextmanager
-def nginx(servers: list[str], binary: str, port: int | None = None, edge: str | None = None) -> Iterator[str]:
+def nginx(
+    servers: list[str], binary: str, port: int | None = None, edge: str | None = None, workdir: str | None = None
+) -> Iterator[str]:
     """Run the repository's nginx.conf in front of `servers` on a free port (or `port`), its
-    edge cache in `edge` (default: its own temporary directory); yield its URL."""
+    edge cache in `edge` (default: in its work directory, `workdir` or a temporary one, which
+    holds its edge log too: EDGE_LOG); yield its URL."""
     port = port or free_port()
-    with tempfile.TemporaryDirectory() as workdir:
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory())
         path = Path(workdir) / "nginx.conf"
         path.write_text(render_nginx_conf(f"127.0.0.1:{port}", servers, workdir, edge=edge))
         proc = subprocess.Popen(
@@ -240,6 +249,38 @@ def nginx(servers: list[str], binary: str, port: int | None = None, edge: str | 
             raise RuntimeError(f"{exc}\n--- nginx error log ---\n{detail}") from None
         finally:
             stop(proc, signal.SIGQUIT, timeout=35)  # graceful: requests in flight finish
+
+
+@contextlib.contextmanager
+def mtail(binary: str, log: str, port: int | None = None) -> Iterator[str]:
+    """Run mtail with the repository's edge program (prometheus/edge.mtail) reading `log`, on a
+    free port (or `port`); yield its URL (its counters at /metrics)."""
+    port = port or free_port()
+    Path(log).touch()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--progs",
+            str(ROOT / "prometheus" / "edge.mtail"),
+            "--logs",
+            log,
+            "--address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--poll_interval",
+            "100ms",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/metrics", proc=proc)
+        yield url
+    finally:
+        stop(proc, signal.SIGTERM, timeout=10)
 
 
 @contextlib.contextmanager

@@ -21,11 +21,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from loadtest._procs import BIN, ROOT, find_binary, nginx, redis, stop, wait_http
+from loadtest._procs import BIN, EDGE_LOG, ROOT, find_binary, mtail, nginx, redis, stop, wait_http
 
 __all__ = ["main"]
 
@@ -136,7 +137,13 @@ def main(argv: list[str] | None = None) -> None:
         # Once the instances hold their ports: the job workers' come from the free ones left.
         worker_ports = _free_ports(args.job_workers, {args.port, *ports})
         job_workers = [stack.enter_context(_job_worker(redis_url, port)) for port in worker_ports]
-        front = stack.enter_context(nginx([f"127.0.0.1:{p}" for p in ports], nginx_bin, port=args.port))
+        edge_dir = stack.enter_context(tempfile.TemporaryDirectory())
+        front = stack.enter_context(
+            nginx([f"127.0.0.1:{p}" for p in ports], nginx_bin, port=args.port, workdir=edge_dir)
+        )
+        # The edge tier's counters (prometheus/edge.mtail), where mtail is installed.
+        mtail_bin = find_binary("mtail")
+        edge_metrics = stack.enter_context(mtail(mtail_bin, f"{edge_dir}/{EDGE_LOG}")) if mtail_bin else None
         print(
             f"\ncluster up: send requests to {front} — nginx over {args.instances} instance(s) × "
             f"{args.workers} worker(s), {len(job_workers)} job worker(s), Redis at {redis_url}",
@@ -146,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  instance http://127.0.0.1:{port}   metrics http://127.0.0.1:{port}/metrics", flush=True)
         for port in worker_ports:
             print(f"  job worker metrics http://127.0.0.1:{port}/metrics", flush=True)
+        if edge_metrics is not None:
+            print(f"  edge tier (nginx, via mtail) metrics {edge_metrics}/metrics", flush=True)
+        else:
+            print("  edge tier metrics: mtail is not installed (apt-get install mtail)", flush=True)
         targets = ", ".join(f'"localhost:{p}"' for p in (*ports, *worker_ports))
         print(f"  Prometheus scrape targets: [{targets}]", flush=True)
         print("Ctrl-C stops everything.", flush=True)

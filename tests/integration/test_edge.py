@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from loadtest._procs import nginx
+from loadtest._procs import EDGE_LOG, mtail, nginx
 from tests.integration.test_metrics import scrape, total
 from tests.support import Server, need_binary, start_server
 
@@ -160,3 +161,40 @@ def test_with_api_keys_the_edge_answers_nothing_the_service_would_refuse(tmp_pat
             assert time.monotonic() < deadline, "the revoked key was still answered"
             time.sleep(0.2)
         assert _post(url, body).status_code == 401  # and still nothing without a key
+
+
+def test_edge_hits_and_misses_reach_prometheus_through_mtail(edge: tuple[str, Server]) -> None:
+    """nginx's edge log, read by mtail with prometheus/edge.mtail: each request counted by its
+    cache status, operation and status, in Prometheus's text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, server = edge
+    with (
+        tempfile.TemporaryDirectory() as workdir,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx"), workdir=workdir) as url,
+        mtail(need_binary("mtail"), f"{workdir}/{EDGE_LOG}") as exporter,
+    ):
+        body = {"prompt": "counted at the edge", "mode": "code"}
+        sent = [_post(url, body), _post(url, body), _post(url, body), _post(url, body, **{"X-API-Key": "k"})]
+        sent.append(_post(url, {"prompt": ""}, path="/api/generate-questions"))
+        assert [r.headers["X-Cache-Edge"] for r in sent] == ["MISS", "HIT", "HIT", "BYPASS", "MISS"]
+        expected = {
+            ("MISS", "optimize", "200"): 1,
+            ("HIT", "optimize", "200"): 2,
+            ("BYPASS", "optimize", "200"): 1,
+            ("MISS", "generate-questions", "400"): 1,
+        }
+
+        def counted() -> dict[tuple[str, str, str], float]:
+            text = requests.get(exporter + "/metrics", timeout=5).text
+            return {
+                (s.labels["cache"], s.labels["operation"], s.labels["status"]): s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name in ("edge_requests_total", "edge_requests")
+            }
+
+        deadline = time.monotonic() + 30
+        while counted() != expected:
+            assert time.monotonic() < deadline, counted()
+            time.sleep(0.1)

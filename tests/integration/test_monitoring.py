@@ -17,6 +17,7 @@ import pytest
 import requests
 import yaml
 
+from loadtest._procs import EDGE_LOG, mtail, nginx
 from tests.support import (
     ROOT,
     FakeUpstreamProcess,
@@ -129,7 +130,16 @@ def prometheus_on_live_server(_fake_upstream_process: FakeUpstreamProcess) -> It
         redis_server() as redis_url,
         start_server({**env, **redis_env(redis_url)}, workers=2) as server,
         tempfile.TemporaryDirectory() as workdir,
+        tempfile.TemporaryDirectory() as edge_dir,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx"), workdir=edge_dir) as front,
+        mtail(need_binary("mtail"), f"{edge_dir}/{EDGE_LOG}") as edge_metrics,
     ):
+        # The edge tier's counters: a miss and a hit through nginx (their own callers).
+        for i in range(2):
+            body = {"prompt": "a dashboard prompt at the edge", "mode": "code"}
+            requests.post(
+                front + "/api/optimize", json=body, headers={"X-Forwarded-For": f"198.51.100.{240 + i}"}, timeout=15
+            )
         work = Path(workdir)
         config = yaml.safe_load((PROM / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
@@ -141,6 +151,7 @@ def prometheus_on_live_server(_fake_upstream_process: FakeUpstreamProcess) -> It
         config["rule_files"] = ["recording.yml", "alerts.yml"]
         config.pop("alerting")
         config["scrape_configs"][0]["static_configs"] = [{"targets": [server.url.removeprefix("http://")]}]
+        config["scrape_configs"][1]["static_configs"] = [{"targets": [edge_metrics.removeprefix("http://")]}]
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         proc = subprocess.Popen(
