@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from werkzeug.wrappers import Request
 
 from app.api._accepted import submit_async, wants_async
-from app.api._edge import caching_headers, etag_of, not_modified
+from app.api._edge import caching_headers, etag_of, not_modified, publish
 from app.errors import (
     MalformedJSONError,
     PayloadTooLargeError,
@@ -216,14 +216,18 @@ class JsonEndpoint(Generic[M]):
             if isinstance(jobs, JobsUnavailable):
                 raise jobs.error()  # asked for a job: never answered synchronously instead
             return submit_async(jobs, self.name, body), None
-        policy = cache_policy(environ)
-        answer, completion = self.answer(prompts, body, policy, caller(environ))
+        policy, who = cache_policy(environ), caller(environ)
+        answer, completion = self.answer(prompts, body, policy, who)
         data = render(answer)
         status, etag = completion.cache_status, etag_of(data)
         headers = [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), ("X-Cache", status)]
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))
-        headers += caching_headers(etag, completion, policy, prompts.stale_seconds, time.time())
+        shareable = policy.write and who.key is None  # a key's answer is its own (app.api._edge)
+        caching = caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time())
+        if len(caching) == 3:  # shareable: its bytes can be had by GET at its Content-Location
+            publish(prompts.gateway.core, etag, data, completion.fresh_until)
+        headers += caching
         return not_modified(environ, etag, headers) or (status_line(200), headers, data), completion
 
     def view(self) -> Response:

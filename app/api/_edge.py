@@ -12,18 +12,27 @@ Every other answer is `no-store`: a stale replay, an answer to a `no-store` requ
 is never shared). A strong `ETag` names the body's
 bytes; `If-None-Match` naming it gets `304` with no body — a hit costs no model call, and a
 shared cache revalidates an expired entry without the body crossing again.
+
+The CDN's door: CDNs do not cache POST. A shareable answer also names where its bytes can be had
+by GET, `Content-Location: /api/answers/<its tag>` — content-addressed (the URL names those exact
+bytes, so it is immutable), held in the cache tiers beside the answer for as long as the answer
+is fresh (`publish`; served by app.api.answers). Only shareable answers are published, so the
+door opens on nothing a key's caller made.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
-from app.gateway import Completion
+from app.cache import CachedValue
+from app.gateway import Completion, Core
 from app.render import Answer, status_line
-from app.services import CachePolicy
 
-__all__ = ["REVALIDATE_WITHIN", "caching_headers", "etag_of", "not_modified"]
+__all__ = ["ANSWERS", "REVALIDATE_WITHIN", "caching_headers", "etag_of", "find", "not_modified", "publish"]
+
+ANSWERS = "/api/answers/"  # + a tag's hex digits: an answer by its content
 
 REVALIDATE_WITHIN = 30  # seconds past its freshness a shared cache may serve an answer while it asks again
 
@@ -34,18 +43,42 @@ def etag_of(data: bytes) -> str:
 
 
 def caching_headers(
-    etag: str, completion: Completion, policy: CachePolicy, stale_seconds: int, now: float
+    etag: str, completion: Completion, shareable: bool, stale_seconds: int, now: float
 ) -> list[tuple[str, str]]:
+    """`shareable`: the request allowed storing (no `no-store`) and no key made it."""
     left = int(completion.fresh_until - now)
-    if policy.write and completion.cache_status != "STALE" and left > 0:
-        control = f"public, max-age=0, s-maxage={left}"
-        if stale_seconds > 0:
-            control += (
-                f", stale-while-revalidate={min(REVALIDATE_WITHIN, stale_seconds)}, stale-if-error={stale_seconds}"
-            )
-    else:
-        control = "no-store"
-    return [("ETag", etag), ("Cache-Control", control)]
+    if not (shareable and completion.cache_status != "STALE" and left > 0):
+        return [("ETag", etag), ("Cache-Control", "no-store")]
+    control = f"public, max-age=0, s-maxage={left}"
+    if stale_seconds > 0:
+        revalidate = min(REVALIDATE_WITHIN, stale_seconds)
+        control += f", stale-while-revalidate={revalidate}, stale-if-error={stale_seconds}"
+    return [("ETag", etag), ("Cache-Control", control), ("Content-Location", ANSWERS + etag[1:-1])]
+
+
+def _key(tag: str) -> str:
+    return "answer:" + tag
+
+
+def publish(core: Core, etag: str, data: bytes, fresh_until: float) -> None:
+    """Hold `data` under its tag (L1, and L2 where there is one) until `fresh_until`: what
+    GET /api/answers/<tag> serves. Once per process per answer (an L1 look the next times)."""
+    key = _key(etag[1:-1])
+    if core.l1 is not None and core.l1.get(key) is not None:
+        return
+    value = CachedValue(data, stored_at=time.time(), fresh_until=fresh_until)
+    core.store_l1(key, value)
+    if core.l2 is not None:
+        core.l2.set(key, value)
+
+
+def find(core: Core, tag: str) -> CachedValue | None:
+    """The fresh answer published under `tag`, from L1 or L2; None when none is held."""
+    key = _key(tag)
+    value = core.l1.get(key) if core.l1 is not None else None
+    if value is None and core.l2 is not None:
+        value = core.l2.get(key)
+    return value if value is not None and value.is_fresh(time.time()) else None
 
 
 def not_modified(environ: dict[str, Any], etag: str, headers: list[tuple[str, str]]) -> Answer | None:
