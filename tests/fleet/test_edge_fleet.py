@@ -1,12 +1,18 @@
 """The edge tier's drills on a real nginx in front of a real gunicorn (make test-fleet): 100
-identical misses at once reach the service once (nginx's cache lock), and with the service down
-an expired answer stands in within its stale-if-error bound, then nginx answers 503 in JSON."""
+identical misses at once reach the service once (nginx's cache lock); with the service down an
+expired answer stands in within its stale-if-error bound, then nginx answers 503 in JSON; and a
+full or read-only cache disk costs the caching, never an answer."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -69,3 +75,38 @@ def test_with_the_service_down_an_expired_answer_stands_in_within_its_bound() ->
         gone = _post(url, body)
         assert gone.status_code == 503 and gone.json()["error"] == "Service unavailable"
         assert gone.headers["Retry-After"]
+
+
+@contextlib.contextmanager
+def _small_disk() -> Iterator[str]:
+    """A 256 KB tmpfs of its own (skipped where this process may not mount one)."""
+    with tempfile.TemporaryDirectory() as where:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", where], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+        try:
+            yield where
+        finally:
+            subprocess.run(["umount", "-l", where], check=False)
+
+
+def test_a_full_or_read_only_cache_disk_costs_the_caching_never_an_answer() -> None:
+    """The edge's cache on a disk that fills up, then turns read-only: every request is still
+    answered (a miss at the edge each time); space back, the edge caches again, no restart."""
+    with (
+        _small_disk() as disk,
+        start_server({"TRUSTED_PROXIES": "1"}) as server,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx"), edge=disk) as url,
+    ):
+        subprocess.run(["dd", "if=/dev/zero", f"of={disk}/filler", "bs=4k"], capture_output=True, check=False)
+        for state in ("full", "read-only"):
+            if state == "read-only":
+                subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+            answers = [_post(url, {"prompt": f"a {state} disk", "mode": "code"}) for _ in range(3)]
+            assert [a.status_code for a in answers] == [200] * 3, state
+            assert [a.headers["X-Cache-Edge"] for a in answers] == ["MISS"] * 3, state
+            assert len({a.text for a in answers}) == 1
+        subprocess.run(["mount", "-o", "remount,rw", disk], check=True)
+        (Path(disk) / "filler").unlink()
+        body = {"prompt": "space again", "mode": "code"}
+        assert [_post(url, body).headers["X-Cache-Edge"] for _ in range(2)] == ["MISS", "HIT"]
