@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -213,3 +214,22 @@ def test_the_cdn_door_is_cached_at_the_edge_too(edge: tuple[str, Server]) -> Non
     missing = [requests.get(url + "/api/answers/" + "0" * 32, timeout=30) for _ in range(2)]
     assert [m.status_code for m in missing] == [404, 404]
     assert [m.headers["X-Cache-Edge"] for m in missing] == ["MISS", "MISS"]
+
+
+def test_a_purge_as_documented_takes_effect(edge: tuple[str, Server]) -> None:
+    """docs/edge.md's purges on a running nginx: one prompt's entries by grep, then everything;
+    each purged answer is asked of the service again (a miss), the others still hit."""
+    _, server = edge
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        nginx([server.url.removeprefix("http://")], need_binary("nginx"), edge=cache) as url,
+    ):
+        kept, dropped = {"prompt": "kept through a purge", "mode": "code"}, {"prompt": "purged", "mode": "code"}
+        for body in (kept, dropped, kept, dropped):
+            _post(url, body)
+        subprocess.run(f"grep -rlE --null '\"prompt\": ?\"purged\"' {cache} | xargs -0 rm -f", shell=True, check=True)
+        assert _post(url, dropped).headers["X-Cache-Edge"] == "MISS"
+        assert _post(url, kept).headers["X-Cache-Edge"] == "HIT"
+        subprocess.run(["find", cache, "-type", "f", "-delete"], check=True)
+        assert [_post(url, body).headers["X-Cache-Edge"] for body in (kept, dropped)] == ["MISS", "MISS"]
+        assert [_post(url, body).headers["X-Cache-Edge"] for body in (kept, dropped)] == ["HIT", "HIT"]
