@@ -227,7 +227,7 @@ def test_a_purge_as_documented_takes_effect(edge: tuple[str, Server]) -> None:
         kept, dropped = {"prompt": "kept through a purge", "mode": "code"}, {"prompt": "purged", "mode": "code"}
         for body in (kept, dropped, kept, dropped):
             _post(url, body)
-        subprocess.run(f"grep -rlE --null '\"prompt\": ?\"purged\"' {cache} | xargs -0 rm -f", shell=True, check=True)
+        subprocess.run(f'grep -rlE --null \'"prompt": ?"purged"\' {cache} | xargs -0 rm -f', shell=True, check=True)
         assert _post(url, dropped).headers["X-Cache-Edge"] == "MISS"
         assert _post(url, kept).headers["X-Cache-Edge"] == "HIT"
         subprocess.run(["find", cache, "-type", "f", "-delete"], check=True)
