@@ -225,7 +225,7 @@ class JsonEndpoint(Generic[M]):
             headers.append(("Age", str(completion.age)))
         shareable = policy.write and who.key is None  # a key's answer is its own (app.api._edge)
         caching = caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time())
-        if len(caching) == 3:  # shareable: its bytes can be had by GET at its Content-Location
+        if len(caching) == 3 and status == "MISS":  # made here: its bytes by GET at its Content-Location
             publish(prompts.gateway.core, etag, data, completion.fresh_until)
         headers += caching
         return not_modified(environ, etag, headers) or (status_line(200), headers, data), completion

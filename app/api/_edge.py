@@ -16,8 +16,8 @@ shared cache revalidates an expired entry without the body crossing again.
 The CDN's door: CDNs do not cache POST. A shareable answer also names where its bytes can be had
 by GET, `Content-Location: /api/answers/<its tag>` — content-addressed (the URL names those exact
 bytes, so it is immutable), held in the cache tiers beside the answer for as long as the answer
-is fresh (`publish`; served by app.api.answers). Only shareable answers are published, so the
-door opens on nothing a key's caller made.
+is fresh (`publish`, by the request that made it; served by app.api.answers). Only shareable
+answers are published, so the door opens on nothing a key's caller made.
 """
 
 from __future__ import annotations
@@ -62,10 +62,9 @@ def _key(tag: str) -> str:
 
 def publish(core: Core, etag: str, data: bytes, fresh_until: float) -> None:
     """Hold `data` under its tag (L1, and L2 where there is one) until `fresh_until`: what
-    GET /api/answers/<tag> serves. Once per process per answer (an L1 look the next times)."""
+    GET /api/answers/<tag> serves. Called by the caller whose request made the answer (one
+    write per answer, beside the answer's own: the others find it in L2)."""
     key = _key(etag[1:-1])
-    if core.l1 is not None and core.l1.get(key) is not None:
-        return
     value = CachedValue(data, stored_at=time.time(), fresh_until=fresh_until)
     core.store_l1(key, value)
     if core.l2 is not None:
