@@ -3,7 +3,7 @@ endpoints are `JsonEndpoint`s, which the request pipeline may run without Flask.
 
 from flask import Flask
 
-from app.api import answers, health, jobs, openapi, optimize, questions, scenes, stats, suggestions
+from app.api import health, jobs, openapi, optimize, questions, scenes, stats, suggestions
 from app.api._body import JsonEndpoint
 
 __all__ = ["JSON_ENDPOINTS", "JsonEndpoint", "init_app"]
@@ -19,5 +19,5 @@ JSON_ENDPOINTS: tuple[JsonEndpoint, ...] = (
 
 
 def init_app(app: Flask) -> None:
-    for module in (optimize, questions, suggestions, scenes, jobs, answers, health, openapi, stats):
+    for module in (optimize, questions, suggestions, scenes, jobs, health, openapi, stats):
         app.register_blueprint(module.bp)

@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from werkzeug.wrappers import Request
 
 from app.api._accepted import submit_async, wants_async
-from app.api._edge import caching_headers, etag_of, not_modified, publish
+from app.api._edge import caching_headers, etag_of, not_modified
 from app.errors import (
     MalformedJSONError,
     PayloadTooLargeError,
@@ -224,10 +224,7 @@ class JsonEndpoint(Generic[M]):
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))
         shareable = policy.write and who.key is None  # a key's answer is its own (app.api._edge)
-        caching = caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time())
-        if len(caching) == 3 and status == "MISS":  # made here: its bytes by GET at its Content-Location
-            publish(prompts.gateway.core, etag, data, completion.fresh_until)
-        headers += caching
+        headers += caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time())
         return not_modified(environ, etag, headers) or (status_line(200), headers, data), completion
 
     def view(self) -> Response:

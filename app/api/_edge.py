@@ -13,26 +13,17 @@ is never shared). A strong `ETag` names the body's
 bytes; `If-None-Match` naming it gets `304` with no body — a hit costs no model call, and a
 shared cache revalidates an expired entry without the body crossing again.
 
-The CDN's door: CDNs do not cache POST. A shareable answer also names where its bytes can be had
-by GET, `Content-Location: /api/answers/<its tag>` — content-addressed (the URL names those exact
-bytes, so it is immutable), held in the cache tiers beside the answer for as long as the answer
-is fresh (`publish`, by the request that made it; served by app.api.answers). Only shareable
-answers are published, so the door opens on nothing a key's caller made.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
-from app.cache import CachedValue
-from app.gateway import Completion, Core
+from app.gateway import Completion
 from app.render import Answer, status_line
 
-__all__ = ["ANSWERS", "REVALIDATE_WITHIN", "caching_headers", "etag_of", "find", "not_modified", "publish"]
-
-ANSWERS = "/api/answers/"  # + a tag's hex digits: an answer by its content
+__all__ = ["REVALIDATE_WITHIN", "caching_headers", "etag_of", "not_modified"]
 
 REVALIDATE_WITHIN = 30  # seconds past its freshness a shared cache may serve an answer while it asks again
 
@@ -53,31 +44,7 @@ def caching_headers(
     if stale_seconds > 0:
         revalidate = min(REVALIDATE_WITHIN, stale_seconds)
         control += f", stale-while-revalidate={revalidate}, stale-if-error={stale_seconds}"
-    return [("ETag", etag), ("Cache-Control", control), ("Content-Location", ANSWERS + etag[1:-1])]
-
-
-def _key(tag: str) -> str:
-    return "answer:" + tag
-
-
-def publish(core: Core, etag: str, data: bytes, fresh_until: float) -> None:
-    """Hold `data` under its tag (L1, and L2 where there is one) until `fresh_until`: what
-    GET /api/answers/<tag> serves. Called by the caller whose request made the answer (one
-    write per answer, beside the answer's own: the others find it in L2)."""
-    key = _key(etag[1:-1])
-    value = CachedValue(data, stored_at=time.time(), fresh_until=fresh_until)
-    core.store_l1(key, value)
-    if core.l2 is not None:
-        core.l2.set(key, value)
-
-
-def find(core: Core, tag: str) -> CachedValue | None:
-    """The fresh answer published under `tag`, from L1 or L2; None when none is held."""
-    key = _key(tag)
-    value = core.l1.get(key) if core.l1 is not None else None
-    if value is None and core.l2 is not None:
-        value = core.l2.get(key)
-    return value if value is not None and value.is_fresh(time.time()) else None
+    return [("ETag", etag), ("Cache-Control", control)]
 
 
 def not_modified(environ: dict[str, Any], etag: str, headers: list[tuple[str, str]]) -> Answer | None:

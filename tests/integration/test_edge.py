@@ -201,21 +201,6 @@ def test_edge_hits_and_misses_reach_prometheus_through_mtail(edge: tuple[str, Se
             time.sleep(0.1)
 
 
-def test_the_cdn_door_is_cached_at_the_edge_too(edge: tuple[str, Server]) -> None:
-    """GET /api/answers/<tag>, the POST answer's Content-Location: the same bytes, immutable,
-    kept by the edge like the POST; a tag not held is the service's 404, never kept."""
-    url, _ = edge
-    posted = _post(url, {"prompt": "through the door", "mode": "code"})
-    location = posted.headers["Content-Location"]
-    got = [requests.get(url + location, timeout=30) for _ in range(2)]
-    assert [g.status_code for g in got] == [200, 200] and all(g.content == posted.content for g in got)
-    assert [g.headers["X-Cache-Edge"] for g in got] == ["MISS", "HIT"]
-    assert "immutable" in got[1].headers["Cache-Control"]
-    missing = [requests.get(url + "/api/answers/" + "0" * 32, timeout=30) for _ in range(2)]
-    assert [m.status_code for m in missing] == [404, 404]
-    assert [m.headers["X-Cache-Edge"] for m in missing] == ["MISS", "MISS"]
-
-
 def test_a_purge_as_documented_takes_effect(edge: tuple[str, Server]) -> None:
     """docs/edge.md's purges on a running nginx: one prompt's entries by grep, then everything;
     each purged answer is asked of the service again (a miss), the others still hit."""
