@@ -153,9 +153,11 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def _wrk(url: str, body: str, seconds: float, connections: int, headers: dict[str, str] | None = None) -> float:
+def _wrk(url: str, body: str | None, seconds: float, connections: int, headers: dict[str, str] | None = None) -> float:
+    """wrk's requests per second: POSTs of `body`, or GETs when it is None."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT.format(body=json.dumps(body)))
+        if body is not None:
+            script.write(_WRK_SCRIPT.format(body=json.dumps(body)))
         for name, value in (headers or {}).items():
             script.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
     try:
