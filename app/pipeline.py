@@ -166,13 +166,13 @@ class Pipeline:
                 if not verdict.allowed:
                     exchange.rate_limited = True
                     raise limit.refused(verdict)
-            if method == "POST" and self.shortcut:
+            if method != "OPTIONS" and self.shortcut:
                 handler = self._handlers.get(route.endpoint)
                 if handler is not None:
                     answer, completion = handler.handle(environ, self._prompts, self._max_body, self._jobs)
                     if completion is not None:
                         exchange.told(completion)
-                    return answer
+                    return answer if method != "HEAD" else (answer[0], answer[1], b"")
         except APIError as error:
             return api_error_parts(error)
         return self._through(self._flask, environ)

@@ -35,6 +35,9 @@ timeout = 120
 # Longer than the slowest mode (video: 90 s) so SIGTERM lets every accepted request finish.
 graceful_timeout = 100
 keepalive = 75  # longer than nginx's upstream keepalive_timeout (60 s): nginx closes first
+# Gunicorn's largest request line (default 4094): a GET carrying its request in its URL (the
+# CDN's door, app/api/_edge.py) may be up to 8,000 characters, as nginx and CloudFront allow.
+limit_request_line = 8190
 
 # The app writes one JSON line per request itself; gunicorn's own messages go to stderr.
 accesslog = None

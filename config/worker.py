@@ -188,10 +188,14 @@ class DeadlineBody:
 
 
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
-    """gunicorn's error answer (a request line or headers it cannot take: 400, 431; a crash
-    outside the app: 500) in the service's one JSON error shape instead of its HTML page."""
+    """gunicorn's error answer (a request line or headers it cannot take: 400, 414, 431; a crash
+    outside the app: 500) in the service's one JSON error shape instead of its HTML page. A
+    request line over limit_request_line is 414 URI Too Long, as nginx answers it (gunicorn: 400)."""
     import json
     import os
+
+    if status_int == 400 and mesg.startswith("Request Line is too large"):
+        status_int, reason = 414, "URI Too Long"
 
     body = json.dumps(
         {"error": reason, "details": mesg or reason, "requestId": os.urandom(16).hex()}, ensure_ascii=True

@@ -1,9 +1,10 @@
 """What every JSON endpoint shares: read and validate the body, read Cache-Control, answer.
 
-A `JsonEndpoint` is one of the six POST endpoints that answer JSON. Its `handle` works on the
-WSGI environ and returns WSGI parts, so the request pipeline (app.pipeline) can run it without
-Flask's routing and request objects, and its Flask view runs the same `handle`: one code path
-for the answer, whichever way the request came in.
+A `JsonEndpoint` is one of the six endpoints that answer JSON: a POST with the request as its
+body, or the same request as a GET with the body in its URL (`?body=<the JSON, URL-encoded>`,
+app.api._edge). Its `handle` works on the WSGI environ and returns WSGI parts, so the request
+pipeline (app.pipeline) can run it without Flask's routing and request objects, and its Flask
+view runs the same `handle`: one code path for the answer, whichever way the request came in.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args
+from urllib.parse import parse_qsl
 
 from flask import Response, request
 from pydantic import BaseModel, RootModel, ValidationError
@@ -21,7 +23,7 @@ from pydantic.fields import FieldInfo
 from werkzeug.wrappers import Request
 
 from app.api._accepted import submit_async, wants_async
-from app.api._edge import caching_headers, etag_of, not_modified
+from app.api._edge import DOOR_PARAMETER, caching_headers, etag_of, not_modified
 from app.errors import (
     MalformedJSONError,
     PayloadTooLargeError,
@@ -88,8 +90,33 @@ def _read_within(environ: dict[str, Any], limit: int) -> bytes:
     return raw
 
 
+_ONE_PARAMETER = f"a GET carries its request as its one query parameter: ?{DOOR_PARAMETER}=<the JSON body, URL-encoded>"
+
+
+def _query_body(environ: dict[str, Any], limit: int) -> bytes:
+    """A GET's request: the JSON document in its one query parameter, URL-encoded."""
+    query = environ.get("QUERY_STRING", "")
+    if len(query) > 3 * limit + len(DOOR_PARAMETER) + 1:  # each byte at most %XX
+        raise PayloadTooLargeError(details=f"limit is {limit} bytes")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=1)
+    except UnicodeDecodeError:
+        raise MalformedJSONError(details=f"{DOOR_PARAMETER} is not valid UTF-8") from None
+    except ValueError:  # more than one field, or a field without "="
+        raise ValidationFailedError(details=_ONE_PARAMETER) from None
+    if len(pairs) != 1 or pairs[0][0] != DOOR_PARAMETER:
+        raise ValidationFailedError(details=_ONE_PARAMETER)
+    data = pairs[0][1].encode()
+    if len(data) > limit:
+        raise PayloadTooLargeError(details=f"limit is {limit} bytes")
+    return data
+
+
 def read_body(environ: dict[str, Any], model: type[M], limit: int) -> M:
-    """Return the request body validated as `model`, or raise the matching 4xx error."""
+    """Return the request validated as `model` — a POST's body, a GET's `?body=` — or raise
+    the matching 4xx error."""
+    if environ["REQUEST_METHOD"] != "POST":
+        return decode_body(_query_body(environ, limit), model)
     # The common exact value answered at once; any other asks werkzeug (parameters, +json types).
     if environ.get("CONTENT_TYPE") != JSON_TYPE and not Request(environ, shallow=True).is_json:
         raise UnsupportedMediaTypeError()
@@ -182,7 +209,8 @@ def cache_policy(environ: dict[str, Any]) -> CachePolicy:
 
 @dataclass(frozen=True)
 class JsonEndpoint(Generic[M]):
-    """One POST endpoint that answers JSON: `/api/<name>` of an operation (app.services.operations)."""
+    """One endpoint that answers JSON: `/api/<name>` of an operation (app.services.operations),
+    POST or GET."""
 
     operation: Operation[M]
 
@@ -210,9 +238,10 @@ class JsonEndpoint(Generic[M]):
         raise the APIError that says what went wrong. With `Prefer: respond-async` (and jobs
         available): 202, the request accepted as a job. Returned with the answer: the gateway's
         Completion — its facts (cache status and time, upstream time, tokens) for the pipeline
-        — or None for a job's 202."""
+        — or None for a job's 202. A GET is never a job."""
         body = read_body(environ, self.model, limit)
-        if jobs is not None and "HTTP_PREFER" in environ and wants_async(environ):
+        posted = environ["REQUEST_METHOD"] == "POST"
+        if jobs is not None and posted and "HTTP_PREFER" in environ and wants_async(environ):
             if isinstance(jobs, JobsUnavailable):
                 raise jobs.error()  # asked for a job: never answered synchronously instead
             return submit_async(jobs, self.name, body), None
@@ -224,7 +253,8 @@ class JsonEndpoint(Generic[M]):
         if status == "HIT" or status == "STALE":
             headers.append(("Age", str(completion.age)))
         shareable = policy.write and who.key is None  # a key's answer is its own (app.api._edge)
-        headers += caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time())
+        asked = (self.path, body) if posted else None  # a shareable POST answer names its GET
+        headers += caching_headers(etag, completion, shareable, prompts.stale_seconds, time.time(), asked)
         return not_modified(environ, etag, headers) or (status_line(200), headers, data), completion
 
     def view(self) -> Response:

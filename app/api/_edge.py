@@ -13,19 +13,31 @@ is never shared). A strong `ETag` names the body's
 bytes; `If-None-Match` naming it gets `304` with no body — a hit costs no model call, and a
 shared cache revalidates an expired entry without the body crossing again.
 
+The CDN's door: CDNs do not cache POST. Each operation also answers `GET /api/<operation>?body=
+<the JSON body, URL-encoded>` — the same request through the same pipeline, addressed by its
+URL — and a shareable POST answer names that URL in `Content-Location` (the request's body in a
+canonical spelling, when the URL fits in `DOOR_LIMIT`), so a client that fetches it next time
+is answered by the CDN in front. Nothing is stored twice: the GET is the request, not a copy.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel
 
 from app.gateway import Completion
 from app.render import Answer, status_line
 
-__all__ = ["REVALIDATE_WITHIN", "caching_headers", "etag_of", "not_modified"]
+__all__ = ["DOOR_LIMIT", "DOOR_PARAMETER", "REVALIDATE_WITHIN", "caching_headers", "door", "etag_of", "not_modified"]
 
 REVALIDATE_WITHIN = 30  # seconds past its freshness a shared cache may serve an answer while it asks again
+DOOR_PARAMETER = "body"
+# Characters of a door's path and query: within gunicorn's request line (limit_request_line 8190,
+# config/gunicorn.conf.py), nginx's (large_client_header_buffers 8k) and CloudFront's URL (8,192).
+DOOR_LIMIT = 8000
 
 
 def etag_of(data: bytes) -> str:
@@ -34,9 +46,15 @@ def etag_of(data: bytes) -> str:
 
 
 def caching_headers(
-    etag: str, completion: Completion, shareable: bool, stale_seconds: int, now: float
+    etag: str,
+    completion: Completion,
+    shareable: bool,
+    stale_seconds: int,
+    now: float,
+    asked: tuple[str, BaseModel] | None = None,
 ) -> list[tuple[str, str]]:
-    """`shareable`: the request allowed storing (no `no-store`) and no key made it."""
+    """`shareable`: the request allowed storing (no `no-store`) and no key made it. `asked`: a
+    POST's path and body, whose door (its GET) a shared answer names in Content-Location."""
     left = int(completion.fresh_until - now)
     if not (shareable and completion.cache_status != "STALE" and left > 0):
         return [("ETag", etag), ("Cache-Control", "no-store")]
@@ -44,7 +62,19 @@ def caching_headers(
     if stale_seconds > 0:
         revalidate = min(REVALIDATE_WITHIN, stale_seconds)
         control += f", stale-while-revalidate={revalidate}, stale-if-error={stale_seconds}"
-    return [("ETag", etag), ("Cache-Control", control)]
+    headers = [("ETag", etag), ("Cache-Control", control)]
+    url = door(*asked) if asked is not None else None
+    if url is not None:
+        headers.append(("Content-Location", url))
+    return headers
+
+
+def door(path: str, body: BaseModel) -> str | None:
+    """The GET that asks what this POST asked: the body as the service read it (aliases, only
+    the fields the caller set), compact JSON, URL-encoded; None when the URL would not fit."""
+    data = body.model_dump_json(by_alias=True, exclude_unset=True)
+    url = f"{path}?{DOOR_PARAMETER}={quote(data, safe='')}"
+    return url if len(url) <= DOOR_LIMIT else None
 
 
 def not_modified(environ: dict[str, Any], etag: str, headers: list[tuple[str, str]]) -> Answer | None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from app import schemas
+from app.api._edge import DOOR_PARAMETER
 from app.services.operations import OPERATIONS
 
 __all__ = ["bp", "build_spec"]
@@ -117,6 +118,29 @@ _PREFER = {
     "description": "respond-async (RFC 7240): accept the request as a job and answer 202",
     "schema": {"type": "string"},
 }
+_SHARED = {
+    "ETag": {"schema": {"type": "string"}, "description": "The body's strong tag; If-None-Match gets 304"},
+    "Cache-Control": {
+        "schema": {"type": "string"},
+        "description": "public with s-maxage when shareable, else no-store",
+    },
+}
+_DOOR_HEADER = {
+    "schema": {"type": "string"},
+    "description": "A shareable answer's GET: this request in its URL, for a CDN (absent when too long)",
+}
+
+
+def _door_parameter(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "name": DOOR_PARAMETER,
+        "in": "query",
+        "required": True,
+        "description": "The request's JSON body, URL-encoded",
+        "content": _json(_ref(model)),
+    }
+
+
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -220,21 +244,28 @@ def build_spec() -> dict[str, Any]:
     error = {"description": "", "content": _json(_ref(schemas.ErrorResponse))}
     paths: dict[str, Any] = {}
     for op in operations:
-        responses = {
-            "200": {
-                "description": "The answer",
-                "content": _json(_ref(op.reply)),
-                "headers": {"X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}},
-            }
+        headers: dict[str, Any] = {
+            "X-Cache": {"schema": {"type": "string", "enum": ["HIT", "MISS", "COALESCED", "STALE"]}}
         }
-        responses |= {code: {**error, "description": text} for code, text in _ERRORS.items()}
+        headers |= _SHARED
+        answer = {"description": "The answer", "content": _json(_ref(op.reply)), "headers": headers}
+        errors = {code: {**error, "description": text} for code, text in _ERRORS.items()}
+        posted = {**answer, "headers": headers | {"Content-Location": _DOOR_HEADER}}
         paths[op.path] = {
             "post": {
                 "operationId": op.operation_id,
                 "summary": op.summary,
                 "requestBody": {"required": True, "content": _json(_ref(op.model))},
-                "responses": responses,
-            }
+                "responses": {"200": posted, **errors},
+            },
+            "get": {
+                "operationId": op.operation_id + "ByUrl",
+                "summary": op.summary + " (the request in the URL, for a CDN)",
+                "parameters": [_door_parameter(op.model)],
+                "responses": {"200": answer, "304": {"description": "If-None-Match named the answer"}}
+                | {code: value for code, value in errors.items() if code != "415"}
+                | {"414": {**error, "description": "The URL is over 8,190 bytes: POST the request instead"}},
+            },
         }
     paths["/api/optimize-stream"] = _stream_path(error)
     paths |= _job_paths(error)

@@ -15,7 +15,7 @@ bp = Blueprint("optimize", __name__)
 OPTIMIZE = JsonEndpoint(OPERATIONS["optimize"])
 
 
-@bp.post(OPTIMIZE.path)
+@bp.route(OPTIMIZE.path, methods=["GET", "POST"])
 def optimize() -> Response:
     return OPTIMIZE.view()
 

@@ -11,6 +11,6 @@ bp = Blueprint("questions", __name__)
 QUESTIONS = JsonEndpoint(OPERATIONS["generate-questions"])
 
 
-@bp.post(QUESTIONS.path)
+@bp.route(QUESTIONS.path, methods=["GET", "POST"])
 def generate_questions() -> Response:
     return QUESTIONS.view()

@@ -11,6 +11,6 @@ bp = Blueprint("scenes", __name__)
 SCENE = JsonEndpoint(OPERATIONS["detect-scene-change"])
 
 
-@bp.post(SCENE.path)
+@bp.route(SCENE.path, methods=["GET", "POST"])
 def detect_scene_change() -> Response:
     return SCENE.view()

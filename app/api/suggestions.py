@@ -13,16 +13,16 @@ CUSTOM = JsonEndpoint(OPERATIONS["get-custom-suggestions"])
 CREATIVE = JsonEndpoint(OPERATIONS["get-creative-suggestions"])
 
 
-@bp.post(ENHANCEMENT.path)
+@bp.route(ENHANCEMENT.path, methods=["GET", "POST"])
 def enhancement() -> Response:
     return ENHANCEMENT.view()
 
 
-@bp.post(CUSTOM.path)
+@bp.route(CUSTOM.path, methods=["GET", "POST"])
 def custom() -> Response:
     return CUSTOM.view()
 
 
-@bp.post(CREATIVE.path)
+@bp.route(CREATIVE.path, methods=["GET", "POST"])
 def creative() -> Response:
     return CREATIVE.view()

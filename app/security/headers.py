@@ -13,8 +13,11 @@ __all__ = ["SECURITY", "cors_headers", "wrap_proxy_fix"]
 
 # No view sets these: added in one call rather than one setdefault each.
 SECURITY = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"))
-_ALLOWED_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID, Cache-Control"
-_EXPOSED_HEADERS = "X-Request-ID, X-Cache, Age, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+_ALLOWED_HEADERS = "Content-Type, Authorization, X-API-Key, X-Request-ID, Cache-Control, If-None-Match, Prefer"
+_EXPOSED_HEADERS = (
+    "X-Request-ID, X-Cache, Age, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
+    "ETag, Content-Location"
+)
 
 
 def cors_headers(origins: frozenset[str], origin: str | None, method: str) -> list[tuple[str, str]]:

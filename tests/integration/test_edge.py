@@ -6,6 +6,7 @@ once, the service down) are in tests/fleet/test_edge_fleet.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -29,6 +31,10 @@ OPTIMIZE = "/api/optimize"
 
 def _post(url: str, body: Any, path: str = OPTIMIZE, **headers: str) -> requests.Response:
     return requests.post(url + path, json=body, headers=headers, timeout=30)
+
+
+def _door(body: Any) -> str:
+    return quote(json.dumps(body), safe="")
 
 
 def _service_requests(server: Server) -> float:
@@ -74,6 +80,27 @@ def test_every_spelling_of_a_path_is_one_entry_and_the_service_routes_what_the_e
     assert [a.headers["X-Cache-Edge"] for a in answers] == ["MISS"] + ["HIT"] * (len(spellings) - 1)
     assert answers[0].headers["X-Cache"] == "MISS"  # the service answered the odd spelling itself
     assert all(a.json() == answers[0].json() for a in answers)
+
+
+def test_the_cdn_s_door_is_an_edge_entry_of_its_own(edge: tuple[str, Server]) -> None:
+    """The GET a shareable POST answer names (Content-Location) is cached by its URL: the
+    service answers it once, from its own cache, and the edge every time after."""
+    url, server = edge
+    body = {"prompt": "through the door", "mode": "socratic"}
+    posted = _post(url, body)
+    door = posted.headers["Content-Location"]
+    before = _service_requests(server)
+    first = requests.get(url + door, timeout=30)
+    assert first.status_code == 200 and first.headers["X-Cache-Edge"] == "MISS"
+    assert first.headers["X-Cache"] == "HIT" and first.content == posted.content
+    for _ in range(2):
+        again = requests.get(url + door, timeout=30)
+        assert again.headers["X-Cache-Edge"] == "HIT" and again.content == posted.content
+    head = requests.head(url + door, timeout=30)
+    assert head.status_code == 200 and head.content == b"" and head.headers["ETag"] == posted.headers["ETag"]
+    bad = [requests.get(url + OPTIMIZE + "?body=not%20json", timeout=30) for _ in range(2)]
+    assert [r.status_code for r in bad] == [400, 400] and bad[1].headers.get("X-Cache-Edge") != "HIT"
+    assert _service_requests(server) <= before + 4  # the door's miss, HEAD's miss at most, two errors
 
 
 @pytest.mark.parametrize(
@@ -150,6 +177,10 @@ def test_with_api_keys_the_edge_answers_nothing_the_service_would_refuse(tmp_pat
             "no key": _post(url, body),
             "wrong key": _post(url, body, **{"X-API-Key": "not-a-key"}),
             "wrong bearer": _post(url, body, Authorization="Bearer not-a-key"),
+            "door, no key": requests.get(url + OPTIMIZE + "?body=" + _door(body), timeout=30),
+            "door, wrong key": requests.get(
+                url + OPTIMIZE + "?body=" + _door(body), headers={"X-API-Key": "not-a-key"}, timeout=30
+            ),
         }
         for name, refused in refusals.items():
             assert refused.status_code in (401, 403), name  # the service's own refusal

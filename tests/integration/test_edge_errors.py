@@ -54,7 +54,8 @@ def _json_error(answer: bytes) -> tuple[int, dict]:
 
 
 REFUSED_BY_GUNICORN = [
-    ("request line over 4094 bytes", b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("request line over 8190 bytes", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("query over 8190 bytes", b"GET /api/optimize?body=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     ("not a request line", b"HELLO\r\n\r\n", 400),
     ("a method with bad characters", b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("an unknown HTTP version", b"GET / HTTP/7.1\r\nHost: x\r\n\r\n", 400),

@@ -34,6 +34,9 @@ SPELLINGS = [
     ("POST", "/%61pi/optimize", 401),
     ("POST", "/api/optimize?x=1", 401),
     ("POST", "//api/generate-questions", 401),
+    ("GET", "/api/optimize?body=e30", 401),  # the CDN's door (a GET with its request in the URL)
+    ("GET", "//api/optimize?body=e30", 401),
+    ("GET", "/api/%6Fptimize?body=e30", 401),
     ("POST", "//api/optimize-stream", 401),
     ("POST", "//api/jobs", 401),
     ("GET", "//api/jobs/0123456789abcdef0123456789abcdef", 401),
@@ -60,7 +63,7 @@ SPELLINGS = [
     ("GET", "/METRICS", 404),
     ("GET", "/api/../metrics", 404),
     ("GET", "/%2e%2e/metrics", 404),
-    ("GET", "//api/optimize", 405),
+    ("PUT", "//api/optimize", 405),
 ]
 
 # nginx answers a few spellings itself, before any upstream: a path above the root is its 400

@@ -80,7 +80,7 @@ def test_client_errors(served: tuple[str, Server], send: dict, status: int) -> N
 def test_not_found_and_method(served: tuple[str, Server]) -> None:
     missing = requests.get(served[1].url + "/api/missing", timeout=5)
     assert missing.status_code == 404 and missing.json()["path"] == "/api/missing"
-    assert requests.get(served[1].url + "/api/optimize", timeout=5).status_code == 405
+    assert requests.put(served[1].url + "/api/optimize", timeout=5).status_code == 405
 
 
 @pytest.mark.parametrize(("variable", "value"), [("LLM_PROVIDER", "gemini"), ("PORT", "abc"), ("APP_ENV", "staging")])

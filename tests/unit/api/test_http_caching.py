@@ -87,7 +87,7 @@ def test_a_requests_cache_control_decides_whether_its_answer_may_be_shared(
         {"path": "/api/optimize", "json": {"prompt": ""}},  # 400
         {"path": "/api/optimize", "data": "x", "content_type": "text/plain"},  # 415
         {"path": "/api/nowhere", "json": BODY},  # 404
-        {"path": "/api/optimize", "method": "GET"},  # 405
+        {"path": "/api/optimize", "method": "PUT"},  # 405
         {"path": "/health"},
         {"path": "/api/modes", "method": "GET"},
     ],

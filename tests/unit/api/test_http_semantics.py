@@ -13,7 +13,7 @@ from tests.support import make_app
 def test_options_is_204_with_allow(client: FlaskClient) -> None:
     response = client.open("/api/optimize", method="OPTIONS")
     assert response.status_code == 204
-    assert response.headers["Allow"] == "OPTIONS, POST"
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
     assert response.data == b""
     assert "Content-Type" not in response.headers
     assert "Access-Control-Allow-Origin" not in response.headers  # no CORS configured
@@ -35,7 +35,8 @@ def test_options_is_a_cors_preflight_when_origins_are_set() -> None:
 @pytest.mark.parametrize(
     ("send", "status"),
     [
-        ({"method": "GET"}, 405),
+        ({"method": "PUT"}, 405),
+        ({"method": "GET"}, 400),  # a GET carries its request in ?body= (app.api._edge)
         ({"method": "POST", "data": "x", "content_type": "text/plain"}, 415),
         ({"method": "POST", "data": "{", "content_type": "application/json"}, 400),
         ({"method": "POST", "json": {"prompt": "x", "mode": "nope"}}, 400),
@@ -49,8 +50,8 @@ def test_every_error_has_error_details_and_request_id(client: FlaskClient, send:
     assert set(body) == {"error", "details", "requestId"}
     assert body["error"] and body["details"] and body["requestId"] == response.headers["X-Request-ID"]
     if status == 405:
-        assert response.headers["Allow"] == "OPTIONS, POST"
-        assert body["details"] == "allowed methods: OPTIONS, POST"
+        assert response.headers["Allow"] == "GET, HEAD, OPTIONS, POST"
+        assert body["details"] == "allowed methods: GET, HEAD, OPTIONS, POST"
 
 
 def test_not_found_keeps_the_shape_and_adds_the_path(client: FlaskClient) -> None:

@@ -225,7 +225,7 @@ def test_unknown_path_is_404_with_path(client: FlaskClient) -> None:
 
 
 def test_wrong_method_is_405(client: FlaskClient) -> None:
-    response = client.get("/api/optimize")
+    response = client.put("/api/optimize")
     _assert_error(response, 405)
     assert "POST" in response.headers["Allow"]
 
