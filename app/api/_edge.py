@@ -35,9 +35,12 @@ __all__ = ["DOOR_LIMIT", "DOOR_PARAMETER", "REVALIDATE_WITHIN", "caching_headers
 
 REVALIDATE_WITHIN = 30  # seconds past its freshness a shared cache may serve an answer while it asks again
 DOOR_PARAMETER = "body"
-# Characters of a door's path and query: within gunicorn's request line (limit_request_line 8190,
-# config/gunicorn.conf.py), nginx's (large_client_header_buffers 8k) and CloudFront's URL (8,192).
-DOOR_LIMIT = 8000
+# Characters of a door named in Content-Location: a response header every proxy on the way must
+# hold in its header buffer (nginx's proxy_buffer_size is one 4 KB page by default: a longer
+# header is its 502). A GET may be longer — up to gunicorn's request line (limit_request_line
+# 8190, config/gunicorn.conf.py), as nginx's (8 KB) and CloudFront's URL (8,192) allow — but the
+# service names a door only this short.
+DOOR_LIMIT = 2048
 
 
 def etag_of(data: bytes) -> str:

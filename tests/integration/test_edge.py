@@ -82,6 +82,31 @@ def test_every_spelling_of_a_path_is_one_entry_and_the_service_routes_what_the_e
     assert all(a.json() == answers[0].json() for a in answers)
 
 
+@pytest.mark.parametrize("size", [10, 1_000, 1_900, 2_100, 6_000, 9_900, 12_000, 49_000])
+def test_requests_of_every_size_pass_the_edge_and_are_kept_up_to_its_bound(edge: tuple[str, Server], size: int) -> None:
+    """nginx keeps an entry's key (the body) and the answer's headers (Content-Location: the
+    door) in one header buffer: every size is answered; under 10,000 bytes of body it is kept,
+    and a door is named when it fits."""
+    url, _ = edge
+    field = "prompt" if size <= 10_000 else "fullPrompt"
+    if field == "prompt":
+        body: dict[str, str] = {"prompt": "door " + "y" * (size - 40), "mode": "code"}
+    else:
+        body = {"highlightedText": "y", "customRequest": "shorter", "fullPrompt": "y" * size}
+    path = OPTIMIZE if field == "prompt" else "/api/get-custom-suggestions"
+    answers = [_post(url, body, path=path) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text[:300]
+    kept = len(json.dumps(body)) < 10_000
+    assert answers[1].headers["X-Cache-Edge"] == ("HIT" if kept else "BYPASS")
+    door = answers[0].headers.get("Content-Location")
+    assert (door is not None) is (len(door or "") <= 2048 and size < 1_950), door
+    if door is not None:
+        fetched = requests.get(url + door, timeout=30)
+        assert fetched.status_code == 200 and fetched.content == answers[0].content
+    long_get = requests.get(url + path + "?body=" + _door(body), timeout=30)  # any URL nginx takes
+    assert long_get.status_code == (200 if len(_door(body)) < 8_000 else 414), long_get.text[:300]
+
+
 def test_the_cdn_s_door_is_an_edge_entry_of_its_own(edge: tuple[str, Server]) -> None:
     """The GET a shareable POST answer names (Content-Location) is cached by its URL: the
     service answers it once, from its own cache, and the edge every time after."""

@@ -156,8 +156,8 @@ def test_a_key_is_needed_at_the_door_as_at_the_post() -> None:
 
 
 def test_a_request_too_long_for_a_url_gets_no_door(client: FlaskClient) -> None:
-    fits = {"prompt": "x" * 7000, "mode": "code"}
-    too_long = {"prompt": "x" * 8000, "mode": "code"}
+    fits = {"prompt": "x" * 1900, "mode": "code"}
+    too_long = {"prompt": "x" * 2100, "mode": "code"}
     door = client.post("/api/optimize", json=fits).headers["Content-Location"]
     assert len(door) <= DOOR_LIMIT and client.get(door).status_code == 200
     answer = client.post("/api/optimize", json=too_long)
