@@ -288,6 +288,28 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
 ]
 
 
+# Each anomaly alert's signal drawn inside its band (prometheus/rules/anomaly.yml).
+BANDS = [
+    ("p95 latency", "s", "job:http_request_duration_seconds:p95", "latency_p95", "LatencyAnomaly"),
+    ("cache hit ratio", "percentunit", "job:cache_hit:ratio5m", "cache_hit_ratio", "CacheHitRatioAnomaly"),
+    ("5xx ratio", "percentunit", "job:http_errors_5xx:ratio5m", "error_ratio", "ErrorRatioAnomaly"),
+    ("upstream calls / min", "short", "job:claude_api_calls:per_minute", "upstream_calls", "UpstreamCallsAnomaly"),
+    ("cost / min", "currencyUSD", "job:claude_cost_usd:per_minute", "cost", "CostAnomaly"),
+]
+PANELS += [
+    (
+        f"Anomaly band: {title}",
+        "timeseries",
+        unit,
+        [(signal, title), (f"job:{name}:band_upper", "band upper"), (f"job:{name}:band_lower", "band lower")],
+        [],
+        f"{title} against its band: the mean of the 6 h before the last 15 min ± max(3 sd, a floor); "
+        f"{alert} fires after 10 min outside it.",
+    )
+    for title, unit, signal, name, alert in BANDS
+]
+
+
 def panel(index: int, spec: tuple[Any, ...]) -> dict[str, Any]:
     title, kind, unit, targets, thresholds, description = spec
     steps = [{"color": "green", "value": None}] + [{"color": c, "value": v} for v, c in thresholds if v != 0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 PROM = ROOT / "prometheus"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "prompt-builder-api.json"
+RULE_FILES = ("recording.yml", "alerts.yml", "anomaly.yml")
 
 
 def _run(*command: str, cwd: Path = ROOT) -> str:
@@ -49,7 +51,9 @@ def test_promtool_checks_config_and_rules() -> None:
     promtool = need_binary("promtool")
     out = _run(promtool, "check", "config", str(PROM / "prometheus.yml"))
     assert "SUCCESS" in out
-    _run(promtool, "check", "rules", str(PROM / "rules" / "recording.yml"), str(PROM / "rules" / "alerts.yml"))
+    _run(promtool, "check", "rules", *(str(PROM / "rules" / name) for name in RULE_FILES))
+    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert config["rule_files"] == [f"rules/{name}" for name in RULE_FILES]
 
 
 def test_every_alert_fires_when_it_should_and_not_before() -> None:
@@ -65,18 +69,46 @@ def test_every_alert_fires_when_it_should_and_not_before() -> None:
         assert {"summary", "description", "runbook"} <= set(alert["annotations"])
 
 
-def test_generated_files_are_current() -> None:
+def _load(path: Path) -> Any:
     import importlib.util
 
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_anomaly_alerts_fire_on_injected_faults_and_not_on_a_daily_cycle_or_a_ramp(tmp_path: Path) -> None:
+    """promtool on generated traffic (prometheus/tests/build_anomaly_tests.py): minute by minute
+    with noise, a daily cycle's morning and a traffic ramp fire no anomaly alert; a hit-ratio
+    collapse, a latency step, an error step, a cost surge and a surge of distinct prompts each
+    fire theirs, and only theirs, within 20 minutes, and nothing before."""
+    promtool = need_binary("promtool")
+    builder = _load(PROM / "tests" / "build_anomaly_tests.py")
+    (tmp_path / "anomaly_test.yml").write_text(builder.render())
+    out = _run(promtool, "test", "rules", "anomaly_test.yml", cwd=tmp_path)
+    assert "SUCCESS" in out
+    rules = builder.anomaly_rules()
+    fired = {alert for _, _, firing in builder.SCENARIOS.values() for alert in firing}
+    assert fired == set(rules)  # every anomaly alert is shown to fire on some fault
+    calm = [name for name, (_, _, firing) in builder.SCENARIOS.items() if not firing]
+    assert {"daily cycle", "traffic ramp"} <= set(calm)
+    for test in builder.build()["tests"]:
+        checked = {check["alertname"] for check in test["alert_rule_test"]}
+        assert checked == set(rules), test["name"]  # each shape checks every anomaly alert
+    for rule in rules.values():
+        assert rule["labels"] == {"severity": "warning", "kind": "anomaly"}
+        assert {"summary", "description", "runbook"} <= set(rule["annotations"])
+
+
+def test_generated_files_are_current() -> None:
     for path, output in (
         (PROM / "tests" / "build_alert_tests.py", PROM / "tests" / "alerts_test.yml"),
         (ROOT / "grafana" / "build_dashboard.py", DASHBOARD),
     ):
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        assert module.render() == output.read_text(), f"run: python {path.relative_to(ROOT)}"
+        assert _load(path).render() == output.read_text(), f"run: python {path.relative_to(ROOT)}"
 
 
 def test_alertmanager_config() -> None:
@@ -143,12 +175,15 @@ def prometheus_on_live_server(_fake_upstream_process: FakeUpstreamProcess) -> It
         work = Path(workdir)
         config = yaml.safe_load((PROM / "prometheus.yml").read_text())
         config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-        for group_file in ("recording.yml", "alerts.yml"):
-            rules = yaml.safe_load((PROM / "rules" / group_file).read_text())
+        for group_file in RULE_FILES:
+            # Time scaled down for the test: every group each second, the anomaly bands' 15 min
+            # offset 15 s (a band has data once its window has some).
+            text = (PROM / "rules" / group_file).read_text().replace("offset 15m", "offset 15s")
+            rules = yaml.safe_load(text)
             for group in rules["groups"]:
                 group["interval"] = "1s"
             (work / group_file).write_text(yaml.safe_dump(rules))
-        config["rule_files"] = ["recording.yml", "alerts.yml"]
+        config["rule_files"] = list(RULE_FILES)
         config.pop("alerting")
         config["scrape_configs"][0]["static_configs"] = [{"targets": [server.url.removeprefix("http://")]}]
         config["scrape_configs"][1]["static_configs"] = [{"targets": [edge_metrics.removeprefix("http://")]}]
@@ -260,8 +295,13 @@ def test_every_panel_and_recording_rule_has_data(
     rules = yaml.safe_load((PROM / "rules" / "recording.yml").read_text())["groups"][0]["rules"]
     expressions += [(f"rule {r['record']}", r["expr"]) for r in rules]
     expressions += [(f"recorded {r['record']}", r["record"]) for r in rules]
+    anomaly = yaml.safe_load((PROM / "rules" / "anomaly.yml").read_text())["groups"][0]["rules"]
+    expressions += [(f"recorded {r['record']}", r["record"]) for r in anomaly]  # their windows: 15 s back
     deadline = time.monotonic() + 90  # bounds a hang; data usually arrives within seconds
     while True:
+        # Traffic while waiting: a ratio over the last 5 minutes is defined only while requests
+        # keep coming (the anomaly bands leave out what is not defined).
+        requests.post(server.url + "/api/optimize", json={"prompt": "still here", "mode": "code"}, timeout=15)
         empty = [(name, expr) for name, expr in expressions if not _query(prometheus, expr)]
         if not empty or time.monotonic() > deadline:
             break
