@@ -72,6 +72,9 @@ bench-edge: $(BENCH) ## The edge tier (L3): nginx's hit against Python's through
 bench-seed: $(DEV) ## The seed document's before/after table, measured (optimizations off vs on)
 	$(BIN)/python -m loadtest.bench_seed
 
+replay: $(DEV) ## Cache policies on a request trace, offline (TRACE=a file or a shape: team-day, drifting, video-heavy, one-offs; all when unset)
+	$(BIN)/python -m loadtest.replay $${TRACE:+--trace $$TRACE} $${REPLAY_ARGS}
+
 soak: $(DEV) ## The fleet under steady mixed load for SECONDS=600 (RATE=40/s): RSS slope, fds, greenlets, errors
 	$(BIN)/python -m loadtest.soak --seconds $${SECONDS:-600} --rate $${RATE:-40}
 
@@ -85,4 +88,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-edge bench-seed loadtest soak cluster fake-upstream clean
+.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-edge bench-seed replay loadtest soak cluster fake-upstream clean

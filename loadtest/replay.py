@@ -1,0 +1,249 @@
+"""Replay a request trace (loadtest/traces.py) against cache policies offline, on a simulated
+clock — a day of traffic in seconds — and print, side by side: hit ratio, byte-hit ratio, mean
+bytes and entries held, model calls and their cost.
+
+    make replay TRACE=team-day            # a generated shape (loadtest.traces.SHAPES) or a file
+    python -m loadtest.replay --trace FILE --max-bytes 524288000 --max-entries 10000 --ttl 3600
+
+The cache simulated is L1 as the service builds it (app/cache/memory.py): bounded in bytes
+(each entry's answer plus ENTRY_OVERHEAD) and in entries, every answer expiring at its TTL.
+Policies:
+- `fixed`:   today's — every answer lives the ceiling TTL; least recently used leaves first.
+- `s3fifo`:  a strong policy that learns nothing about time — S3-FIFO (a small FIFO that
+             one-hit wonders leave quickly, a main FIFO with reuse bits, a ghost list), same TTL;
+- `learned`: loadtest.reuse.ReuseLearner: a new answer lives its class's probation (endpoint,
+             mode), the whole ceiling once asked again; least recently used leaves first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.cache.memory import ENTRY_OVERHEAD
+from loadtest.reuse import ReuseLearner
+from loadtest.traces import SHAPES, Request, generate, read
+
+__all__ = ["POLICIES", "Outcome", "replay"]
+
+SYSTEM_PROMPT_BYTES = 1_500  # what the service sends before the caller's prompt
+PRICE_IN, PRICE_OUT = 3.0, 15.0  # USD per million tokens (the default model's list price)
+
+
+def call_cost(request: Request) -> float:
+    """A model call's cost, from bytes (about 4 per token)."""
+    return ((request.size + SYSTEM_PROMPT_BYTES) / 4 * PRICE_IN + request.answer / 4 * PRICE_OUT) / 1e6
+
+
+class _Lru:
+    """Eviction order: least recently used first."""
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[str, None] = OrderedDict()
+
+    def inserted(self, key: str) -> None:
+        self._order[key] = None
+
+    def hit(self, key: str) -> None:
+        self._order.move_to_end(key)
+
+    def removed(self, key: str) -> None:
+        self._order.pop(key, None)
+
+    def victim(self) -> str:
+        return next(iter(self._order))
+
+
+class _S3Fifo:
+    """S3-FIFO (Yang et al., SOSP 2023), counted in entries: 10 % small queue, 90 % main, a ghost
+    list as long as the main queue."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._small: OrderedDict[str, None] = OrderedDict()
+        self._main: OrderedDict[str, None] = OrderedDict()
+        self._ghost: OrderedDict[str, None] = OrderedDict()
+        self._freq: dict[str, int] = {}
+        self._small_limit = max(1, max_entries // 10)
+        self._ghost_limit = max(1, max_entries - self._small_limit)
+
+    def inserted(self, key: str) -> None:
+        self._freq[key] = 0
+        if key in self._ghost:  # evicted from the small queue once, asked again: straight to main
+            del self._ghost[key]
+            self._main[key] = None
+        else:
+            self._small[key] = None
+
+    def hit(self, key: str) -> None:
+        self._freq[key] = min(3, self._freq.get(key, 0) + 1)
+
+    def removed(self, key: str) -> None:
+        self._small.pop(key, None)
+        self._main.pop(key, None)
+        self._freq.pop(key, None)
+
+    def victim(self) -> str:
+        while True:
+            if len(self._small) >= self._small_limit or not self._main:
+                key = next(iter(self._small))
+                del self._small[key]
+                if self._freq.get(key, 0) > 0:
+                    self._freq[key] = 0
+                    self._main[key] = None  # asked again while small: promoted
+                    continue
+                self._ghost[key] = None
+                while len(self._ghost) > self._ghost_limit:
+                    self._ghost.popitem(last=False)
+                self._small[key] = None  # put back so `removed` finds it; the caller removes it
+                return key
+            key = next(iter(self._main))
+            if self._freq.get(key, 0) > 0:
+                self._freq[key] -= 1
+                self._main.move_to_end(key)
+                continue
+            return key
+
+
+@dataclass
+class Outcome:
+    policy: str
+    requests: int = 0
+    hits: int = 0
+    bytes_asked: int = 0
+    bytes_hit: int = 0
+    calls: int = 0
+    cost: float = 0.0
+    byte_seconds: float = 0.0
+    entry_seconds: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def byte_hit_ratio(self) -> float:
+        return self.bytes_hit / self.bytes_asked if self.bytes_asked else 0.0
+
+    @property
+    def mean_bytes(self) -> float:
+        return self.byte_seconds / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_entries(self) -> float:
+        return self.entry_seconds / self.seconds if self.seconds else 0.0
+
+
+def replay(
+    trace: Iterable[Request], policy: str, max_bytes: int, max_entries: int, ttl: float, floor: float = 60.0
+) -> Outcome:
+    """Run `trace` through one policy's cache; what it cost and held."""
+    order: _Lru | _S3Fifo = _S3Fifo(max_entries) if policy == "s3fifo" else _Lru()
+    learner = ReuseLearner(floor=floor) if policy == "learned" else None
+    held: dict[str, tuple[int, float]] = {}  # key -> (bytes, expires)
+    on_probation: dict[str, float] = {}  # key -> stored at, until first asked again (learned)
+    expiries: list[tuple[float, str]] = []
+    out = Outcome(policy)
+    now = start = None
+    used = 0
+
+    def remove(key: str) -> None:
+        nonlocal used
+        size, _ = held.pop(key)
+        on_probation.pop(key, None)
+        used -= size
+        order.removed(key)
+
+    for request in trace:
+        if start is None:
+            start = now = request.t
+        assert now is not None
+        elapsed = request.t - now
+        out.byte_seconds += used * elapsed
+        out.entry_seconds += len(held) * elapsed
+        now = request.t
+        while expiries and expiries[0][0] <= now:
+            expires, key = heapq.heappop(expiries)
+            if key in held and held[key][1] == expires:
+                remove(key)
+        out.requests += 1
+        out.bytes_asked += request.answer
+        if learner is not None:
+            learner.asked(request.key, now)
+        if request.key in held:
+            out.hits += 1
+            out.bytes_hit += request.answer
+            order.hit(request.key)
+            stored_at = on_probation.pop(request.key, None)
+            if stored_at is not None:  # asked again: kept the whole ceiling from when it was made
+                held[request.key] = (held[request.key][0], stored_at + ttl)
+                heapq.heappush(expiries, (stored_at + ttl, request.key))
+            continue
+        out.calls += 1
+        out.cost += call_cost(request)
+        life = learner.probation(request.cls, ttl) if learner is not None else ttl
+        if learner is not None:
+            learner.stored(request.key, request.cls, now)
+        size = request.answer + ENTRY_OVERHEAD
+        if life <= 0 or size > max_bytes:
+            continue
+        while held and (used + size > max_bytes or len(held) >= max_entries):
+            remove(order.victim())
+        held[request.key] = (size, now + life)
+        if life < ttl:
+            on_probation[request.key] = now
+        used += size
+        order.inserted(request.key)
+        heapq.heappush(expiries, (now + life, request.key))
+    out.seconds = (now - start) if now is not None and start is not None else 0.0
+    return out
+
+
+POLICIES = ("fixed", "s3fifo", "learned")
+
+
+def _trace(name: str) -> list[Request]:
+    if name in SHAPES:
+        return list(generate(SHAPES[name]))
+    return list(read(Path(name)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trace", action="append", help=f"a trace file or a shape: {', '.join(SHAPES)} (all)")
+    parser.add_argument("--max-bytes", type=int, default=524_288_000, help="L1 bytes (CACHE_MAX_BYTES)")
+    parser.add_argument("--max-entries", type=int, default=10_000, help="L1 entries (CACHE_MAX_ENTRIES)")
+    parser.add_argument("--ttl", type=float, default=3600.0, help="the ceiling TTL (CACHE_DEFAULT_TTL)")
+    parser.add_argument("--floor", type=float, default=60.0, help="the learned TTL's floor")
+    args = parser.parse_args(argv)
+    names = args.trace or list(SHAPES)
+    print(f"L1: {args.max_bytes / 2**20:.0f} MiB, {args.max_entries} entries; TTL ceiling {args.ttl:.0f} s")
+    print(
+        f"{'trace':<14} {'policy':<8} {'hits':>7} {'byte-hits':>9} {'MiB held':>9} {'entries':>8} {'calls':>8} "
+        f"{'cost $':>8}"
+    )
+    for name in names:
+        trace = _trace(name)
+        base: Outcome | None = None
+        for policy in POLICIES:
+            found = replay(trace, policy, args.max_bytes, args.max_entries, args.ttl, args.floor)
+            base = base or found
+            print(
+                f"{Path(name).name:<14} {policy:<8} {found.hit_ratio:>7.3f} {found.byte_hit_ratio:>9.3f} "
+                f"{found.mean_bytes / 2**20:>9.2f} {found.mean_entries:>8.0f} {found.calls:>8} {found.cost:>8.2f}"
+                + (
+                    f"   bytes {found.mean_bytes / base.mean_bytes:.2f}x, hits {found.hit_ratio / base.hit_ratio:.3f}x"
+                    if policy != "fixed" and base.mean_bytes and base.hit_ratio
+                    else ""
+                )
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
