@@ -50,6 +50,12 @@ class Facts(Protocol):
     @property
     def spent(self) -> tuple[int, int]: ...
 
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
 
 @dataclass(slots=True)
 class Exchange:
@@ -71,6 +77,8 @@ class Exchange:
     cache_status: str | None = None  # the answer's X-Cache, as its handler found it (HIT, MISS, ...)
     upstream_seconds: float = 0.0
     tokens: tuple[int, int] = (0, 0)
+    asked: str | None = None  # the answer's cache key (its digest goes in the access line: traces)
+    mode: str | None = None  # the request's mode
     limit_headers: list[tuple[str, str]] = field(default_factory=list)
     rate_limited: bool = False  # refused by the rate limit (a 429 for a spent budget is not)
 
@@ -80,6 +88,7 @@ class Exchange:
         self.cache_seconds = completion.cache_seconds
         self.upstream_seconds = completion.upstream_seconds
         self.tokens = completion.spent
+        self.asked, self.mode = completion.key or None, completion.mode or None
 
     @property
     def caller(self) -> Caller:

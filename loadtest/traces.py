@@ -16,6 +16,11 @@ traffic has: popularity skewed per endpoint and mode (Zipf), popularity that dri
 enter the top ranks), bursts (one new prompt taking a share of traffic for minutes), a daily
 cycle, many one-off prompts, long video answers. `python -m loadtest.traces SHAPE FILE` writes
 one.
+
+A real trace comes from the service's own access log: every answer of the six operations that the
+cache made or served (POST or GET; not streams) has `request` (24 hex of its cache key's digest:
+never the prompt), `mode`, `size` and `bytes` in its line, and
+`python -m loadtest.traces from-log ACCESS_LOG FILE` turns the lines into a trace.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import random
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHAPES", "Request", "Shape", "generate", "read", "write"]
+__all__ = ["SHAPES", "Request", "Shape", "from_access_log", "generate", "read", "write"]
 
 DAY = 86_400.0
 
@@ -208,8 +214,38 @@ def read(path: Path) -> Iterator[Request]:
                 raise ValueError(f"{path}:{number}: not a trace line ({exc})") from None
 
 
+def from_access_log(lines: Iterable[str]) -> list[Request]:
+    """The requests of the service's access lines that carry one (`request`: an answer the cache
+    made or served), in time order from the first; other lines (gunicorn's, errors) are skipped."""
+    found: list[tuple[float, str, str, str, int, int]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("logger") != "app.access" or not entry.get("request"):
+            continue
+        when = datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00")).timestamp()
+        endpoint = str(entry["endpoint"]).rpartition(".")[2].replace("_", "-")  # optimize.optimize -> optimize
+        mode = str(entry.get("mode") or "") if endpoint == "optimize" else ""
+        found.append(
+            (when, endpoint, mode, str(entry["request"]), int(entry.get("size") or 0), int(entry.get("bytes") or 0))
+        )
+    found.sort(key=lambda row: row[0])
+    start = found[0][0] if found else 0.0
+    return [Request(round(t - start, 3), e, m, k, s, a) for t, e, m, k, s, a in found]
+
+
+def _usage() -> str:
+    return f"usage: python -m loadtest.traces {{{','.join(SHAPES)}}} FILE | from-log ACCESS_LOG FILE"
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in SHAPES:
-        raise SystemExit(f"usage: python -m loadtest.traces {{{','.join(SHAPES)}}} FILE")
-    written = write(generate(SHAPES[sys.argv[1]]), Path(sys.argv[2]))
-    print(f"wrote {written} requests to {sys.argv[2]}")
+    if len(sys.argv) == 4 and sys.argv[1] == "from-log":
+        with Path(sys.argv[2]).open(errors="replace") as log_lines:
+            written = write(from_access_log(log_lines), Path(sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] in SHAPES:
+        written = write(generate(SHAPES[sys.argv[1]]), Path(sys.argv[2]))
+    else:
+        raise SystemExit(_usage())
+    print(f"wrote {written} requests to {sys.argv[-1]}")

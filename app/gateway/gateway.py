@@ -54,12 +54,13 @@ class Gateway:
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
         coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached)."""
         key = self.key_for(request)
+        asked = (key, request.mode)
         used = request.caller.keys_used
         if used is not None:
             used.append(key)
         stale, fresh, looked = self._read(key, request, read and write)
         if stale is not None and fresh:
-            return completion_of(stale, "HIT", time.time(), looked)
+            return completion_of(stale, "HIT", time.time(), looked, asked=asked)
         if cached_only:
             raise NotCached()
 
@@ -94,8 +95,8 @@ class Gateway:
             if stale is None:
                 raise
             self._observer.cache_lookup(request.task, "STALE")
-            return completion_of(stale, "STALE", time.time(), looked, time.perf_counter() - waiting)
-        return completion_of(value, status, time.time(), looked, time.perf_counter() - waiting)
+            return completion_of(stale, "STALE", time.time(), looked, time.perf_counter() - waiting, asked)
+        return completion_of(value, status, time.time(), looked, time.perf_counter() - waiting, asked)
 
     def complete_streamed(
         self, request: LLMRequest, parse: Callable[[str], Any], *, draft_model: str | None = None, origin: str = ""
@@ -110,7 +111,7 @@ class Gateway:
         if run is None:  # a replay from the cache, or a JSON call's answer: in the cache now
             return self.complete(request, parse)
         value: CachedValue = run.result.get()  # its APIError, when the stream failed
-        return completion_of(value, stream.cache_status, time.time())
+        return completion_of(value, stream.cache_status, time.time(), asked=(self.key_for(request), request.mode))
 
     def shared(self, key: str) -> bool:
         """Does another caller wait on the JSON call in flight for `key` (here or, via Redis,

@@ -28,6 +28,8 @@ class Completion:
     cache_seconds: float | None = None  # how long the cache lookup took (None: no lookup)
     upstream_seconds: float = 0.0  # how long the caller waited for the upstream (or a call in flight)
     fresh_until: float = 0.0  # epoch seconds the answer stays fresh (0: unknown)
+    key: str = ""  # its cache key (namespace:digest): equal keys, one answer
+    mode: str = ""  # the request's mode (the task's name outside optimize)
 
     @property
     def spent(self) -> tuple[int, int]:
@@ -60,8 +62,14 @@ def _decoded(data: bytes) -> tuple[Any, str, str, int, int]:
 
 
 def completion_of(
-    value: CachedValue, status: str, now: float, cache_seconds: float | None = None, upstream_seconds: float = 0.0
+    value: CachedValue,
+    status: str,
+    now: float,
+    cache_seconds: float | None = None,
+    upstream_seconds: float = 0.0,
+    asked: tuple[str, str] = ("", ""),
 ) -> Completion:
+    """`asked`: the request's cache key and mode (the access line's, for traces)."""
     payload, provider, model, input_tokens, output_tokens = _decoded(value.data)
     return Completion(
         payload=payload,
@@ -74,4 +82,6 @@ def completion_of(
         cache_seconds=cache_seconds,
         upstream_seconds=upstream_seconds,
         fresh_until=value.fresh_until,
+        key=asked[0],
+        mode=asked[1],
     )

@@ -76,6 +76,11 @@ class Recording:
                 exchange.tokens,
                 exchange.key,
             )
+            if exchange.asked is not None:  # an answer of the cache: what a trace needs (loadtest.traces)
+                fields["request"] = exchange.asked.rpartition(":")[2][:24]
+                fields["mode"] = exchange.mode
+                fields["size"] = _request_bytes(environ)
+                fields["bytes"] = _content_length(headers)
             if not stream:
                 access.write(fields)
         if "metrics" not in attempted and self._recorder is not None and environ.get("PATH_INFO") != "/metrics":
@@ -116,3 +121,16 @@ class Recording:
                 self.ended(exchange)
 
         return observed(events, on_event, on_close)
+
+
+def _request_bytes(environ: dict[str, Any]) -> int:
+    """The request's size: its body, or a GET's query (its request in the URL)."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    return int(length) if length.isdigit() else len(environ.get("QUERY_STRING", ""))
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            return int(value)
+    return None

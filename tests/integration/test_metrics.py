@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -114,6 +116,45 @@ def test_stats_agrees_with_metrics(server: Server) -> None:
     assert stats["upstream"]["costUsd"] == pytest.approx(total(samples, "claude_cost_usd_total"), abs=1e-6)
     assert len(stats["memory"]["rssBytesPerWorker"]) == WORKERS
     assert stats["memory"]["rssBytesTotal"] > 0
+
+
+def test_the_access_log_is_a_trace_the_replayer_reads(server: Server, tmp_path: Path) -> None:
+    """Each answer's line names its request by a digest (never the prompt), with its mode and
+    sizes: `python -m loadtest.traces from-log` turns a real server's log into a trace, and the
+    replayer finds in it the repeats that were sent."""
+    from loadtest.replay import replay
+    from loadtest.traces import from_access_log
+
+    tag = f"trace-{time.time_ns()}"
+    sent = [
+        ("/api/optimize", {"prompt": f"{tag} a", "mode": "video"}),
+        ("/api/optimize", {"prompt": f"{tag} b", "mode": "code"}),
+        ("/api/optimize", {"prompt": f"{tag} a", "mode": "video"}),
+        ("/api/generate-questions", {"prompt": f"{tag} c"}),
+        ("/api/optimize", {"prompt": f"{tag} b", "mode": "code"}),
+        ("/api/optimize", {"prompt": f"{tag} a", "mode": "video"}),
+    ]
+    ids = []
+    for path, body in sent:
+        answer = requests.post(server.url + path, json=body, timeout=30)
+        assert answer.status_code == 200
+        ids.append(answer.headers["X-Request-ID"])
+
+    def ours() -> list[str]:
+        lines = [line for line in server.output().splitlines() if any(i in line for i in ids)]
+        return lines if len(lines) == len(ids) else []
+
+    lines = wait_until(ours, what="the six access lines")
+    assert f"{tag} a" not in server.output()  # a digest, never the prompt
+    trace = from_access_log(lines)
+    assert [(r.endpoint, r.mode) for r in trace] == [
+        ("optimize", "video"), ("optimize", "code"), ("optimize", "video"),
+        ("generate-questions", ""), ("optimize", "code"), ("optimize", "video"),
+    ]  # fmt: skip
+    keys = [r.key for r in trace]
+    assert keys[0] == keys[2] == keys[5] and keys[1] == keys[4] and len(set(keys)) == 3
+    assert all(r.size > 0 and r.answer > 0 for r in trace)
+    assert replay(trace, "fixed", 10**9, 100, ttl=3600).hits == 3  # one cache: each repeat a hit
 
 
 def test_metric_labels_are_route_names_not_paths(server: Server) -> None:
