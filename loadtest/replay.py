@@ -7,12 +7,13 @@ bytes and entries held, model calls and their cost.
 
 The cache simulated is L1 as the service builds it (app/cache/memory.py): bounded in bytes
 (each entry's answer plus ENTRY_OVERHEAD) and in entries, every answer expiring at its TTL.
-Policies:
-- `fixed`:   today's — every answer lives the ceiling TTL; least recently used leaves first.
-- `s3fifo`:  a strong policy that learns nothing about time — S3-FIFO (a small FIFO that
-             one-hit wonders leave quickly, a main FIFO with reuse bits, a ghost list), same TTL;
+Policies, each with the same TTL ceiling:
+- `lru`:     every answer lives the TTL; least recently used leaves first (L1 until 2026-12-07,
+             cachetools' TLRUCache);
+- `s3fifo`:  the service's L1 itself (app.cache.memory.MemoryCache on the simulated clock):
+             every answer lives the TTL; S3-FIFO chooses what leaves;
 - `learned`: loadtest.reuse.ReuseLearner: a new answer lives its class's probation (endpoint,
-             mode), the whole ceiling once asked again; least recently used leaves first.
+             mode), the whole TTL once asked again; least recently used leaves first.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.cache.memory import ENTRY_OVERHEAD
+from app.cache.memory import ENTRY_OVERHEAD, CachedValue, MemoryCache
 from loadtest.reuse import ReuseLearner
 from loadtest.traces import SHAPES, Request, generate, read
 
@@ -57,56 +58,6 @@ class _Lru:
 
     def victim(self) -> str:
         return next(iter(self._order))
-
-
-class _S3Fifo:
-    """S3-FIFO (Yang et al., SOSP 2023), counted in entries: 10 % small queue, 90 % main, a ghost
-    list as long as the main queue."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._small: OrderedDict[str, None] = OrderedDict()
-        self._main: OrderedDict[str, None] = OrderedDict()
-        self._ghost: OrderedDict[str, None] = OrderedDict()
-        self._freq: dict[str, int] = {}
-        self._small_limit = max(1, max_entries // 10)
-        self._ghost_limit = max(1, max_entries - self._small_limit)
-
-    def inserted(self, key: str) -> None:
-        self._freq[key] = 0
-        if key in self._ghost:  # evicted from the small queue once, asked again: straight to main
-            del self._ghost[key]
-            self._main[key] = None
-        else:
-            self._small[key] = None
-
-    def hit(self, key: str) -> None:
-        self._freq[key] = min(3, self._freq.get(key, 0) + 1)
-
-    def removed(self, key: str) -> None:
-        self._small.pop(key, None)
-        self._main.pop(key, None)
-        self._freq.pop(key, None)
-
-    def victim(self) -> str:
-        while True:
-            if len(self._small) >= self._small_limit or not self._main:
-                key = next(iter(self._small))
-                del self._small[key]
-                if self._freq.get(key, 0) > 0:
-                    self._freq[key] = 0
-                    self._main[key] = None  # asked again while small: promoted
-                    continue
-                self._ghost[key] = None
-                while len(self._ghost) > self._ghost_limit:
-                    self._ghost.popitem(last=False)
-                self._small[key] = None  # put back so `removed` finds it; the caller removes it
-                return key
-            key = next(iter(self._main))
-            if self._freq.get(key, 0) > 0:
-                self._freq[key] -= 1
-                self._main.move_to_end(key)
-                continue
-            return key
 
 
 @dataclass
@@ -143,7 +94,9 @@ def replay(
     trace: Iterable[Request], policy: str, max_bytes: int, max_entries: int, ttl: float, floor: float = 60.0
 ) -> Outcome:
     """Run `trace` through one policy's cache; what it cost and held."""
-    order: _Lru | _S3Fifo = _S3Fifo(max_entries) if policy == "s3fifo" else _Lru()
+    if policy == "s3fifo":
+        return _replay_service_l1(trace, max_bytes, max_entries, ttl)
+    order = _Lru()
     learner = ReuseLearner(floor=floor) if policy == "learned" else None
     held: dict[str, tuple[int, float]] = {}  # key -> (bytes, expires)
     on_probation: dict[str, float] = {}  # key -> stored at, until first asked again (learned)
@@ -171,21 +124,15 @@ def replay(
             expires, key = heapq.heappop(expiries)
             if key in held and held[key][1] == expires:
                 remove(key)
-        out.requests += 1
-        out.bytes_asked += request.answer
         if learner is not None:
             learner.asked(request.key, now)
-        if request.key in held:
-            out.hits += 1
-            out.bytes_hit += request.answer
+        if _counted(out, request, request.key in held):
             order.hit(request.key)
             stored_at = on_probation.pop(request.key, None)
             if stored_at is not None:  # asked again: kept the whole ceiling from when it was made
                 held[request.key] = (held[request.key][0], stored_at + ttl)
                 heapq.heappush(expiries, (stored_at + ttl, request.key))
             continue
-        out.calls += 1
-        out.cost += call_cost(request)
         life = learner.probation(request.cls, ttl) if learner is not None else ttl
         if learner is not None:
             learner.stored(request.key, request.cls, now)
@@ -204,7 +151,38 @@ def replay(
     return out
 
 
-POLICIES = ("fixed", "s3fifo", "learned")
+def _counted(out: Outcome, request: Request, hit: bool) -> bool:
+    out.requests += 1
+    out.bytes_asked += request.answer
+    if hit:
+        out.hits += 1
+        out.bytes_hit += request.answer
+    else:
+        out.calls += 1
+        out.cost += call_cost(request)
+    return hit
+
+
+def _replay_service_l1(trace: Iterable[Request], max_bytes: int, max_entries: int, ttl: float) -> Outcome:
+    """The service's own L1 class, on the trace's clock."""
+    clock = [0.0]
+    cache = MemoryCache(max_bytes, max_entries, 0.0, clock=lambda: clock[0])
+    out = Outcome("s3fifo")
+    start: float | None = None
+    for request in trace:
+        if start is None:
+            start = clock[0] = request.t
+        elapsed = request.t - clock[0]
+        out.byte_seconds += cache.bytes * elapsed
+        out.entry_seconds += len(cache) * elapsed
+        clock[0] = request.t
+        if not _counted(out, request, cache.get(request.key) is not None):
+            cache.set(request.key, CachedValue(bytes(request.answer), request.t, request.t + ttl))
+    out.seconds = clock[0] - start if start is not None else 0.0
+    return out
+
+
+POLICIES = ("lru", "s3fifo", "learned")
 
 
 def _trace(name: str) -> list[Request]:
@@ -238,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{found.mean_bytes / 2**20:>9.2f} {found.mean_entries:>8.0f} {found.calls:>8} {found.cost:>8.2f}"
                 + (
                     f"   bytes {found.mean_bytes / base.mean_bytes:.2f}x, hits {found.hit_ratio / base.hit_ratio:.3f}x"
-                    if policy != "fixed" and base.mean_bytes and base.hit_ratio
+                    if policy != POLICIES[0] and base.mean_bytes and base.hit_ratio
                     else ""
                 )
             )

@@ -154,7 +154,7 @@ def test_the_access_log_is_a_trace_the_replayer_reads(server: Server, tmp_path: 
     keys = [r.key for r in trace]
     assert keys[0] == keys[2] == keys[5] and keys[1] == keys[4] and len(set(keys)) == 3
     assert all(r.size > 0 and r.answer > 0 for r in trace)
-    assert replay(trace, "fixed", 10**9, 100, ttl=3600).hits == 3  # one cache: each repeat a hit
+    assert replay(trace, "lru", 10**9, 100, ttl=3600).hits == 3  # one cache: each repeat a hit
 
 
 def test_metric_labels_are_route_names_not_paths(server: Server) -> None:

@@ -35,7 +35,7 @@ def test_a_repeat_within_the_ttl_hits_and_after_it_calls_again(policy: str) -> N
 def test_bytes_held_are_weighted_by_time() -> None:
     """One answer held 100 s of a 200 s trace, another its last 100 s: on average one."""
     trace = [_r(0, "a"), _r(100, "b", answer=3000), _r(200, "c")]
-    out = replay(trace, "fixed", BIG, 100, ttl=100)
+    out = replay(trace, "lru", BIG, 100, ttl=100)
     assert out.seconds == 200
     assert out.mean_bytes == pytest.approx(((1000 + ENTRY_OVERHEAD) * 100 + (3000 + ENTRY_OVERHEAD) * 100) / 200)
     assert out.mean_entries == pytest.approx(1.0)
@@ -43,7 +43,7 @@ def test_bytes_held_are_weighted_by_time() -> None:
 
 def test_the_entry_bound_evicts_the_least_recently_used_first() -> None:
     trace = [_r(0, "a"), _r(1, "b"), _r(2, "a"), _r(3, "c"), _r(4, "a"), _r(5, "b")]
-    out = replay(trace, "fixed", BIG, 2, ttl=3600)
+    out = replay(trace, "lru", BIG, 2, ttl=3600)
     assert out.hits == 2  # a at 2 and 4; b was evicted by c (a was used more recently)
 
 
@@ -59,7 +59,7 @@ def test_s3fifo_keeps_what_is_reused_over_a_scan_of_one_offs() -> None:
         for i in range(30):
             trace.append(_r(t, f"once-{round_}-{i}"))
             t += 1
-    lru = replay(trace, "fixed", BIG, 20, ttl=3600)
+    lru = replay(trace, "lru", BIG, 20, ttl=3600)
     s3 = replay(trace, "s3fifo", BIG, 20, ttl=3600)
     assert lru.hits == 20  # only each round's immediate repeat
     assert s3.hits > 30
