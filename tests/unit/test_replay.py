@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.cache.memory import ENTRY_OVERHEAD
-from loadtest.replay import POLICIES, call_cost, main, replay
+from loadtest.replay import POLICIES, after_restart, call_cost, main, replay
 from loadtest.reuse import MIN_STORES, ReuseLearner
 from loadtest.traces import SHAPES, Request, Shape, generate, read, write
 
@@ -156,3 +156,20 @@ def test_the_command_prints_every_policy_side_by_side(tmp_path: Path, capsys: py
     rows = [line.split() for line in printed if line.startswith("small.jsonl")]
     assert [row[1] for row in rows] == list(POLICIES)
     assert all(0 <= float(row[2]) <= 1 for row in rows)
+
+
+def test_predicted_warming_picks_what_is_asked_not_what_was_stored_last() -> None:
+    """Before the restart: one answer asked again and again, then five asked once. With room to
+    warm one, the most recently stored is a one-off; the predicted one is the one asked next."""
+    before = [_r(float(t), "hot") for t in range(0, 600, 30)]
+    before += [_r(600.0 + i, f"once-{i}") for i in range(5)]
+    after = [_r(700.0 + i, "hot") for i in range(10)]
+    trace = before + after
+    assert after_restart(trace, 650.0, "recent", warm=1, first=10) == 9  # the first ask is a miss
+    assert after_restart(trace, 650.0, "predicted", warm=1, first=10) == 10
+    assert after_restart(trace, 650.0, "predicted", warm=0, first=10) == 9
+
+
+def test_warming_only_takes_answers_still_fresh_at_the_restart() -> None:
+    trace = [_r(0.0, "old"), _r(10.0, "old"), _r(5000.0, "old")]
+    assert after_restart(trace, 4000.0, "predicted", warm=10, first=1, ttl=3600) == 0
