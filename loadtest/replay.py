@@ -272,10 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         trace = _trace(name)
         for at in (9 * 3600.0, 12 * 3600.0):
             if trace and trace[-1].t > at:
-                found = {how: after_restart(trace, at, how, ttl=args.ttl) for how in WARMINGS}
+                hits = {how: after_restart(trace, at, how, ttl=args.ttl) for how in WARMINGS}
                 print(
-                    f"  {Path(name).name:<14} at {at / 3600:>4.1f} h: most recently stored {found['recent']:>4}, "
-                    f"predicted {found['predicted']:>4} ({found['predicted'] / max(1, found['recent']):.2f}x)"
+                    f"  {Path(name).name:<14} at {at / 3600:>4.1f} h: most recently stored {hits['recent']:>4}, "
+                    f"predicted {hits['predicted']:>4} ({hits['predicted'] / max(1, hits['recent']):.2f}x)"
                 )
     return 0
 
