@@ -93,6 +93,14 @@ class RedisCache:
         found.sort(key=lambda item: item[1].stored_at, reverse=True)
         return found[:limit]
 
+    def values(self, keys: list[str]) -> list[tuple[str, CachedValue]]:
+        """The entries of `keys` that are still held, in that order ([] when Redis fails)."""
+        try:
+            return self._decoded([self._key(key).encode() for key in keys], len(self._prefix) + 1)
+        except redis.RedisError as exc:
+            self.health.failed("cache warm", exc)
+            return []
+
     def _decoded(self, names: list[bytes], skip: int) -> list[tuple[str, CachedValue]]:
         if not names:
             return []

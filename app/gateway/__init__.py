@@ -11,6 +11,7 @@ import redis
 
 from app.cache import DiskCache, MemoryCache, RedisCache, RedisHealth
 from app.cache.clients import RedisClients
+from app.cache.popularity import Popularity
 from app.coalescing import SharedStreams
 from app.coordination.redis_reservations import RedisReservations
 from app.coordination.reservation import (
@@ -105,6 +106,13 @@ def build_gateway(
         shared_streams=shared_streams,
         observer=observer,
         tracer=tracer,
+        popularity=(
+            Popularity(
+                clients.service, settings.redis_prefix, clients.health, cap=max(1000, 10 * settings.cache_warm_entries)
+            )
+            if isinstance(l2, RedisCache) and clients is not None and settings.cache_warm_entries > 0
+            else None
+        ),
     )
     return Gateway(core)
 

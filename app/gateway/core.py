@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 from app.cache import CachedValue, DiskCache, MemoryCache, RedisCache
+from app.cache.popularity import Popularity
 from app.coalescing import SharedStreams
 from app.gateway.keys import request_key
 from app.gateway.observer import NullObserver, Observer
@@ -31,10 +32,12 @@ class Core:
         shared_streams: SharedStreams | None = None,
         observer: Observer | None = None,
         tracer: Tracer | None = None,
+        popularity: Popularity | None = None,
     ) -> None:
         self.upstream = upstream
         self.l1 = l1
         self.l2 = l2
+        self.popularity = popularity  # asks counted for every worker: what a new one warms
         # Calls in flight in this worker, JSON and streams, one entry per key. `inflight` given:
         # identical JSON calls coalesce too (COALESCING_ENABLED); streams always share theirs.
         self.calls = inflight if inflight is not None else InFlight()
@@ -89,14 +92,21 @@ class Core:
         return spend.readiness() if spend is not None else None
 
     def warm(self, limit: int, seconds: float) -> int:
-        """Copy up to `limit` of the most recently stored answers from L2 into L1, reading for at
-        most `seconds`; return how many were copied (0 without L1 or L2)."""
+        """Copy up to `limit` answers from L2 into L1, reading for at most `seconds`: the most
+        asked lately first where asks are counted (Redis: app.cache.popularity), then the most
+        recently stored; return how many were copied (0 without L1 or L2)."""
         if self.l1 is None or self.l2 is None or limit <= 0:
             return 0
-        now = time.time()
+        now, deadline = time.time(), time.monotonic() + seconds
+        chosen: list[tuple[str, CachedValue]] = []
+        if self.popularity is not None and isinstance(self.l2, RedisCache):
+            chosen = self.l2.values(self.popularity.likely(limit))
+        if len(chosen) < limit:
+            have = {key for key, _ in chosen}
+            chosen += [item for item in self.l2.recent(limit, deadline) if item[0] not in have][: limit - len(chosen)]
         warmed = 0
-        # Oldest first, so that the most recent stay when L1 is too small for them all.
-        for key, value in reversed(self.l2.recent(limit, time.monotonic() + seconds)):
+        # The likeliest last, so that they stay when L1 is too small for them all.
+        for key, value in reversed(chosen):
             if value.fresh_until > now:
                 warmed += bool(self.l1.set(key, value))
         if warmed:
@@ -123,6 +133,8 @@ class Core:
         if not read:
             self.observer.cache_lookup(request.task, "BYPASS")
             return None, False, 0.0
+        if self.popularity is not None:
+            self.popularity.asked(key)
         started = time.perf_counter()
         cached, tier = self._lookup(key, request.task)
         fresh = cached is not None and cached.is_fresh(time.time())
