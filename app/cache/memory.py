@@ -163,7 +163,7 @@ class _S3Fifo(Cache):  # type: ignore[type-arg]
                 while len(self._ghost) > max(1, len(self)):
                     self._ghost.popitem(last=False)
             else:
-                key = next(iter(self._main))  # KeyError when empty, as Cache.popitem
+                key = next(iter(self._main))  # callers pop only while an entry is held
                 order = self._order[key]
                 if order.freq > 0:
                     order.freq -= 1
