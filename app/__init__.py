@@ -147,7 +147,11 @@ def _parts(settings: Settings, instruments: Any) -> Any:
     # One view of Redis's health for the limiter, the cache and coalescing: after a failure all
     # three leave it alone for a moment, so a request never waits on it twice.
     health = RedisHealth.for_timeout(settings.redis_socket_timeout) if settings.redis_url else None
-    clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout) if health is not None else None
+    clients = (
+        RedisClients(settings.redis_url, health, settings.redis_socket_timeout, settings.redis_connections)
+        if health is not None
+        else None
+    )
     observer = instruments.observer if instruments is not None else None
     gateway = build_gateway(settings, observer, traces.tracer if traces is not None else None, clients=clients)
     prompts = PromptService(

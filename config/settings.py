@@ -314,6 +314,14 @@ class Settings:
         return {"anthropic": self.anthropic_base_url, "openai": self.openai_base_url}.get(self.llm_provider, "")
 
     @property
+    def redis_connections(self) -> int:
+        """The most connections one process's service client opens: one for each request a worker
+        may hold (WORKER_CONNECTIONS) and each job it may run (JOB_CONCURRENCY), and a few for
+        its own work. redis-py's default is 100, and past it a command fails as if Redis had: with
+        100 jobs at once a job worker ran out and paused Redis (the jobs drill, 2026-12-07)."""
+        return self.worker_connections + self.job_concurrency + 16
+
+    @property
     def tracing_enabled(self) -> bool:
         """Traces go somewhere: an OTLP endpoint, or the console in development; never when disabled."""
         if self.otel_sdk_disabled:

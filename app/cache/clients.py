@@ -45,17 +45,20 @@ class RedisClients:
     BLOCK for news and so read for BLOCK + the call timeout. (The rate limiter's storage,
     from the `limits` library, keeps its own.) Built once per process, after patching."""
 
-    def __init__(self, url: str, health: RedisHealth, timeout: float) -> None:
+    def __init__(self, url: str, health: RedisHealth, timeout: float, max_connections: int = 100) -> None:
         self.topology = RedisTopology(url)
         self.health = health
         self.timeout = timeout
-        # Named (CLIENT LIST shows which process holds which connection, and for what).
+        # Named (CLIENT LIST shows which process holds which connection, and for what). Opened as
+        # needed, up to `max_connections` (Settings.redis_connections: what the process may run
+        # at once): past it a command fails as if Redis had.
         self.service = self.topology.service_client(
             health,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
             client_name=f"prompt-builder:service:{os.getpid()}",
+            max_connections=max_connections,
         )
         self.reader = self.topology.client(
             socket_timeout=BLOCK + timeout,

@@ -87,7 +87,7 @@ def build_gateway(
     observer = observer or NullObserver()
     if settings.redis_url and clients is None:
         health = redis_health or RedisHealth.for_timeout(settings.redis_socket_timeout)
-        clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout)
+        clients = RedisClients(settings.redis_url, health, settings.redis_socket_timeout, settings.redis_connections)
     if clients is not None:
         clients.health.on_failure = observer.redis_error
     l2, shared_streams = _shared_tier(settings, clients, observer)
