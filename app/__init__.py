@@ -126,6 +126,8 @@ def create_app(config: Settings | Mapping[str, str] | None = None) -> Flask:
     instruments = metrics.init_app(app, settings)  # serves /metrics
     found = app.extensions[KEY] = _parts(settings, instruments)
     api.init_app(app)
+    if found.graph is not None:  # answered by the pipeline (app.graph.endpoint): a rule, no view
+        app.add_url_rule("/graphql", endpoint="graphql", methods=["GET", "POST"])
     if instruments is not None:
         metrics.init_endpoint_series(app, instruments.metrics)
     app.wsgi_app = headers.wrap_proxy_fix(Pipeline(app, found, app.wsgi_app), settings)  # type: ignore[method-assign]
@@ -165,6 +167,17 @@ def _parts(settings: Settings, instruments: Any) -> Any:
         instruments.observer.known(gateway.core.provider_name, gateway.core.model, *prompts.label_values())
         instruments.metrics.cache_max_bytes.set(gateway.core.cache_max_bytes)
     credentials = auth.Credentials(settings)
+    graph = None
+    if settings.graphql_enabled:
+        from app.graph.endpoint import GraphEndpoint
+
+        graph = GraphEndpoint(
+            prompts,
+            max_body=settings.max_body_bytes,
+            most=settings.graphql_max_operations,
+            introspection=settings.graphql_introspection,
+            counted=instruments.graph_counted if instruments is not None else None,
+        )
     jobs = _jobs(settings, prompts, instruments.metrics if instruments is not None else None, credentials, clients)
     return Parts(
         settings=settings,
@@ -175,6 +188,7 @@ def _parts(settings: Settings, instruments: Any) -> Any:
         instruments=instruments,
         tracing=traces,
         limit=limits.RateLimit(settings, health) if limits.RateLimit.wanted(settings) else None,
+        graph=graph,
         jobs=None if isinstance(jobs, JobsUnavailable) else jobs,
         jobs_unavailable=jobs if isinstance(jobs, JobsUnavailable) else None,
         warm=_warm(gateway, settings),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from app.graph.endpoint import GraphEndpoint
     from app.jobs.service import Jobs, JobsUnavailable
     from app.observability.access import AccessLog
     from app.observability.metrics import Instruments
@@ -35,6 +36,7 @@ class Parts:
     instruments: Instruments | None  # METRICS_ENABLED=false: None
     tracing: Tracing | None  # tracing off: None
     limit: RateLimit | None  # RATE_LIMIT empty: None
+    graph: GraphEndpoint | None  # GRAPHQL_ENABLED=false: None
     jobs: Jobs | None = None  # no CACHE_DIR and no REDIS_URL (nowhere to keep them), or broken: None
     jobs_unavailable: JobsUnavailable | None = None  # asked for, but the store could not be opened
     warm: tuple[int, float] | None = None  # L1 warmed from L2 at start: (answers, seconds)

@@ -10,7 +10,9 @@
     guard    by the matched rule, never the spelling of the path: API key (401/403) or the
              metrics token, then the rate limit (429; 503 when it cannot be counted)
     handler  a JSON endpoint's `handle` (app.api) — the shortcut past Flask's routing and
-             request objects — or Flask for everything else (streams, health, stats, errors)
+             request objects — /graphql's (app.graph), which counts each of its operations
+             against the rate limit through the same admission step, or Flask for everything
+             else (streams, health, stats, errors)
     finish   RateLimit, security, Cache-Control, CORS, Server-Timing and X-Request-ID headers;
              the request metrics and the access line, a stream's when it ends
              (app.observability.recording)
@@ -33,6 +35,7 @@ from flask import Flask
 from app.api import JSON_ENDPOINTS
 from app.errors import APIError, api_error_parts, http_error_parts, unexpected_error_parts
 from app.exchange import Exchange, enter, leave, request_id
+from app.graph.endpoint import graph_error_parts
 from app.observability.access import server_timing
 from app.observability.recording import Recording
 from app.parts import Parts
@@ -76,6 +79,7 @@ class Pipeline:
         self._origins = frozenset(settings.cors_origins)
         self._credentials = parts.credentials if parts.credentials else None
         self._limit = parts.limit
+        self._graph = parts.graph
         self._recording = Recording(parts.access, parts.instruments.recorder if parts.instruments is not None else None)
         tracing = parts.tracing
         self._decide = tracing.decide if tracing is not None else None
@@ -151,6 +155,7 @@ class Pipeline:
         assert route is not None
         if route.error is not None:  # routes nowhere: no handler runs, nothing to guard
             return http_error_parts(route.error, environ.get("PATH_INFO", ""))
+        graph = self._graph if route.endpoint == "graphql" else None
         try:
             guard = route.guard
             if self._credentials is not None and guard != "open":
@@ -158,14 +163,14 @@ class Pipeline:
                 if name is not None:
                     exchange.client, exchange.authenticated, exchange.key = f"key:{name}", True, name
                     exchange.scope = self._credentials.scoped_name(name)
-            limit = self._limit
+            if graph is not None and method != "OPTIONS":  # counts its operations, not the request
+                answer, facts = graph.handle(environ, lambda count: self._admit(exchange, count))
+                if facts is not None:
+                    exchange.told(facts)
+                return answer if method != "HEAD" else (answer[0], answer[1], b"")
             # Routed /api/* requests only; a CORS preflight is never counted.
-            if limit is not None and guard == "api" and method != "OPTIONS":
-                verdict = limit.hit(exchange.client or client_for(environ.get("REMOTE_ADDR")), exchange.key)
-                exchange.limit_headers = verdict.headers
-                if not verdict.allowed:
-                    exchange.rate_limited = True
-                    raise limit.refused(verdict)
+            if guard == "api" and method != "OPTIONS":
+                self._admit(exchange, 1)
             if method != "OPTIONS" and self.shortcut:
                 handler = self._handlers.get(route.endpoint)
                 if handler is not None:
@@ -174,8 +179,20 @@ class Pipeline:
                         exchange.told(completion)
                     return answer if method != "HEAD" else (answer[0], answer[1], b"")
         except APIError as error:
-            return api_error_parts(error)
+            return graph_error_parts(error) if graph is not None else api_error_parts(error)
         return self._through(self._flask, environ)
+
+    def _admit(self, exchange: Exchange, cost: int) -> None:
+        """The one rate-limit decision: count `cost` requests of the caller (a GraphQL request:
+        one per operation), or raise 429 (503 when the count cannot be made)."""
+        limit = self._limit
+        if limit is None:
+            return
+        verdict = limit.hit(exchange.client or client_for(exchange.environ.get("REMOTE_ADDR")), exchange.key, cost)
+        exchange.limit_headers = verdict.headers
+        if not verdict.allowed:
+            exchange.rate_limited = True
+            raise limit.refused(verdict)
 
     @staticmethod
     def _through(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> Result:

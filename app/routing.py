@@ -26,8 +26,9 @@ _OPERATOR_RULES = frozenset(("/metrics", "/stats"))
 
 
 def _guard_of(rule: Rule) -> Guard:
-    """Who may call a rule: API keys for /api/*, the metrics token for the operator views."""
-    if rule.rule.startswith("/api/"):
+    """Who may call a rule: API keys for /api/* and /graphql, the metrics token for the
+    operator views."""
+    if rule.rule.startswith("/api/") or rule.rule == "/graphql":
         return "api"
     if rule.rule in _OPERATOR_RULES:
         return "operator"

@@ -286,6 +286,9 @@ class Settings:
     metrics_token: str = _var("", _str, empty="")  # empty: /metrics and /stats open
     cors_origins: tuple[str, ...] = _var("", _csv, empty=())  # empty: no CORS headers
     llm_prices: dict[str, tuple[float, float]] = _var("", _prices, empty=DEFAULT_PRICES)
+    graphql_enabled: bool = _var("true", _bool)  # false: no /graphql
+    graphql_introspection: bool = _var("true", _bool)  # false: __schema and __type refused
+    graphql_max_operations: int = _var("10", _int(1, 100))  # operations (and documents) per request
     metrics_enabled: bool = _var("true", _bool)
     # empty: gunicorn makes a fresh directory per server (and removes it on exit)
     prometheus_multiproc_dir: str = _var("", _path, empty="")

@@ -227,6 +227,10 @@ class Instruments:
     observer: PrometheusObserver
     registry: Any
 
+    def graph_counted(self, field: str, status: int) -> None:
+        """A GraphQL operation ended with `status` (app.graph.endpoint)."""
+        self.metrics.graphql_operations.labels(field, str(status)).inc()
+
 
 def init_app(app: Flask, settings: Settings) -> Instruments | None:
     """Serve /metrics; return the instruments (None when METRICS_ENABLED is false)."""

@@ -52,6 +52,12 @@ class Series:
         self.http_active = Gauge(
             "http_active_requests", "HTTP requests in progress", multiprocess_mode="livesum", registry=r
         )
+        self.graphql_operations = Counter(
+            "graphql_operations_total",
+            "GraphQL operations run, by Query field and the HTTP status their outcome maps to",
+            ("field", "status"),
+            registry=r,
+        )
         self.rate_limited = Counter(
             "rate_limited_requests_total", "Requests refused by the rate limit", ("endpoint",), registry=r
         )

@@ -156,8 +156,9 @@ class RateLimit:
         """Is any rate limit configured (RATE_LIMIT, or a key's own)?"""
         return bool(settings.rate_limit) or any(spec.rate_limit for spec in settings.keys)
 
-    def hit(self, client: str, key: str | None = None) -> Verdict:
-        """Count one request of `client` against its key's own limit, else RATE_LIMIT. Raises
+    def hit(self, client: str, key: str | None = None, cost: int = 1) -> Verdict:
+        """Count `cost` requests of `client` (all or none) against its key's own limit, else
+        RATE_LIMIT. Raises
         RateLimitUnavailableError when the shared count cannot be reached and
         RATE_LIMIT_ON_REDIS_ERROR is closed."""
         limit = self._limits.get(key, self._limit) if key is not None else self._limit
@@ -166,11 +167,11 @@ class RateLimit:
         window_key = limit.key_before + client + limit.key_after
         if self._shared is not None:
             try:
-                return _count(self._shared, limit, window_key)
+                return _count(self._shared, limit, window_key, cost)
             except (redis.RedisError, StorageError):
                 if self._closed:
                     raise RateLimitUnavailableError(retry_after=RETRY_WHEN_UNAVAILABLE) from None
-        return _count(self._memory, limit, window_key)
+        return _count(self._memory, limit, window_key, cost)
 
     @staticmethod
     def refused(verdict: Verdict) -> TooManyRequestsError:
@@ -178,11 +179,11 @@ class RateLimit:
         return TooManyRequestsError(details=f"rate limit {verdict.limit}")
 
 
-def _count(storage: Any, limit: _Limit, key: str) -> Verdict:
+def _count(storage: Any, limit: _Limit, key: str, cost: int = 1) -> Verdict:
     """The sliding window counter's hit and the window after it, on `storage` directly: limits'
     strategy builds the key and casts on each of its two calls, a third of the limiter's cost in
     a worker (docs/performance.md)."""
-    allowed = bool(storage.acquire_sliding_window_entry(key, limit.item.amount, limit.expiry))
+    allowed = bool(storage.acquire_sliding_window_entry(key, limit.item.amount, limit.expiry, cost))
     try:  # the window's state is one more storage read: Redis may fail it even after the hit
         window: tuple[int, float, int, float] | None = storage.get_sliding_window(key, limit.expiry)
     except (redis.RedisError, StorageError):

@@ -1,0 +1,225 @@
+"""What a GraphQL request asks, checked before anything runs: its documents (app.graph.reading
+reads them from HTTP), persisted queries
+(Apollo's automatic persisted queries: a SHA-256 in place of the document), and each document
+parsed, validated against the schema and measured against the limits, then planned: the
+operations it runs, each with its input.
+
+Limits, each refused with a GraphQL error that names it: documents and operations per request
+(GRAPHQL_MAX_OPERATIONS), lexical tokens per document (`MAX_TOKENS`: parsing stops there), the
+depth of a selection (`MAX_DEPTH`), aliases (`MAX_ALIASES`) and the selections a document
+expands to through its fragments (`MAX_SELECTIONS`: fragments that spread each other many times
+cost the work they expand to, not the bytes they are written in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import LRUCache
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLIncludeDirective,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    NoSchemaIntrospectionCustomRule,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    get_operation_ast,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import VariableValues, get_argument_values, get_directive_values, get_variable_values
+
+from app.graph.reading import GraphRequest, RequestError
+
+__all__ = [
+    "MAX_ALIASES",
+    "MAX_DEPTH",
+    "MAX_SELECTIONS",
+    "MAX_TOKENS",
+    "Documents",
+    "Plan",
+    "Planned",
+]
+
+MAX_TOKENS = 2_000  # the standard introspection query is ~300; ten operations with inline input ~600
+MAX_DEPTH = 15  # the schema's own answers are 3 deep; the standard introspection query, 13
+MAX_ALIASES = 30
+MAX_SELECTIONS = 5_000  # fields and fragments visited, fragments expanded
+_CACHED_DOCUMENT = 16 * 1024  # documents longer than this (inline inputs) are prepared each time
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One operation a document runs: the Query field, under its response key, with its input."""
+
+    key: str
+    field: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A document ready to run: parsed and valid, its variables coerced, its operations listed."""
+
+    document: DocumentNode
+    variables: dict[str, Any]
+    operation_name: str | None
+    operations: tuple[Planned, ...]
+
+
+class Documents:
+    """Documents parsed and validated once per process (an LRU of their text), persisted queries
+    by their SHA-256 (an LRU too: a hash unknown here is asked for again, as the protocol says),
+    and each request's plan."""
+
+    def __init__(self, schema: GraphQLSchema, *, introspection: bool, most: int) -> None:
+        self.schema, self.most = schema, most
+        self._rules = (*specified_rules, *(() if introspection else (NoSchemaIntrospectionCustomRule,)))
+        self._prepared: LRUCache[str, DocumentNode | RequestError] = LRUCache(maxsize=512)
+        self._persisted: LRUCache[str, str] = LRUCache(maxsize=8 * 1024 * 1024, getsizeof=len)
+
+    def text(self, request: GraphRequest) -> str:
+        """The request's document, from its `query` or its persisted query's hash."""
+        persisted = request.extensions.get("persistedQuery")
+        if persisted is None:
+            if not request.query:
+                raise RequestError("no query: send `query`, or a persisted query's sha256Hash")
+            return request.query
+        if not isinstance(persisted, dict) or persisted.get("version") != 1:
+            raise RequestError("Unsupported persisted query version", "PERSISTED_QUERY_NOT_SUPPORTED")
+        digest = persisted.get("sha256Hash")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise RequestError("sha256Hash must be 64 hex digits")
+        if request.query is None:
+            found = self._persisted.get(digest.lower())
+            if found is None:  # 200: the client sends the document with its hash next (the protocol)
+                raise RequestError("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND", status=200)
+            return found
+        if hashlib.sha256(request.query.encode()).hexdigest() != digest.lower():
+            raise RequestError("provided sha does not match query", "BAD_REQUEST")
+        if len(request.query) <= _CACHED_DOCUMENT:
+            self._persisted[digest.lower()] = request.query
+        return request.query
+
+    def plan(self, request: GraphRequest, method: str) -> Plan:
+        """The request ready to run, or RequestError (GraphQLErrors of a document in `errors`)."""
+        document = self._document(self.text(request))
+        operation = get_operation_ast(document, request.operation_name)
+        if operation is None:
+            named = f"no operation named {request.operation_name}" if request.operation_name else None
+            raise RequestError(named or "several operations: say which in operationName", "BAD_REQUEST")
+        if method == "GET" and operation.operation != OperationType.QUERY:
+            raise RequestError("a GET runs queries only", "BAD_REQUEST", status=405)
+        coerced = get_variable_values(
+            self.schema, operation.variable_definitions or (), request.variables, max_errors=20
+        )
+        if isinstance(coerced, list):
+            raise _invalid(coerced, "BAD_USER_INPUT")
+        operations = tuple(self._operations(document, operation, coerced))
+        return Plan(document, request.variables, request.operation_name, operations)
+
+    def _document(self, text: str) -> DocumentNode:
+        found = self._prepared.get(text)
+        if found is None:
+            found = self._prepare(text)
+            if len(text) <= _CACHED_DOCUMENT:
+                self._prepared[text] = found
+        if isinstance(found, RequestError):
+            raise found
+        return found
+
+    def _prepare(self, text: str) -> DocumentNode | RequestError:
+        try:
+            document = parse(text, no_location=False, max_tokens=MAX_TOKENS)
+        except GraphQLError as error:
+            return _invalid([error], "GRAPHQL_PARSE_FAILED")
+        errors = validate(self.schema, document, self._rules, max_errors=20)
+        if errors:
+            return _invalid(errors, "GRAPHQL_VALIDATION_FAILED")
+        try:
+            _measure(document)
+        except RequestError as error:
+            return error
+        return document
+
+    def _operations(
+        self, document: DocumentNode, operation: OperationDefinitionNode, coerced: VariableValues
+    ) -> list[Planned]:
+        fields = self.schema.query_type.fields if self.schema.query_type is not None else {}
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        planned: dict[str, Planned] = {}
+        for node in _top_fields(operation.selection_set, fragments, coerced):
+            name = node.name.value
+            if name.startswith("__"):
+                continue  # __typename, __schema, __type: answered by the executor, cost nothing
+            key = node.alias.value if node.alias else name
+            if key not in planned:  # one response key is one field (validation: same arguments)
+                planned[key] = Planned(key, name, get_argument_values(fields[name], node, coerced)["input"])
+        return list(planned.values())
+
+
+def _included(node: Any, coerced: VariableValues) -> bool:
+    skip = get_directive_values(GraphQLSkipDirective, node, coerced)
+    include = get_directive_values(GraphQLIncludeDirective, node, coerced)
+    return not (skip and skip.get("if")) and not (include and not include.get("if"))
+
+
+def _top_fields(
+    selections: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], coerced: VariableValues
+) -> list[FieldNode]:
+    """The fields an operation asks of Query, through its fragments, @skip and @include kept."""
+    found: list[FieldNode] = []
+    for node in selections.selections:
+        if not _included(node, coerced):
+            continue
+        if isinstance(node, FieldNode):
+            found.append(node)
+        elif isinstance(node, InlineFragmentNode):
+            found += _top_fields(node.selection_set, fragments, coerced)
+        elif isinstance(node, FragmentSpreadNode):
+            found += _top_fields(fragments[node.name.value].selection_set, fragments, coerced)
+    return found
+
+
+def _measure(document: DocumentNode) -> None:
+    """Refuse a document deeper than MAX_DEPTH, with more than MAX_ALIASES aliases, or expanding
+    to more than MAX_SELECTIONS selections (validation has refused fragment cycles already)."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    counts = {"aliases": 0, "selections": 0}
+    stack: list[tuple[SelectionSetNode, int]] = [
+        (d.selection_set, 1) for d in document.definitions if isinstance(d, OperationDefinitionNode)
+    ]
+    while stack:
+        selections, depth = stack.pop()
+        for node in selections.selections:
+            counts["selections"] += 1
+            if counts["selections"] > MAX_SELECTIONS:
+                raise RequestError(f"the document expands to more than {MAX_SELECTIONS} selections", "TOO_COMPLEX")
+            if isinstance(node, FieldNode):
+                if node.alias is not None:
+                    counts["aliases"] += 1
+                    if counts["aliases"] > MAX_ALIASES:
+                        raise RequestError(f"more than {MAX_ALIASES} aliases", "TOO_MANY_ALIASES")
+                if node.selection_set is not None:
+                    if depth + 1 > MAX_DEPTH:
+                        raise RequestError(f"selections nested deeper than {MAX_DEPTH}", "TOO_DEEP")
+                    stack.append((node.selection_set, depth + 1))
+            elif isinstance(node, InlineFragmentNode):
+                stack.append((node.selection_set, depth))
+            elif isinstance(node, FragmentSpreadNode) and node.name.value in fragments:
+                stack.append((fragments[node.name.value].selection_set, depth))
+
+
+def _invalid(errors: list[GraphQLError], code: str) -> RequestError:
+    """A document's GraphQL errors as one refusal, each error kept for the answer."""
+    return RequestError(errors[0].message, code, details="; ".join(e.message for e in errors)[:2000], errors=errors)

@@ -1,0 +1,261 @@
+"""`/graphql`: the six operations as one GraphQL schema, answered inside the request pipeline.
+
+The pipeline routes, checks the key and renders refusals as it does for REST; this handler reads
+the documents (app.graph.documents), asks the pipeline's one admission step to count every
+operation against the caller's rate limit (`admit(n)`: a batch of ten costs ten, all or none),
+then runs the operations of the whole request at once, one greenlet each, through the same
+operations REST calls (cache, coalescing with REST and stream callers, budgets, breaker), so a
+batch takes about as long as its slowest operation. graphql-core then shapes each document's
+answer from the results by the selection it asked for.
+
+Errors carry `extensions.code` and the HTTP `status` a REST caller would get for the same
+failure (with `retryAfter` where REST sends Retry-After). The HTTP status is 200 when any
+operation answered; when none did and all failed alike, that failure's status (and Retry-After).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+import gevent
+from graphql import ExecutionResult, GraphQLError, execute_sync
+from pydantic import ValidationError
+
+from app.api._body import cache_policy, caller, describe, read_json
+from app.api._edge import caching_headers, etag_of, not_modified
+from app.errors import APIError, ValidationFailedError
+from app.gateway import Completion
+from app.gateway.tracer import spawn
+from app.graph.documents import Documents, Plan
+from app.graph.reading import RequestError, read_requests
+from app.graph.schema import FIELDS, build_schema
+from app.render import JSON_TYPE, Answer, render, status_line
+from app.services import CachePolicy, PromptService
+from app.tenancy import Caller
+
+__all__ = ["GraphEndpoint", "graph_error_parts"]
+
+log = logging.getLogger(__name__)
+Admit = Callable[[int], None]
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.upper().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "INTERNAL_SERVER_ERROR"
+
+
+def error_of(error: APIError) -> dict[str, Any]:
+    """An APIError as a GraphQL error: the REST answer's words, status and Retry-After."""
+    extensions: dict[str, Any] = {
+        "code": getattr(error, "code", None) or _code(error.status_code),
+        "status": error.status_code,
+        "details": error.details,
+    }
+    if error.retry_after is not None:
+        extensions["retryAfter"] = max(1, math.ceil(error.retry_after))
+    return {"message": error.message, "extensions": extensions}
+
+
+def _refusal(error: APIError) -> list[dict[str, Any]]:
+    """The errors a refused document answers: each GraphQL error it found, else the one refusal."""
+    found = error.errors if isinstance(error, RequestError) else []
+    if not found:
+        return [error_of(error)]
+    code = error_of(error)["extensions"]
+    return [{**e.formatted, "extensions": {"code": code["code"], "status": code["status"]}} for e in found]
+
+
+def graph_error_parts(error: APIError) -> Answer:
+    """A refusal of the whole request (the pipeline's key check, rate limit...) as GraphQL."""
+    headers = [("Retry-After", str(max(1, math.ceil(error.retry_after))))] if error.retry_after is not None else []
+    return _parts(error.status_code, {"errors": _refusal(error)}, headers)
+
+
+def _parts(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Answer:
+    data = render(body) if isinstance(body, dict) else render_list(body)
+    return (
+        status_line(status),
+        [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), *(headers or ())],
+        data,
+    )
+
+
+def render_list(body: list[dict[str, Any]]) -> bytes:
+    return b"[" + b",".join(render(item).rstrip(b"\n") for item in body) + b"]\n"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What the gateway did for a whole request, for the access line and Server-Timing: one
+    status when every operation had it (else MIXED), the tokens of all, the longest wait."""
+
+    cache_status: str
+    cache_seconds: float | None
+    upstream_seconds: float
+    spent: tuple[int, int]
+    key: str
+    mode: str
+
+
+def _facts(completions: list[Completion]) -> BatchFacts | None:
+    if not completions:
+        return None
+    statuses = {c.cache_status for c in completions}
+    one = completions[0] if len(completions) == 1 else None
+    return BatchFacts(
+        statuses.pop() if len(statuses) == 1 else "MIXED",
+        max((c.cache_seconds or 0.0 for c in completions), default=None),
+        max(c.upstream_seconds for c in completions),
+        (sum(c.spent[0] for c in completions), sum(c.spent[1] for c in completions)),
+        one.key if one is not None else "",
+        one.mode if one is not None else "",
+    )
+
+
+class GraphEndpoint:
+    """The handler of /graphql (see the module's docstring)."""
+
+    def __init__(
+        self,
+        prompts: PromptService,
+        *,
+        max_body: int,
+        most: int,
+        introspection: bool,
+        counted: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """`counted(field, status)`: told of each operation's outcome (the metrics)."""
+        self.documents = Documents(build_schema(), introspection=introspection, most=most)
+        self._prompts, self._tracer = prompts, prompts.gateway.core.tracer
+        self._max_body, self._most, self._counted = max_body, most, counted
+
+    def handle(self, environ: dict[str, Any], admit: Admit) -> tuple[Answer, BatchFacts | None]:
+        method = environ["REQUEST_METHOD"]
+        raw = read_json(environ, self._max_body) if method == "POST" else None
+        if raw is None and len(environ.get("QUERY_STRING", "")) > 3 * self._max_body:
+            raise RequestError("the query string is longer than MAX_BODY_BYTES", "PAYLOAD_TOO_LARGE", status=413)
+        requests, batched = read_requests(method, raw, environ.get("QUERY_STRING", ""), self._most)
+        plans: list[Plan | RequestError] = []
+        for request in requests:
+            try:
+                plans.append(self.documents.plan(request, method))
+            except RequestError as error:
+                if not batched:
+                    raise
+                plans.append(error)
+        count = sum(len(plan.operations) for plan in plans if isinstance(plan, Plan))
+        if count > self._most:
+            raise RequestError(
+                f"{count} operations in one request: at most {self._most} (GRAPHQL_MAX_OPERATIONS)",
+                "TOO_MANY_OPERATIONS",
+            )
+        if count:
+            admit(count)
+        policy, who = cache_policy(environ), caller(environ)
+        outcomes, completions = self._run(plans, policy, who)
+        answers = [self._answer(plan, outcome) for plan, outcome in zip(plans, outcomes, strict=True)]
+        status, headers = _status(answers)
+        body: Any = answers if batched else answers[0]
+        parts = _parts(status, body, headers)
+        facts = _facts(completions)
+        if method == "GET" and status == 200 and completions and not any("errors" in a for a in answers):
+            etag = etag_of(parts[2])
+            shared = caching_headers(
+                etag, _freshest(completions), policy.write and who.key is None, self._prompts.stale_seconds, time.time()
+            )
+            parts[1].extend(shared)
+            return not_modified(environ, etag, parts[1]) or parts, facts
+        return parts, facts
+
+    def _run(
+        self, plans: list[Plan | RequestError], policy: CachePolicy, who: Caller
+    ) -> tuple[list[dict[str, Any]], list[Completion]]:
+        """Every operation of the request at once, each in its own greenlet: per plan, its
+        results by response key (an answer, or the GraphQLError it ended with)."""
+        jobs: list[tuple[dict[str, Any], str, gevent.Greenlet]] = []
+        outcomes: list[dict[str, Any]] = []
+        for plan in plans:
+            found: dict[str, Any] = {}
+            outcomes.append(found)
+            if isinstance(plan, Plan):
+                for planned in plan.operations:
+                    greenlet = spawn(self._tracer, self._operation, planned.field, planned.input, policy, who)
+                    jobs.append((found, planned.key, greenlet))
+        gevent.joinall([greenlet for _, _, greenlet in jobs])
+        completions: list[Completion] = []
+        for found, key, greenlet in jobs:
+            outcome = greenlet.value if greenlet.successful() else APIError()
+            if isinstance(outcome, APIError):
+                found[key] = _graph_error(outcome)
+            else:
+                found[key], completion = outcome
+                completions.append(completion)
+        return outcomes, completions
+
+    def _operation(
+        self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
+    ) -> tuple[Any, Completion] | APIError:
+        """One operation's answer, or the APIError it ended with (never raised: a greenlet)."""
+        operation = FIELDS[field]
+        with self._tracer.span("graphql.operation", {"graphql.field": field}) as span:
+            try:
+                try:
+                    body = operation.model.model_validate(data)
+                except ValidationError as exc:
+                    raise ValidationFailedError(details=describe(exc)[:2000]) from None
+                outcome: tuple[Any, Completion] | APIError = operation.answer(self._prompts, body, policy, who)
+                status = 200
+            except APIError as error:
+                outcome, status = error, error.status_code
+            except Exception:
+                log.exception("a GraphQL operation failed", extra={"graphql_field": field})
+                outcome, status = APIError(), 500
+            span.set_attribute("http.status_code", status)
+        if self._counted is not None:
+            self._counted(field, status)
+        return outcome
+
+    def _answer(self, plan: Plan | RequestError, outcome: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(plan, RequestError):
+            return {"errors": _refusal(plan)}
+        result: ExecutionResult = execute_sync(
+            self.documents.schema,
+            plan.document,
+            root_value=outcome,
+            variable_values=plan.variables,
+            operation_name=plan.operation_name,
+        )
+        return dict(result.formatted)
+
+
+def _graph_error(error: APIError) -> GraphQLError:
+    formatted = error_of(error)
+    return GraphQLError(formatted["message"], extensions=formatted["extensions"])
+
+
+def _freshest(completions: list[Completion]) -> Completion:
+    """The answer that stops being fresh first (or a stale one): the whole answer's lifetime."""
+    stale = [c for c in completions if c.cache_status == "STALE"]
+    return stale[0] if stale else min(completions, key=lambda c: c.fresh_until)
+
+
+def _status(answers: list[dict[str, Any]]) -> tuple[int, list[tuple[str, str]]]:
+    """200 when any operation answered; else the one status all failures share (Retry-After the
+    longest), or 200 when they differ or nothing ran (a persisted query unknown: the protocol's)."""
+    if any(value is not None for answer in answers for value in (answer.get("data") or {}).values()):
+        return 200, []
+    errors = [error.get("extensions", {}) for answer in answers for error in answer.get("errors", ())]
+    statuses = {int(e.get("status", 200)) for e in errors}
+    if len(statuses) != 1:
+        return 200, []
+    status = statuses.pop()
+    waits = [int(e["retryAfter"]) for e in errors if "retryAfter" in e]
+    return status, [("Retry-After", str(max(waits)))] if waits else []
