@@ -14,8 +14,9 @@ cost the work they expand to, not the bytes they are written in).
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 from graphql import (
@@ -39,6 +40,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values, get_variable_values
 
+from app.cache import CachedValue
 from app.graph.reading import GraphRequest, RequestError
 
 __all__ = [
@@ -55,6 +57,8 @@ MAX_TOKENS = 2_000  # the standard introspection query is ~300; ten operations w
 MAX_DEPTH = 15  # the schema's own answers are 3 deep; the standard introspection query, 13
 MAX_ALIASES = 30
 MAX_SELECTIONS = 5_000  # fields and fragments visited, fragments expanded
+PERSISTED_PREFIX = "graphql-apq:"  # its keys in L2, apart from every answer's (namespace:digest)
+PERSISTED_SECONDS = 86_400
 _CACHED_DOCUMENT = 16 * 1024  # documents longer than this (inline inputs) are prepared each time
 
 
@@ -77,16 +81,42 @@ class Plan:
     operations: tuple[Planned, ...]
 
 
+class Shared(Protocol):
+    """Where persisted queries are shared by every worker: the cache's L2 (Redis or disk)."""
+
+    def get(self, key: str) -> CachedValue | None: ...
+
+    def set(self, key: str, value: CachedValue) -> bool: ...
+
+
 class Documents:
     """Documents parsed and validated once per process (an LRU of their text), persisted queries
-    by their SHA-256 (an LRU too: a hash unknown here is asked for again, as the protocol says),
-    and each request's plan."""
+    by their SHA-256 (an LRU in front of the cache's L2, so a query registered with one worker is
+    known to all; kept `PERSISTED_SECONDS` after its last registration; a hash unknown everywhere
+    is asked for again, as the protocol says), and each request's plan."""
 
-    def __init__(self, schema: GraphQLSchema, *, introspection: bool, most: int) -> None:
-        self.schema, self.most = schema, most
+    def __init__(self, schema: GraphQLSchema, *, introspection: bool, most: int, shared: Shared | None = None):
+        self.schema, self.most, self._shared = schema, most, shared
         self._rules = (*specified_rules, *(() if introspection else (NoSchemaIntrospectionCustomRule,)))
         self._prepared: LRUCache[str, DocumentNode | RequestError] = LRUCache(maxsize=512)
         self._persisted: LRUCache[str, str] = LRUCache(maxsize=8 * 1024 * 1024, getsizeof=len)
+
+    def _recall(self, digest: str) -> str | None:
+        found = self._persisted.get(digest)
+        if found is None and self._shared is not None:
+            value = self._shared.get(PERSISTED_PREFIX + digest)
+            text = value.data.decode("utf-8", "replace") if value is not None else None
+            if text is not None and hashlib.sha256(text.encode()).hexdigest() == digest:
+                found = self._persisted[digest] = text
+        return found
+
+    def _remember(self, digest: str, text: str) -> None:
+        if digest in self._persisted:
+            return
+        self._persisted[digest] = text
+        if self._shared is not None:
+            now = time.time()
+            self._shared.set(PERSISTED_PREFIX + digest, CachedValue(text.encode(), now, now + PERSISTED_SECONDS))
 
     def text(self, request: GraphRequest) -> str:
         """The request's document, from its `query` or its persisted query's hash."""
@@ -100,15 +130,16 @@ class Documents:
         digest = persisted.get("sha256Hash")
         if not isinstance(digest, str) or len(digest) != 64:
             raise RequestError("sha256Hash must be 64 hex digits")
+        digest = digest.lower()
         if request.query is None:
-            found = self._persisted.get(digest.lower())
+            found = self._recall(digest)
             if found is None:  # 200: the client sends the document with its hash next (the protocol)
                 raise RequestError("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND", status=200)
             return found
-        if hashlib.sha256(request.query.encode()).hexdigest() != digest.lower():
+        if hashlib.sha256(request.query.encode()).hexdigest() != digest:
             raise RequestError("provided sha does not match query", "BAD_REQUEST")
         if len(request.query) <= _CACHED_DOCUMENT:
-            self._persisted[digest.lower()] = request.query
+            self._remember(digest, request.query)
         return request.query
 
     def plan(self, request: GraphRequest, method: str) -> Plan:

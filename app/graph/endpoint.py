@@ -133,7 +133,8 @@ class GraphEndpoint:
         counted: Callable[[str, int], None] | None = None,
     ) -> None:
         """`counted(field, status)`: told of each operation's outcome (the metrics)."""
-        self.documents = Documents(build_schema(), introspection=introspection, most=most)
+        shared = prompts.gateway.l2
+        self.documents = Documents(build_schema(), introspection=introspection, most=most, shared=shared)
         self._prompts, self._tracer = prompts, prompts.gateway.core.tracer
         self._max_body, self._most, self._counted = max_body, most, counted
 

@@ -6,6 +6,7 @@ once, the service down) are in tests/fleet/test_edge_fleet.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -126,6 +127,23 @@ def test_the_cdn_s_door_is_an_edge_entry_of_its_own(edge: tuple[str, Server]) ->
     bad = [requests.get(url + OPTIMIZE + "?body=not%20json", timeout=30) for _ in range(2)]
     assert [r.status_code for r in bad] == [400, 400] and bad[1].headers.get("X-Cache-Edge") != "HIT"
     assert _service_requests(server) <= before + 4  # the door's miss, HEAD's miss at most, two errors
+
+
+def test_a_graphql_get_is_kept_by_its_url_and_its_posts_pass_through(edge: tuple[str, Server]) -> None:
+    """A GET query (here a persisted one: its hash in the URL) the service marks shareable is an
+    edge entry; the same query POSTed is answered by the service every time."""
+    url, _ = edge
+    query = '{ generateQuestions(input: {prompt: "kept at the edge"}) { questions { title } } }'
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}}
+    posted = [
+        requests.post(url + "/graphql", json={"query": query, "extensions": extensions}, timeout=30) for _ in range(2)
+    ]
+    assert [p.headers["X-Cache-Edge"] for p in posted] == ["MISS", "MISS"]  # no-store: never kept
+    address = url + "/graphql?extensions=" + quote(json.dumps(extensions), safe="")
+    # Registered with one worker, known to both (the cache's L2 holds persisted queries).
+    found = [requests.get(address, timeout=30) for _ in range(3)]
+    assert [f.headers["X-Cache-Edge"] for f in found] == ["MISS", "HIT", "HIT"]
+    assert all(f.json() == posted[0].json() for f in found)
 
 
 @pytest.mark.parametrize(

@@ -337,3 +337,12 @@ def test_operations_are_counted_by_field_and_outcome(client: FlaskClient) -> Non
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'graphql_operations_total{field="generateQuestions",status="200"} 3.0' in metrics
     assert 'graphql_operations_total{field="generateQuestions",status="400"} 1.0' in metrics
+
+
+def test_a_persisted_query_registered_with_one_worker_is_known_to_the_others(tmp_path: Path) -> None:
+    workers = [make_app({"CACHE_DIR": str(tmp_path)}).test_client() for _ in range(2)]
+    query = '{ generateQuestions(input: {prompt: "shared hash"}) { provider } }'
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(query.encode()).hexdigest()}}
+    assert _post(workers[0], {"query": query, "extensions": extensions})[0] == 200
+    status, answer, _ = _post(workers[1], {"extensions": extensions})
+    assert status == 200 and answer == {"data": {"generateQuestions": {"provider": "template"}}}
