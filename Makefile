@@ -47,7 +47,10 @@ test-fleet: $(DEV) ## The fleet's fault drills, Redis Cluster and Sentinel, a 30
 
 fuzz: $(DEV) ## Deep schemathesis campaign (EXAMPLES=500 per operation; SEED=<n> replays, else a fresh one)
 	FUZZ_EXAMPLES=$${EXAMPLES:-500} FUZZ_SEED=$${SEED:-random} FUZZ_PHASES=examples,coverage,fuzzing,stateful \
-	  $(BIN)/pytest -s --no-cov tests/integration/test_hostile_input.py::test_schemathesis_finds_no_failures
+	  $(BIN)/pytest -s --no-cov tests/integration/test_hostile_input.py -k schemathesis
+
+graphql-schema: $(DEV) ## Write docs/schema.graphql, the GraphQL SDL built from the operations' pydantic models
+	$(BIN)/python -c "from app.graph.schema import schema_sdl; open('docs/schema.graphql', 'w').write(schema_sdl())"
 
 lint: $(DEV) ## Check style and formatting with ruff
 	$(BIN)/ruff check .
@@ -88,4 +91,4 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run worker test test-fleet fuzz lint format typecheck bench bench-edge bench-seed replay loadtest soak cluster fake-upstream clean
+.PHONY: help install run worker test test-fleet fuzz graphql-schema lint format typecheck bench bench-edge bench-seed replay loadtest soak cluster fake-upstream clean
