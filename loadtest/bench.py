@@ -14,6 +14,8 @@
    + requests proxy to the same upstream), each minus a direct call; CPU per miss.
 6. Memory per worker: idle, after 10,000 distinct ~2 KB answers, and with a full cache.
 7. 1000 concurrent distinct callers on 2 workers with the model at 2 s: all answered, p99.
+8. GraphQL beside REST: a document of 10 cached operations and one of 1 against REST hits, the
+   bytes on the wire, 5 misses in one document against a 1 s model (loadtest/bench_graphql.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import requests
 import sseclient
 
 from loadtest._procs import fake_upstream, gunicorn, redis
+from loadtest.bench_graphql import bench_graphql
 
 __all__ = ["main"]
 
@@ -706,6 +709,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--callers", type=int, default=1000)
     parser.add_argument("--job-pairs", type=int, default=300, help="job submissions paired with cached answers")
+    parser.add_argument("--graphql-rounds", type=int, default=5, help="GraphQL against REST (0: skip)")
     parser.add_argument("--chart", help="write the ratios as a PNG chart here (needs matplotlib)")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
@@ -764,6 +768,11 @@ def main(argv: list[str] | None = None) -> None:
         crowd = bench_concurrency(args.callers)
         chart[f"p99 of {args.callers} callers / model time"] = (crowd["service_p99_ratio"], 1.2, False)
         chart[f"  the floor app, same {args.callers} callers"] = (crowd["floor_p99_ratio"], 1.2, False)
+    if args.graphql_rounds and shutil.which("wrk") is not None:
+        graph = bench_graphql(args.seconds, args.connections, args.graphql_rounds)
+        chart["GraphQL: 10 cached operations / 10 REST hits"] = (graph["batch_ratio"], 3.0, True)
+        chart["GraphQL: 1 cached operation / 1 REST hit"] = (graph["single_ratio"], 0.6, True)
+        chart["GraphQL: 5 misses in one document / 1 s model"] = (graph["misses_seconds"], 1.2, False)
     if args.chart and chart:
         _chart(args.chart, chart)
 

@@ -48,12 +48,19 @@ class Gateway:
         read: bool = True,
         write: bool = True,
         cached_only: bool = False,
+        peek: bool = False,
     ) -> Completion:
         """Return the answer to `request`, from cache, from an identical call in flight, or
         from the upstream. `parse` turns model text into the payload (raising InvalidAnswerError);
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
-        coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached)."""
+        coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached);
+        `peek=True` only with an answer fresh in this worker's memory (L1), counted as the hit it
+        is, else NotCached with nothing counted or waited for (the caller asks again)."""
         key = self.key_for(request)
+        if peek:
+            found = self.l1.get(key) if self.l1 is not None and read else None
+            if found is None or not found.is_fresh(time.time()):
+                raise NotCached()  # from here to the read below nothing yields: L1 still holds it
         asked = (key, request.mode)
         used = request.caller.keys_used
         if used is not None:

@@ -25,23 +25,27 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLIncludeDirective,
     GraphQLSchema,
-    GraphQLSkipDirective,
     InlineFragmentNode,
+    ListValueNode,
     NoSchemaIntrospectionCustomRule,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    ValueNode,
+    VariableNode,
     get_operation_ast,
     parse,
     specified_rules,
     validate,
 )
-from graphql.execution.values import VariableValues, get_argument_values, get_directive_values, get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
+from graphql.utilities import value_from_ast_untyped
 
 from app.cache import CachedValue
 from app.graph.reading import GraphRequest, RequestError
+from app.graph.shaping import Collector
 
 __all__ = [
     "MAX_ALIASES",
@@ -76,8 +80,9 @@ class Plan:
     """A document ready to run: parsed and valid, its variables coerced, its operations listed."""
 
     document: DocumentNode
-    variables: dict[str, Any]
-    operation_name: str | None
+    operation: OperationDefinitionNode
+    variables: dict[str, Any]  # as sent
+    coerced: VariableValues  # as the schema reads them
     operations: tuple[Planned, ...]
 
 
@@ -157,7 +162,7 @@ class Documents:
         if isinstance(coerced, list):
             raise _invalid(coerced, "BAD_USER_INPUT")
         operations = tuple(self._operations(document, operation, coerced))
-        return Plan(document, request.variables, request.operation_name, operations)
+        return Plan(document, operation, request.variables, coerced, operations)
 
     def _document(self, text: str) -> DocumentNode:
         found = self._prepared.get(text)
@@ -186,40 +191,33 @@ class Documents:
     def _operations(
         self, document: DocumentNode, operation: OperationDefinitionNode, coerced: VariableValues
     ) -> list[Planned]:
-        fields = self.schema.query_type.fields if self.schema.query_type is not None else {}
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        planned: dict[str, Planned] = {}
-        for node in _top_fields(operation.selection_set, fragments, coerced):
-            name = node.name.value
-            if name.startswith("__"):
-                continue  # __typename, __schema, __type: answered by the executor, cost nothing
-            key = node.alias.value if node.alias else name
-            if key not in planned:  # one response key is one field (validation: same arguments)
-                planned[key] = Planned(key, name, get_argument_values(fields[name], node, coerced)["input"])
-        return list(planned.values())
+        planned = []
+        for key, nodes in Collector(fragments, coerced).collect([operation.selection_set]).items():
+            name = nodes[0].name.value  # one response key is one field (validation: same arguments)
+            if not name.startswith("__"):  # __typename, __schema, __type: the shaping's, cost nothing
+                planned.append(Planned(key, name, _input(nodes[0], coerced)))
+        return planned
 
 
-def _included(node: Any, coerced: VariableValues) -> bool:
-    skip = get_directive_values(GraphQLSkipDirective, node, coerced)
-    include = get_directive_values(GraphQLIncludeDirective, node, coerced)
-    return not (skip and skip.get("if")) and not (include and not include.get("if"))
+def _input(node: FieldNode, coerced: VariableValues) -> dict[str, Any]:
+    """A field's `input`, as plain data: the document passed validation and the variables were
+    coerced, so its literals are read as they are (an enum by its name, which is its value
+    here) and pydantic checks the rest, as it does a REST body; an unset variable leaves no key."""
+    (argument,) = (a for a in node.arguments or () if a.name.value == "input")
+    return _literal(argument.value, coerced.coerced)  # type: ignore[no-any-return]
 
 
-def _top_fields(
-    selections: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], coerced: VariableValues
-) -> list[FieldNode]:
-    """The fields an operation asks of Query, through its fragments, @skip and @include kept."""
-    found: list[FieldNode] = []
-    for node in selections.selections:
-        if not _included(node, coerced):
-            continue
-        if isinstance(node, FieldNode):
-            found.append(node)
-        elif isinstance(node, InlineFragmentNode):
-            found += _top_fields(node.selection_set, fragments, coerced)
-        elif isinstance(node, FragmentSpreadNode):
-            found += _top_fields(fragments[node.name.value].selection_set, fragments, coerced)
-    return found
+def _literal(node: ValueNode, variables: dict[str, Any]) -> Any:
+    if isinstance(node, ObjectValueNode):
+        return {
+            field.name.value: _literal(field.value, variables)
+            for field in node.fields
+            if not isinstance(field.value, VariableNode) or field.value.name.value in variables
+        }
+    if isinstance(node, ListValueNode):
+        return [_literal(item, variables) for item in node.values]
+    return value_from_ast_untyped(node, variables)
 
 
 def _measure(document: DocumentNode) -> None:

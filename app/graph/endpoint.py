@@ -5,8 +5,8 @@ the documents (app.graph.documents), asks the pipeline's one admission step to c
 operation against the caller's rate limit (`admit(n)`: a batch of ten costs ten, all or none),
 then runs the operations of the whole request at once, one greenlet each, through the same
 operations REST calls (cache, coalescing with REST and stream callers, budgets, breaker), so a
-batch takes about as long as its slowest operation. graphql-core then shapes each document's
-answer from the results by the selection it asked for.
+batch takes about as long as its slowest operation. Each document's answer is then shaped from
+the results by the selection it asked for (app.graph.shaping).
 
 Errors carry `extensions.code` and the HTTP `status` a REST caller would get for the same
 failure (with `retryAfter` where REST sends Retry-After). The HTTP status is 200 when any
@@ -19,22 +19,23 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
 
 import gevent
-from graphql import ExecutionResult, GraphQLError, execute_sync
+from graphql import GraphQLError
 from pydantic import ValidationError
 
 from app.api._body import cache_policy, caller, describe, read_json
 from app.api._edge import caching_headers, etag_of, not_modified
 from app.errors import APIError, ValidationFailedError
-from app.gateway import Completion
+from app.gateway import Completion, NotCached
 from app.gateway.tracer import spawn
 from app.graph.documents import Documents, Plan
 from app.graph.reading import RequestError, read_requests
 from app.graph.schema import FIELDS, build_schema
+from app.graph.shaping import shape
 from app.render import JSON_TYPE, Answer, render, status_line
 from app.services import CachePolicy, PromptService
 from app.tenancy import Caller
@@ -179,21 +180,30 @@ class GraphEndpoint:
     def _run(
         self, plans: list[Plan | RequestError], policy: CachePolicy, who: Caller
     ) -> tuple[list[dict[str, Any]], list[Completion]]:
-        """Every operation of the request at once, each in its own greenlet: per plan, its
-        results by response key (an answer, or the GraphQLError it ended with)."""
-        jobs: list[tuple[dict[str, Any], str, gevent.Greenlet]] = []
-        outcomes: list[dict[str, Any]] = []
-        for plan in plans:
-            found: dict[str, Any] = {}
-            outcomes.append(found)
-            if isinstance(plan, Plan):
-                for planned in plan.operations:
-                    greenlet = spawn(self._tracer, self._operation, planned.field, planned.input, policy, who)
-                    jobs.append((found, planned.key, greenlet))
-        gevent.joinall([greenlet for _, _, greenlet in jobs])
+        """Every operation of the request at once: an answer fresh in this worker's memory at
+        once, in the request's greenlet (a greenlet costs more than such a hit); every other in
+        a greenlet of its own, all of them running together. Per plan, its results by response
+        key (an answer, or the GraphQLError it ended with)."""
+        outcomes: list[dict[str, Any]] = [{} for _ in plans]
+        done: list[tuple[dict[str, Any], str, Any]] = []
+        waiting: list[tuple[dict[str, Any], str, gevent.Greenlet]] = []
+        peek = replace(policy, peek=True)
+        for plan, found in zip(plans, outcomes, strict=True):
+            if isinstance(plan, RequestError):
+                continue
+            for planned in plan.operations:
+                outcome = self._operation(planned.field, planned.input, peek, who) if policy.read else None
+                if outcome is None:
+                    args = (planned.field, planned.input, policy, who)
+                    waiting.append((found, planned.key, spawn(self._tracer, self._operation, *args)))
+                else:
+                    done.append((found, planned.key, outcome))
+        gevent.joinall([greenlet for _, _, greenlet in waiting])
+        done += [
+            (found, key, greenlet.value if greenlet.successful() else APIError()) for found, key, greenlet in waiting
+        ]
         completions: list[Completion] = []
-        for found, key, greenlet in jobs:
-            outcome = greenlet.value if greenlet.successful() else APIError()
+        for found, key, outcome in done:
             if isinstance(outcome, APIError):
                 found[key] = _graph_error(outcome)
             else:
@@ -203,8 +213,9 @@ class GraphEndpoint:
 
     def _operation(
         self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
-    ) -> tuple[Any, Completion] | APIError:
-        """One operation's answer, or the APIError it ended with (never raised: a greenlet)."""
+    ) -> tuple[Any, Completion] | APIError | None:
+        """One operation's answer, or the APIError it ended with (never raised: a greenlet);
+        None when `policy` peeks and this worker's memory holds no fresh answer."""
         operation = FIELDS[field]
         with self._tracer.span("graphql.operation", {"graphql.field": field}) as span:
             try:
@@ -214,6 +225,8 @@ class GraphEndpoint:
                     raise ValidationFailedError(details=describe(exc)[:2000]) from None
                 outcome: tuple[Any, Completion] | APIError = operation.answer(self._prompts, body, policy, who)
                 status = 200
+            except NotCached:
+                return None
             except APIError as error:
                 outcome, status = error, error.status_code
             except Exception:
@@ -227,14 +240,7 @@ class GraphEndpoint:
     def _answer(self, plan: Plan | RequestError, outcome: dict[str, Any]) -> dict[str, Any]:
         if isinstance(plan, RequestError):
             return {"errors": _refusal(plan)}
-        result: ExecutionResult = execute_sync(
-            self.documents.schema,
-            plan.document,
-            root_value=outcome,
-            variable_values=plan.variables,
-            operation_name=plan.operation_name,
-        )
-        return dict(result.formatted)
+        return shape(self.documents.schema, plan.document, plan.operation, plan.coerced, plan.variables, outcome)
 
 
 def _graph_error(error: APIError) -> GraphQLError:

@@ -24,6 +24,7 @@ class CachePolicy:
     read: bool = True
     write: bool = True
     upstream: bool = True  # False: a fresh cached answer or NotCached, never a model call
+    peek: bool = False  # True: an answer fresh in this worker's memory, else NotCached, nothing counted
 
 
 def _meta(completion: Completion) -> dict[str, Any]:
@@ -75,7 +76,12 @@ class PromptService:
         """Return the optimized prompt for the body's prompt, mode and context."""
         request = self._optimize_request(body, caller)
         completion = self.gateway.complete(
-            request, text_answer, read=policy.read, write=policy.write, cached_only=not policy.upstream
+            request,
+            text_answer,
+            read=policy.read,
+            write=policy.write,
+            cached_only=not policy.upstream,
+            peek=policy.peek,
         )
         return _optimized(request, completion), completion
 
@@ -146,7 +152,12 @@ class PromptService:
             caller=caller,
         )
         completion = self.gateway.complete(
-            request, self._parsers[task_name], read=policy.read, write=policy.write, cached_only=not policy.upstream
+            request,
+            self._parsers[task_name],
+            read=policy.read,
+            write=policy.write,
+            cached_only=not policy.upstream,
+            peek=policy.peek,
         )
         extra = {"isPlaceholder": False} if task_name == "enhancement" else {}
         return {**completion.payload, **extra, **_meta(completion)}, completion
