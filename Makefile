@@ -52,6 +52,13 @@ fuzz: $(DEV) ## Deep schemathesis campaign (EXAMPLES=500 per operation; SEED=<n>
 graphql-schema: $(DEV) ## Write docs/schema.graphql, the GraphQL SDL built from the operations' pydantic models
 	$(BIN)/python -c "from app.graph.schema import schema_sdl; open('docs/schema.graphql', 'w').write(schema_sdl())"
 
+# ariadne-codegen needs graphql-core 3.2 (the service runs 3.3): it gets a venv of its own.
+CODEGEN := .venv-codegen
+graphql-client: graphql-schema ## Generate the typed Python client (clients/python/) from docs/schema.graphql
+	test -x $(CODEGEN)/bin/ariadne-codegen || ($(PYTHON) -m venv $(CODEGEN) && $(CODEGEN)/bin/pip install --quiet "ariadne-codegen==0.19.0")
+	rm -rf clients/python/prompt_builder_client
+	cd clients/python && ../../$(CODEGEN)/bin/ariadne-codegen --config pyproject.toml client
+
 lint: $(DEV) ## Check style and formatting with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -89,6 +96,6 @@ fake-upstream: $(RUNTIME) ## Run the fake model API (FAKE_PORT=8089, LATENCY=1.0
 	$(BIN)/python -m loadtest.fake_upstream --port $${FAKE_PORT:-8089} --latency $${LATENCY:-1.0}
 
 clean: ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
+	rm -rf $(VENV) $(CODEGEN) .pytest_cache .ruff_cache .mypy_cache .hypothesis .schemathesis *.egg-info
 
-.PHONY: help install run worker test test-fleet fuzz graphql-schema lint format typecheck bench bench-edge bench-seed replay loadtest soak cluster fake-upstream clean
+.PHONY: help install run worker test test-fleet fuzz graphql-schema graphql-client lint format typecheck bench bench-edge bench-seed replay loadtest soak cluster fake-upstream clean

@@ -4,6 +4,7 @@ call of the same request, and a failing upstream answers each operation with RES
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import FakeUpstreamProcess, Server, held_burst, provider_env, start_server, wait_until
+from tests.support import ROOT, FakeUpstreamProcess, Server, held_burst, provider_env, start_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +91,32 @@ def test_a_failing_upstream_answers_each_operation_with_rest_status(
     assert {e["message"] for e in errors} == {rest.json()["error"]}
     if "Retry-After" in rest.headers:
         assert response.headers["Retry-After"] and all("retryAfter" in e["extensions"] for e in errors)
+
+
+def test_the_typed_client_generated_from_the_sdl_answers(server: Server) -> None:
+    """clients/python (ariadne-codegen, from docs/schema.graphql): typed inputs, typed answers,
+    the editor's screen in one round trip."""
+    sys.path.insert(0, str(ROOT / "clients" / "python"))
+    try:
+        from prompt_builder_client import (  # type: ignore[import-not-found]
+            CreativeInput,
+            ElementType,
+            EnhancementInput,
+            Mode,
+            OptimizeInput,
+            PromptBuilderClient,
+            SceneChangeInput,
+        )
+    finally:
+        sys.path.remove(str(ROOT / "clients" / "python"))
+    with PromptBuilderClient(url=server.url + "/graphql") as client:
+        optimized = client.optimize(OptimizeInput(prompt="Typed all the way", mode=Mode.code)).optimize
+        assert optimized is not None and optimized.mode == Mode.code and optimized.optimized_prompt
+        panel = client.editor_panel(
+            EnhancementInput(highlightedText="fast", fullPrompt="make it fast"),
+            SceneChangeInput(changedField="location", newValue="Paris", fullPrompt="A walk in Rome"),
+            CreativeInput(elementType=ElementType.mood),
+        )
+        assert panel.enhance is not None and panel.enhance.suggestions
+        assert panel.scene is not None and panel.scene.confidence.value in ("high", "medium", "low")
+        assert panel.ideas is not None and panel.ideas.suggestions[0].text
