@@ -86,6 +86,9 @@ CASES: dict[str, tuple[str, Any, str | None, Any]] = {
     "METRICS_TOKEN": ("t0k", "t0k", ANY_TEXT, ""),
     "CORS_ORIGINS": ("https://a.example,*", ("https://a.example", "*"), ANY_TEXT, ()),
     "LLM_PRICES": ('{"m": [1, 2]}', {**DEFAULT_PRICES, "m": (1.0, 2.0)}, "[1, 2]", DEFAULT_PRICES),
+    "GRAPHQL_ENABLED": ("false", False, "maybe", ERROR),
+    "GRAPHQL_INTROSPECTION": ("false", False, "off-ish", ERROR),
+    "GRAPHQL_MAX_OPERATIONS": ("25", 25, "101", ERROR),
     "METRICS_ENABLED": ("false", False, "sometimes", ERROR),
     "PROMETHEUS_MULTIPROC_DIR": ("/tmp/pb-metrics", "/tmp/pb-metrics", "relative/dir", ""),
     # OTEL_*: the OpenTelemetry rule, empty is the same as unset (so empty gives the default)
