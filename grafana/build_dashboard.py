@@ -166,6 +166,15 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "Requests refused by RATE_LIMIT.",
     ),
     (
+        "GraphQL operations",
+        "timeseries",
+        "ops",
+        [('sum by (field, status) (rate(graphql_operations_total[5m]))', "{{field}} {{status}}")],
+        [],
+        "Operations run through /graphql, by Query field and the HTTP status each outcome maps to "
+        "(a request of several operations counts each).",
+    ),
+    (
         "Stale answers served",
         "timeseries",
         "reqps",

@@ -228,6 +228,11 @@ def _traffic(server: Server, upstream: FakeUpstreamProcess) -> None:
     assert post("going stale", "198.51.100.101").headers["X-Cache"] == "STALE"
     upstream.control(sticky=None)
     _stream_traffic(server, upstream)
+    query = '{ generateQuestions(input: {prompt: "a dashboard question"}) { provider } }'
+    graph = requests.post(
+        server.url + "/graphql", json={"query": query}, headers={"X-Forwarded-For": "198.51.100.220"}, timeout=15
+    )
+    assert graph.status_code == 200 and "errors" not in graph.json(), graph.text
     burst, _ = held_burst(upstream, [server.url], lambda i: post("burst together", f"198.51.100.{150 + i}"), 10)
     assert sorted(r.headers["X-Cache"] for r in burst) == ["COALESCED"] * 9 + ["MISS"]  # Redis: one call
     _job_traffic(server)
