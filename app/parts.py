@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
-    from app.graph.endpoint import GraphEndpoint
+    from app.exchange import Facts
     from app.jobs.service import Jobs, JobsUnavailable
     from app.observability.access import AccessLog
     from app.observability.metrics import Instruments
@@ -19,9 +20,18 @@ if TYPE_CHECKING:
     from app.services import PromptService
     from config.settings import Settings
 
-__all__ = ["KEY", "Parts", "parts", "parts_of"]
+__all__ = ["KEY", "GraphHandler", "Parts", "parts", "parts_of"]
 
 KEY = "prompt_builder"
+
+
+class GraphHandler(Protocol):
+    """/graphql's handler (app.graph.endpoint.GraphEndpoint), as the pipeline calls it: the
+    answer as WSGI parts, and the gateway's facts of it; `admit(n)` counts n operations."""
+
+    def handle(
+        self, environ: dict[str, Any], admit: Callable[[int], None]
+    ) -> tuple[tuple[str, list[tuple[str, str]], bytes], Facts | None]: ...
 
 
 @dataclass
@@ -36,7 +46,7 @@ class Parts:
     instruments: Instruments | None  # METRICS_ENABLED=false: None
     tracing: Tracing | None  # tracing off: None
     limit: RateLimit | None  # RATE_LIMIT empty: None
-    graph: GraphEndpoint | None  # GRAPHQL_ENABLED=false: None
+    graph: GraphHandler | None  # /graphql (app.graph.endpoint); GRAPHQL_ENABLED=false: None
     jobs: Jobs | None = None  # no CACHE_DIR and no REDIS_URL (nowhere to keep them), or broken: None
     jobs_unavailable: JobsUnavailable | None = None  # asked for, but the store could not be opened
     warm: tuple[int, float] | None = None  # L1 warmed from L2 at start: (answers, seconds)

@@ -21,17 +21,18 @@ class RequestError(APIError):
 
     status_code = 400
     message = "Bad GraphQL request"
+    default_details = "the request is not a GraphQL request this schema answers"
 
     def __init__(
         self,
-        message: str,
+        message: str = "Bad GraphQL request",
         code: str = "BAD_REQUEST",
         *,
         status: int = 400,
         details: str | None = None,
         errors: list[GraphQLError] | None = None,
     ) -> None:
-        super().__init__(message, details=details or message)
+        super().__init__(message, details=details or (message if message != self.message else None))
         self.code, self.status_code = code, status
         self.errors = errors or []  # the document's own errors (parse, validation), each with its place
 
