@@ -214,28 +214,41 @@ class GraphEndpoint:
     def _operation(
         self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
     ) -> tuple[Any, Completion] | APIError | None:
-        """One operation's answer, or the APIError it ended with (never raised: a greenlet);
-        None when `policy` peeks and this worker's memory holds no fresh answer."""
-        operation = FIELDS[field]
-        with self._tracer.span("graphql.operation", {"graphql.field": field}) as span:
-            try:
-                try:
-                    body = operation.model.model_validate(data)
-                except ValidationError as exc:
-                    raise ValidationFailedError(details=describe(exc)[:2000]) from None
-                outcome: tuple[Any, Completion] | APIError = operation.answer(self._prompts, body, policy, who)
-                status = 200
-            except NotCached:
-                return None
-            except APIError as error:
-                outcome, status = error, error.status_code
-            except Exception:
-                log.exception("a GraphQL operation failed", extra={"graphql_field": field})
-                outcome, status = APIError(), 500
-            span.set_attribute("http.status_code", status)
-        if self._counted is not None:
+        """One operation's answer, or the APIError it ended with (never raised: a greenlet),
+        in a span of its own; None when `policy` peeks and this worker's memory holds no fresh
+        answer. A peek has no span (a miss would leave an empty one): an answer it finds is
+        an event of the request's span, as a REST caller's L1 hit is that one span."""
+        if policy.peek:
+            outcome, status = self._answer_operation(field, data, policy, who)
+            if outcome is not None:
+                self._tracer.current().add_event(
+                    "graphql.operation", {"graphql.field": field, "http.status_code": status}
+                )
+        else:
+            with self._tracer.span("graphql.operation", {"graphql.field": field}) as span:
+                outcome, status = self._answer_operation(field, data, policy, who)
+                span.set_attribute("http.status_code", status)
+        if outcome is not None and self._counted is not None:
             self._counted(field, status)
         return outcome
+
+    def _answer_operation(
+        self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
+    ) -> tuple[tuple[Any, Completion] | APIError | None, int]:
+        operation = FIELDS[field]
+        try:
+            try:
+                body = operation.model.model_validate(data)
+            except ValidationError as exc:
+                raise ValidationFailedError(details=describe(exc)[:2000]) from None
+            return operation.answer(self._prompts, body, policy, who), 200
+        except NotCached:
+            return None, 0
+        except APIError as error:
+            return error, error.status_code
+        except Exception:
+            log.exception("a GraphQL operation failed", extra={"graphql_field": field})
+            return APIError(), 500
 
     def _answer(self, plan: Plan | RequestError, outcome: dict[str, Any]) -> dict[str, Any]:
         if isinstance(plan, RequestError):

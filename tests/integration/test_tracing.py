@@ -140,6 +140,43 @@ def test_miss_hit_and_coalesced_span_trees(traced: tuple[str, Receiver], fake_up
     assert receiver.tree(hit_root["trace"]) == [hit_root]  # an L1 hit is one span
 
 
+def test_a_graphql_request_has_a_span_per_operation_under_its_own(traced: tuple[str, Receiver]) -> None:
+    url, receiver = traced
+    query = (
+        '{ a: generateQuestions(input: {prompt: "span a"}) { provider }'
+        ' b: optimize(input: {prompt: "span b", mode: code}) { mode } }'
+    )
+    answer = requests.post(
+        url + "/graphql", json={"query": query}, headers={"X-Request-ID": "trace-graphql"}, timeout=10
+    )
+    assert answer.status_code == 200 and "errors" not in answer.json(), answer.text
+    root = _server_span(receiver, "trace-graphql")
+    assert (root["name"], root["attrs"]["http.route"]) == ("POST /graphql", "/graphql")
+    spans = receiver.tree(root["trace"], lambda found: sum(s["name"] == "graphql.operation" for s in found) >= 2)
+    operations = [s for s in _children(spans, root) if s["name"] == "graphql.operation"]
+    assert sorted(s["attrs"]["graphql.field"] for s in operations) == ["generateQuestions", "optimize"]
+    assert all(s["attrs"]["http.status_code"] == 200 for s in operations)
+    for operation in operations:  # each made its own model call, under its own span
+        assert any(s["name"].startswith("chat ") for s in spans if s["parent"] in _descendants(spans, operation))
+    again = requests.post(
+        url + "/graphql", json={"query": query}, headers={"X-Request-ID": "trace-graphql-hit"}, timeout=10
+    )
+    hit = _server_span(receiver, "trace-graphql-hit")  # answered from memory: events of the request's span
+    assert again.json() == answer.json() and receiver.tree(hit["trace"]) == [hit]
+    assert hit["events"].count("graphql.operation") == 2
+
+
+def _descendants(spans: list[dict[str, Any]], top: dict[str, Any]) -> set[str]:
+    found, frontier = {top["id"]}, [top["id"]]
+    while frontier:
+        parent = frontier.pop()
+        for span in spans:
+            if span["parent"] == parent and span["id"] not in found:
+                found.add(span["id"])
+                frontier.append(span["id"])
+    return found
+
+
 def test_hits_are_traced_alike_under_the_callers_trace(traced: tuple[str, Receiver]) -> None:
     """A hit with a Cache-Control header that changes nothing and one without make the same
     spans, under the caller's trace."""
