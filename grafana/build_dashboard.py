@@ -169,7 +169,7 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]], list[tuple[float, str]]
         "GraphQL operations",
         "timeseries",
         "ops",
-        [('sum by (field, status) (rate(graphql_operations_total[5m]))', "{{field}} {{status}}")],
+        [("sum by (field, status) (rate(graphql_operations_total[5m]))", "{{field}} {{status}}")],
         [],
         "Operations run through /graphql, by Query field and the HTTP status each outcome maps to "
         "(a request of several operations counts each).",
