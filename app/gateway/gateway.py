@@ -53,14 +53,13 @@ class Gateway:
         """Return the answer to `request`, from cache, from an identical call in flight, or
         from the upstream. `parse` turns model text into the payload (raising InvalidAnswerError);
         `read=False` skips cache reads (no-cache); `write=False` also skips storing and
-        coalescing (no-store); `cached_only=True` answers only from the cache (else NotCached);
-        `peek=True` only with an answer fresh in this worker's memory (L1), counted as the hit it
-        is, else NotCached with nothing counted or waited for (the caller asks again)."""
+        coalescing (no-store); `cached_only=True` answers only with a fresh cached answer (L1 or
+        L2), `peek=True` only with one in this worker's memory (L1): found, it is counted as the
+        hit it is; else NotCached, with nothing counted or waited for — the caller asks again
+        (a job, a GraphQL operation in a greenlet of its own), and that ask is the one counted."""
         key = self.key_for(request)
-        if peek:
-            found = self.l1.get(key) if self.l1 is not None and read else None
-            if found is None or not found.is_fresh(time.time()):
-                raise NotCached()  # from here to the read below nothing yields: L1 still holds it
+        if (peek or cached_only) and not self._holds(key, read, deep=not peek):
+            raise NotCached()  # a peek: nothing yields from here to the read below, L1 holds it
         asked = (key, request.mode)
         used = request.caller.keys_used
         if used is not None:
@@ -104,6 +103,15 @@ class Gateway:
             self._observer.cache_lookup(request.task, "STALE")
             return completion_of(stale, "STALE", time.time(), looked, time.perf_counter() - waiting, asked)
         return completion_of(value, status, time.time(), looked, time.perf_counter() - waiting, asked)
+
+    def _holds(self, key: str, read: bool, *, deep: bool) -> bool:
+        """Whether a fresh answer for `key` is in L1 (or, `deep`, in L2), looked at uncounted."""
+        if not read:
+            return False
+        found = self.l1.get(key) if self.l1 is not None else None
+        if found is None and deep and self.l2 is not None:
+            found = self.l2.get(key)
+        return found is not None and found.is_fresh(time.time())
 
     def complete_streamed(
         self, request: LLMRequest, parse: Callable[[str], Any], *, draft_model: str | None = None, origin: str = ""

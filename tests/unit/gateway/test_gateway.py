@@ -11,7 +11,7 @@ from gevent.event import Event
 
 from app.cache import CachedValue, MemoryCache
 from app.errors import CircuitOpenError, UpstreamError
-from app.gateway import Core, Gateway
+from app.gateway import Core, Gateway, NotCached
 from app.gateway.breaker import Breaker
 from app.gateway.observer import NullObserver
 from app.gateway.streams import InFlight
@@ -256,3 +256,29 @@ def test_a_lookup_tells_the_span_in_hand_and_only_an_l2_read_has_its_own(
     assert (request.attributes or {})["cache.status"] == "hit"
     assert (request.attributes or {})["cache.tier"] == tier
     disk.close()
+
+
+class Lookups(NullObserver):
+    """Counts the cache lookups the gateway reports, by status."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def cache_lookup(self, namespace: str, status: str, seconds: float = 0.0, tier: str = "l1") -> None:
+        self.seen.append(status)
+
+
+@pytest.mark.parametrize("how", [{"cached_only": True}, {"peek": True}])
+def test_a_cached_only_ask_counts_a_lookup_only_when_it_answers(how: dict[str, bool]) -> None:
+    """A job's submission and a GraphQL operation first ask for a cached answer only; when there is
+    none the caller asks again (the job runs, the operation's greenlet), and only that ask counts:
+    one miss per request, not two."""
+    provider, lookups = EchoProvider(), Lookups()
+    upstream = UpstreamCaller(provider, Breaker("echo", 100, 30), lookups, max_retries=0)
+    gateway = Gateway(Core(upstream, l1=MemoryCache(10**7, 100, 0), observer=lookups, inflight=InFlight()))
+    with pytest.raises(NotCached):
+        gateway.complete(_request("only cached"), text_answer, **how)
+    assert lookups.seen == [] and provider.calls == 0
+    assert gateway.complete(_request("only cached"), text_answer).cache_status == "MISS"
+    assert gateway.complete(_request("only cached"), text_answer, **how).cache_status == "HIT"
+    assert lookups.seen == ["MISS", "HIT"] and provider.calls == 1
