@@ -3,7 +3,8 @@
     LOADTEST_PROFILE=basic|stress  LOADTEST_TIME_SCALE=1.0  locust -f loadtest/locustfile.py --headless -H URL
 
 basic: ramp 10 -> 20 users over ~3.5 min; health, optimize (5 prompts x modes, with context),
-       generate-questions, 10 % /metrics; think 1-3 s. Thresholds: p95 < 5 s, failures < 10 %,
+       generate-questions, 20 % the editor's GraphQL panel (three operations), 10 % /metrics;
+       think 1-3 s. Thresholds: p95 < 5 s, failures < 10 %,
        hit rate > 30 %.
 stress: ramp to 100 then 150 users over 11 min; optimize `reasoning` with 3 prompts; think 0.1 s;
         429 counts as acceptable. Thresholds: p95 < 10 s, failures < 20 %, hit rate > 50 %.
@@ -83,8 +84,26 @@ class BasicUser(HttpUser):
             "/api/generate-questions", json={"prompt": prompt}, name="POST /api/generate-questions", catch_response=True
         ) as r:
             _answer(r)
+        if random.random() < 0.2:  # the editor's screen: three operations in one GraphQL request
+            with self.client.post("/graphql", json=_panel(prompt), name="POST /graphql", catch_response=True) as r:
+                _answer(r)
+                if r.status_code == 200 and "errors" in r.json():
+                    r.failure(f"GraphQL errors: {r.json()['errors'][0]['message']}")
         if random.random() < 0.1:
             self.client.get("/metrics", name="GET /metrics")
+
+
+PANEL = """query Panel($text: EnhancementInput!, $scene: SceneChangeInput!) {
+  enhance: getEnhancementSuggestions(input: $text) { suggestions { text } }
+  scene: detectSceneChange(input: $scene) { isSceneChange confidence }
+  ideas: getCreativeSuggestions(input: {elementType: mood}) { suggestions { text } }
+}"""
+
+
+def _panel(prompt: str) -> dict[str, Any]:
+    text = {"highlightedText": prompt.split()[0], "fullPrompt": prompt}
+    scene = {"changedField": "location", "newValue": "a night market", "fullPrompt": prompt}
+    return {"query": PANEL, "variables": {"text": text, "scene": scene}}
 
 
 class StressUser(HttpUser):
