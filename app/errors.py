@@ -39,6 +39,7 @@ __all__ = [
     "error_to_wire",
     "http_error_parts",
     "init_app",
+    "retry_after_seconds",
     "unexpected_error_parts",
 ]
 
@@ -168,8 +169,13 @@ def error_parts(status: int, message: str, details: str, *, retry_after: float |
     Retry-After (whole seconds, at least 1) when given."""
     body = {"error": message, "details": details, **{k: v for k, v in extra.items() if v is not None}}
     body["requestId"] = _request_id()
-    headers = [("Retry-After", str(max(1, math.ceil(retry_after))))] if retry_after is not None else []
+    headers = [("Retry-After", str(retry_after_seconds(retry_after)))] if retry_after is not None else []
     return json_parts(status, body, headers)
+
+
+def retry_after_seconds(seconds: float) -> int:
+    """Retry-After's value: whole seconds, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 def api_error_parts(error: APIError) -> Answer:

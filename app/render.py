@@ -16,8 +16,8 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
-def render(body: dict[str, Any]) -> bytes:
-    """Return the bytes of a JSON answer."""
+def render(body: dict[str, Any] | list[Any]) -> bytes:
+    """Return the bytes of a JSON answer (an object; a list for a GraphQL batch)."""
     return (_encode(body) + "\n").encode("utf-8")
 
 
@@ -26,7 +26,7 @@ def status_line(status: int) -> str:
     return _LINES.get(status) or f"{status} Unknown"
 
 
-def json_parts(status: int, body: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Answer:
+def json_parts(status: int, body: dict[str, Any] | list[Any], headers: list[tuple[str, str]] | None = None) -> Answer:
     """A JSON answer as WSGI parts: status line, headers (Content-Type and -Length first), body."""
     data = render(body)
     return (

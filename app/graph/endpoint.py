@@ -16,7 +16,6 @@ operation answered; when none did and all failed alike, that failure's status (a
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,18 +24,18 @@ from typing import Any
 
 import gevent
 from graphql import GraphQLError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.api._body import cache_policy, caller, describe, read_json
 from app.api._edge import caching_headers, etag_of, not_modified
-from app.errors import APIError, ValidationFailedError
+from app.errors import APIError, ValidationFailedError, retry_after_seconds
 from app.gateway import Completion, NotCached
 from app.gateway.tracer import spawn
 from app.graph.documents import Documents, Plan
 from app.graph.reading import RequestError, read_requests
 from app.graph.schema import FIELDS, build_schema
 from app.graph.shaping import shape
-from app.render import JSON_TYPE, Answer, render, status_line
+from app.render import Answer, json_parts
 from app.services import CachePolicy, PromptService
 from app.tenancy import Caller
 
@@ -61,7 +60,7 @@ def error_of(error: APIError) -> dict[str, Any]:
         "details": error.details,
     }
     if error.retry_after is not None:
-        extensions["retryAfter"] = max(1, math.ceil(error.retry_after))
+        extensions["retryAfter"] = retry_after_seconds(error.retry_after)
     return {"message": error.message, "extensions": extensions}
 
 
@@ -76,21 +75,9 @@ def _refusal(error: APIError) -> list[dict[str, Any]]:
 
 def graph_error_parts(error: APIError) -> Answer:
     """A refusal of the whole request (the pipeline's key check, rate limit...) as GraphQL."""
-    headers = [("Retry-After", str(max(1, math.ceil(error.retry_after))))] if error.retry_after is not None else []
-    return _parts(error.status_code, {"errors": _refusal(error)}, headers)
-
-
-def _parts(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Answer:
-    data = render(body) if isinstance(body, dict) else render_list(body)
-    return (
-        status_line(status),
-        [("Content-Type", JSON_TYPE), ("Content-Length", str(len(data))), *(headers or ())],
-        data,
-    )
-
-
-def render_list(body: list[dict[str, Any]]) -> bytes:
-    return b"[" + b",".join(render(item).rstrip(b"\n") for item in body) + b"]\n"
+    retry = error.retry_after
+    headers = [("Retry-After", str(retry_after_seconds(retry)))] if retry is not None else []
+    return json_parts(error.status_code, {"errors": _refusal(error)}, headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +153,7 @@ class GraphEndpoint:
         answers = [self._answer(plan, outcome) for plan, outcome in zip(plans, outcomes, strict=True)]
         status, headers = _status(answers)
         body: Any = answers if batched else answers[0]
-        parts = _parts(status, body, headers)
+        parts = json_parts(status, body, headers)
         facts = _facts(completions)
         if method == "GET" and status == 200 and completions and not any("errors" in a for a in answers):
             etag = etag_of(parts[2])
@@ -192,9 +179,13 @@ class GraphEndpoint:
             if isinstance(plan, RequestError):
                 continue
             for planned in plan.operations:
-                outcome = self._operation(planned.field, planned.input, peek, who) if policy.read else None
+                body = _validated(planned.field, planned.input)
+                if isinstance(body, APIError):
+                    done.append((found, planned.key, self._counted_now(planned.field, body)))
+                    continue
+                outcome = self._operation(planned.field, body, peek, who) if policy.read else None
                 if outcome is None:
-                    args = (planned.field, planned.input, policy, who)
+                    args = (planned.field, body, policy, who)
                     waiting.append((found, planned.key, spawn(self._tracer, self._operation, *args)))
                 else:
                     done.append((found, planned.key, outcome))
@@ -212,36 +203,37 @@ class GraphEndpoint:
         return outcomes, completions
 
     def _operation(
-        self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
+        self, field: str, body: BaseModel, policy: CachePolicy, who: Caller
     ) -> tuple[Any, Completion] | APIError | None:
         """One operation's answer, or the APIError it ended with (never raised: a greenlet),
         in a span of its own; None when `policy` peeks and this worker's memory holds no fresh
         answer. A peek has no span (a miss would leave an empty one): an answer it finds is
         an event of the request's span, as a REST caller's L1 hit is that one span."""
         if policy.peek:
-            outcome, status = self._answer_operation(field, data, policy, who)
+            outcome, status = self._answer_operation(field, body, policy, who)
             if outcome is not None:
                 self._tracer.current().add_event(
                     "graphql.operation", {"graphql.field": field, "http.status_code": status}
                 )
         else:
             with self._tracer.span("graphql.operation", {"graphql.field": field}) as span:
-                outcome, status = self._answer_operation(field, data, policy, who)
+                outcome, status = self._answer_operation(field, body, policy, who)
                 span.set_attribute("http.status_code", status)
         if outcome is not None and self._counted is not None:
             self._counted(field, status)
         return outcome
 
+    def _counted_now(self, field: str, error: APIError) -> APIError:
+        """An operation refused before it ran (its input invalid), counted as its outcome."""
+        if self._counted is not None:
+            self._counted(field, error.status_code)
+        return error
+
     def _answer_operation(
-        self, field: str, data: dict[str, Any], policy: CachePolicy, who: Caller
+        self, field: str, body: BaseModel, policy: CachePolicy, who: Caller
     ) -> tuple[tuple[Any, Completion] | APIError | None, int]:
-        operation = FIELDS[field]
         try:
-            try:
-                body = operation.model.model_validate(data)
-            except ValidationError as exc:
-                raise ValidationFailedError(details=describe(exc)[:2000]) from None
-            return operation.answer(self._prompts, body, policy, who), 200
+            return FIELDS[field].answer(self._prompts, body, policy, who), 200
         except NotCached:
             return None, 0
         except APIError as error:
@@ -254,6 +246,14 @@ class GraphEndpoint:
         if isinstance(plan, RequestError):
             return {"errors": _refusal(plan)}
         return shape(self.documents.schema, plan.document, plan.operation, plan.coerced, plan.variables, outcome)
+
+
+def _validated(field: str, data: dict[str, Any]) -> BaseModel | APIError:
+    """An operation's input as its REST body's model validates it, with REST's words if not."""
+    try:
+        return FIELDS[field].model.model_validate(data)
+    except ValidationError as exc:
+        return ValidationFailedError(details=describe(exc)[:2000])
 
 
 def _graph_error(error: APIError) -> GraphQLError:

@@ -158,8 +158,7 @@ class RateLimit:
 
     def hit(self, client: str, key: str | None = None, cost: int = 1) -> Verdict:
         """Count `cost` requests of `client` (all or none) against its key's own limit, else
-        RATE_LIMIT. Raises
-        RateLimitUnavailableError when the shared count cannot be reached and
+        RATE_LIMIT. Raises RateLimitUnavailableError when the shared count cannot be reached and
         RATE_LIMIT_ON_REDIS_ERROR is closed."""
         limit = self._limits.get(key, self._limit) if key is not None else self._limit
         if limit is None:
