@@ -97,11 +97,12 @@ class Shared(Protocol):
 class Documents:
     """Documents parsed and validated once per process (an LRU of their text), persisted queries
     by their SHA-256 (an LRU in front of the cache's L2, so a query registered with one worker is
-    known to all; kept `PERSISTED_SECONDS` after its last registration; a hash unknown everywhere
-    is asked for again, as the protocol says), and each request's plan."""
+    known to all; kept there `PERSISTED_SECONDS` from when a worker that did not know it was sent
+    it; a hash unknown everywhere is asked for again, as the protocol says), and each request's
+    plan."""
 
-    def __init__(self, schema: GraphQLSchema, *, introspection: bool, most: int, shared: Shared | None = None):
-        self.schema, self.most, self._shared = schema, most, shared
+    def __init__(self, schema: GraphQLSchema, *, introspection: bool, shared: Shared | None = None):
+        self.schema, self._shared = schema, shared
         self._rules = (*specified_rules, *(() if introspection else (NoSchemaIntrospectionCustomRule,)))
         self._prepared: LRUCache[str, DocumentNode | RequestError] = LRUCache(maxsize=512)
         self._persisted: LRUCache[str, str] = LRUCache(maxsize=8 * 1024 * 1024, getsizeof=len)

@@ -122,7 +122,7 @@ class GraphEndpoint:
     ) -> None:
         """`counted(field, status)`: told of each operation's outcome (the metrics)."""
         shared = prompts.gateway.l2
-        self.documents = Documents(build_schema(), introspection=introspection, most=most, shared=shared)
+        self.documents = Documents(build_schema(), introspection=introspection, shared=shared)
         self._prompts, self._tracer = prompts, prompts.gateway.core.tracer
         self._max_body, self._most, self._counted = max_body, most, counted
 
